@@ -1,0 +1,95 @@
+"""Benchmark harness: time ours and the baseline in the same run, report the ratio.
+
+A suite is a module ``benchmarks/bench_<suite>.py`` with a function ``cases(quick: bool)`` that
+returns a list of :class:`Case`. Each case is timed as: one warm-up call of each function (Numba
+compilation, caches), then ``repeats`` alternating timed calls, median reported. ``speedup`` is
+``baseline_s / ours_s`` (> 1: ours is faster). ``accuracy`` (optional) is called once on the two
+results and returns a dict of plain numbers merged into the record.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Case:
+    """One comparison: ``ours()`` against ``baseline()`` on the same data."""
+
+    name: str
+    ours: Callable[[], Any]
+    baseline: Callable[[], Any]
+    baseline_name: str
+    accuracy: Callable[[Any, Any], dict] | None = None
+    repeats: int = 7
+    extra: dict = field(default_factory=dict)
+
+
+def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def run_case(suite: str, case: Case) -> dict:
+    """Time one case; returns the JSON record."""
+    _, ours_out = _time(case.ours)
+    _, base_out = _time(case.baseline)
+    ours_t: list[float] = []
+    base_t: list[float] = []
+    gc.collect()
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(case.repeats):
+            t, ours_out = _time(case.ours)
+            ours_t.append(t)
+            t, base_out = _time(case.baseline)
+            base_t.append(t)
+    finally:
+        if gc_was:
+            gc.enable()
+    ours_s = statistics.median(ours_t)
+    base_s = statistics.median(base_t)
+    rec = {
+        "suite": suite,
+        "case": case.name,
+        "ours_s": ours_s,
+        "baseline": case.baseline_name,
+        "baseline_s": base_s,
+        "speedup": base_s / ours_s if ours_s > 0 else float("inf"),
+        "repeats": case.repeats,
+    }
+    if case.accuracy is not None:
+        rec.update(case.accuracy(ours_out, base_out))
+    rec.update(case.extra)
+    return rec
+
+
+def format_table(records: list[dict]) -> str:
+    """A plain-text table of the records (times in ms)."""
+    extra_keys: list[str] = []
+    base = {"suite", "case", "ours_s", "baseline", "baseline_s", "speedup", "repeats"}
+    for r in records:
+        for k in r:
+            if k not in base and k not in extra_keys:
+                extra_keys.append(k)
+    head = ["case", "ours ms", "baseline", "baseline ms", "speedup", *extra_keys]
+    rows = []
+    for r in records:
+        row = [r["case"], f"{r['ours_s'] * 1e3:.3f}", r["baseline"],
+               f"{r['baseline_s'] * 1e3:.3f}", f"{r['speedup']:.2f}x"]
+        for k in extra_keys:
+            v = r.get(k, "")
+            row.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        rows.append(row)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*row) for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""linalg_pc: low-precision numerical linear algebra for preconditioners and solvers.
+
+The public API is flat: ``import linalg_pc as lpc``; ``lpc.round_to``, ``lpc.to_storage``,
+``lpc.unit_roundoff``, ... Every function accepts NumPy (ml_dtypes bf16 included), CuPy, PyTorch
+and array_api_strict arrays and returns results in the caller's library and on its device.
+"""
+
+from . import analysis, basis, qr_methods, solvers
+from ._version import __version__
+from .analysis import *  # noqa: F403
+from .basis import *  # noqa: F403
+from .precision import (
+    FORMATS,
+    ROUNDING_MODES,
+    Format,
+    from_storage,
+    get_format,
+    representable,
+    round_to,
+    to_storage,
+    unit_roundoff,
+)
+from .qr_methods import *  # noqa: F403
+from .solvers import *  # noqa: F403
+
+__all__ = [
+    "__version__",
+    "FORMATS",
+    "ROUNDING_MODES",
+    "Format",
+    "from_storage",
+    "get_format",
+    "representable",
+    "round_to",
+    "to_storage",
+    "unit_roundoff",
+    *analysis.__all__,
+    *basis.__all__,
+    *qr_methods.__all__,
+    *solvers.__all__,
+]

@@ -1,0 +1,157 @@
+"""Numba CPU kernels for bf16 conversion, on the bit patterns.
+
+Numba cannot take bfloat16 arrays, so every kernel works on unsigned-integer views: fp32 as
+``uint32``, bf16 as ``uint16``. The kernels are fused elementwise loops (``prange`` over the
+data); none of them does linear algebra (that stays in BLAS).
+
+Round to nearest even on the bit pattern (REFERENCE §1): add ``0x7FFF + ((b >> 16) & 1)`` and keep
+the top 16 bits. NaN becomes the canonical quiet NaN with its sign (``sign | 0x7FC0``), as
+ml_dtypes does; ±inf stays; a finite value that rounds past the largest bf16 becomes inf.
+
+Stochastic rounding adds a uniform random 16-bit integer to the low half of the fp32 pattern and
+truncates: the result is one of the two bf16 neighbours, the upper one with probability equal to
+the distance from the lower one in units of the bf16 spacing (unbiased). The random bits come from
+a counter-based hash of (seed, index), so results depend on the seed only, never on the number of
+threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# Below this many elements the threads cost more than they save.
+PARALLEL_THRESHOLD = 1 << 16
+
+
+@njit(cache=True, inline="always")
+def _rne_bits(b):
+    b = np.uint32(b)
+    if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+        return np.uint16(((b >> np.uint32(16)) & np.uint32(0x8000)) | np.uint32(0x7FC0))
+    lsb = (b >> np.uint32(16)) & np.uint32(1)
+    return np.uint16((b + np.uint32(0x7FFF) + lsb) >> np.uint32(16))
+
+
+@njit(cache=True, inline="always")
+def _hash32(x):
+    # lowbias32 (C. Wellons): a well-mixed 32-bit integer hash.
+    x = np.uint32(x)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+@njit(cache=True, inline="always")
+def _sr_bits(b, i, seed):
+    b = np.uint32(b)
+    if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+        return np.uint16(((b >> np.uint32(16)) & np.uint32(0x8000)) | np.uint32(0x7FC0))
+    if (b & np.uint32(0x7FFFFFFF)) == np.uint32(0x7F800000):
+        return np.uint16(b >> np.uint32(16))
+    r = _hash32(np.uint32(i) ^ _hash32(np.uint32(seed))) & np.uint32(0xFFFF)
+    return np.uint16((b + r) >> np.uint32(16))
+
+
+@njit(parallel=True, cache=True)
+def _f32_to_bf16_rne_par(src, dst):
+    for i in prange(src.size):
+        dst[i] = _rne_bits(src[i])
+
+
+@njit(cache=True)
+def _f32_to_bf16_rne_seq(src, dst):
+    for i in range(src.size):
+        dst[i] = _rne_bits(src[i])
+
+
+@njit(parallel=True, cache=True)
+def _f32_to_bf16_sr_par(src, dst, seed):
+    for i in prange(src.size):
+        dst[i] = _sr_bits(src[i], i, seed)
+
+
+@njit(cache=True)
+def _f32_to_bf16_sr_seq(src, dst, seed):
+    for i in range(src.size):
+        dst[i] = _sr_bits(src[i], i, seed)
+
+
+@njit(parallel=True, cache=True)
+def _bf16_to_f32_par(src, dst):
+    for i in prange(src.size):
+        dst[i] = np.uint32(src[i]) << np.uint32(16)
+
+
+@njit(cache=True)
+def _bf16_to_f32_seq(src, dst):
+    for i in range(src.size):
+        dst[i] = np.uint32(src[i]) << np.uint32(16)
+
+
+@njit(parallel=True, cache=True)
+def _f32_round_bf16_rne_par(src, dst):
+    for i in prange(src.size):
+        dst[i] = np.uint32(_rne_bits(src[i])) << np.uint32(16)
+
+
+@njit(cache=True)
+def _f32_round_bf16_rne_seq(src, dst):
+    for i in range(src.size):
+        dst[i] = np.uint32(_rne_bits(src[i])) << np.uint32(16)
+
+
+@njit(parallel=True, cache=True)
+def _f32_round_bf16_sr_par(src, dst, seed):
+    for i in prange(src.size):
+        dst[i] = np.uint32(_sr_bits(src[i], i, seed)) << np.uint32(16)
+
+
+@njit(cache=True)
+def _f32_round_bf16_sr_seq(src, dst, seed):
+    for i in range(src.size):
+        dst[i] = np.uint32(_sr_bits(src[i], i, seed)) << np.uint32(16)
+
+
+def _flat(a: np.ndarray, dtype) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1).view(dtype)
+
+
+def f32_to_bf16_bits(x: np.ndarray, *, seed: int | None = None) -> np.ndarray:
+    """Round a float32 array to bf16, returning the bf16 bit patterns as ``uint16``.
+
+    ``seed=None`` rounds to nearest even; an integer seed rounds stochastically.
+    """
+    src = _flat(x, np.uint32)
+    dst = np.empty(src.size, dtype=np.uint16)
+    par = src.size >= PARALLEL_THRESHOLD
+    if seed is None:
+        (_f32_to_bf16_rne_par if par else _f32_to_bf16_rne_seq)(src, dst)
+    else:
+        s = np.uint32(seed & 0xFFFFFFFF)
+        (_f32_to_bf16_sr_par if par else _f32_to_bf16_sr_seq)(src, dst, s)
+    return dst.reshape(x.shape)
+
+
+def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    """Decode bf16 bit patterns (any 16-bit view) to a float32 array (exact)."""
+    src = _flat(bits, np.uint16)
+    dst = np.empty(src.size, dtype=np.uint32)
+    (_bf16_to_f32_par if src.size >= PARALLEL_THRESHOLD else _bf16_to_f32_seq)(src, dst)
+    return dst.view(np.float32).reshape(bits.shape)
+
+
+def f32_round_bf16(x: np.ndarray, *, seed: int | None = None) -> np.ndarray:
+    """Round a float32 array to bf16 values, returned as float32 (fused: no 16-bit temporary)."""
+    src = _flat(x, np.uint32)
+    dst = np.empty(src.size, dtype=np.uint32)
+    par = src.size >= PARALLEL_THRESHOLD
+    if seed is None:
+        (_f32_round_bf16_rne_par if par else _f32_round_bf16_rne_seq)(src, dst)
+    else:
+        s = np.uint32(seed & 0xFFFFFFFF)
+        (_f32_round_bf16_sr_par if par else _f32_round_bf16_sr_seq)(src, dst, s)
+    return dst.view(np.float32).reshape(x.shape)

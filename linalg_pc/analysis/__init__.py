@@ -1,0 +1,3 @@
+"""Error analysis: metrics, test matrices, bounds, studies and plots."""
+
+__all__: list[str] = []

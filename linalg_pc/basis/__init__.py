@@ -1,0 +1,3 @@
+"""basis."""
+
+__all__: list[str] = []

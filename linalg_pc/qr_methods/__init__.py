@@ -1,0 +1,3 @@
+"""qr_methods."""
+
+__all__: list[str] = []

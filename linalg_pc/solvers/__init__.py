@@ -1,0 +1,3 @@
+"""solvers."""
+
+__all__: list[str] = []

@@ -68,6 +68,11 @@ def _torch_canonical_nan(x, r):
     nan = torch.isnan(x)
     if not bool(nan.any()):
         return r
+    if r.dtype == torch.bfloat16:
+        # torch's own conversion writes NaN as 0xFFFF; build sign | 0x7FC0 on the bits
+        canon = torch.where(torch.signbit(x), torch.tensor(-64, dtype=torch.int16),
+                            torch.tensor(0x7FC0, dtype=torch.int16))
+        return torch.where(nan, canon, r.view(torch.int16)).view(torch.bfloat16)
     q = torch.copysign(torch.full_like(x, float("nan"), dtype=torch.float32), x.float())
     return torch.where(nan, q.to(r.dtype), r)
 
@@ -132,7 +137,8 @@ def round_to(x, fmt, mode: str = "nearest", rng=None):
         r = x.to(torch.bfloat16 if f.name == "bf16" else torch.float16).to(x.dtype)
         return _torch_canonical_nan(x, r)
     if f.name == "fp32" and mode == "nearest":
-        return _nan_fix_generic(xp, x, xp.astype(xp.astype(x, xp.float32), x.dtype))
+        with _fallback.quiet(xp):
+            return _nan_fix_generic(xp, x, xp.astype(xp.astype(x, xp.float32), x.dtype))
     return _round_generic(xp, x, f, mode, rng)
 
 
@@ -158,7 +164,9 @@ def _round_generic(xp, x, f: Format, mode: str, rng):
     u = None
     if mode == "stochastic":
         u = B.uniform(xp, tuple(x.shape), rng, like=x, dtype=xp.float64)
-    return xp.astype(_fallback.round_values(xp, x64, f, mode, u), x.dtype)
+    r = _fallback.round_values(xp, x64, f, mode, u)
+    with _fallback.quiet(xp):
+        return xp.astype(r, x.dtype)
 
 
 def to_storage(x, fmt="bf16", *, mode: str = "nearest", rng=None, out=None):

@@ -36,11 +36,15 @@ def round_values(xp, x, fmt: Format, mode: str = "nearest", uniform=None):
     mode : {"nearest", "stochastic", "zero"}
     uniform : float64 array like x, values in [0, 1); required for ``mode="stochastic"``.
     """
+    with quiet(xp):
+        return _round_values(xp, x, fmt, mode, uniform)
+
+
+def _round_values(xp, x, fmt: Format, mode: str, uniform):
     finite = xp.isfinite(x)
     xf = xp.where(finite, x, xp.zeros_like(x))
     a = xp.abs(xf)
-    with _quiet(xp):
-        lg = xp.log2(xp.where(a > 0, a, xp.ones_like(a)))
+    lg = xp.log2(xp.where(a > 0, a, xp.ones_like(a)))
     e = xp.floor(lg)
     two = xp.asarray(2.0, dtype=x.dtype, device=_device(x))
     p2 = xp.pow(two, e)
@@ -76,7 +80,7 @@ def _device(x):
     return getattr(x, "device", None)
 
 
-class _quiet:
+class quiet:
     """Silence NumPy floating-point warnings where the namespace is NumPy-based."""
 
     def __init__(self, xp):

@@ -210,12 +210,10 @@ def to_storage(x, fmt="bf16", *, mode: str = "nearest", rng=None, out=None):
             src = round_to(x, f, mode, rng).astype(np.float32)
         elif mode == "stochastic":
             seed = _seed_from(rng)
-        bits = _cpu.f32_to_bf16_bits(src, seed=seed)
         if out is not None:
             _check_out(out, x, dtype)
-            out.view(np.uint16)[...] = bits
-            return out
-        return bits.view(dtype)
+            return _cpu.f32_to_bf16_bits(src, seed=seed, out=out)
+        return _cpu.f32_to_bf16_bits(src, seed=seed).view(dtype)
     if fin == f:
         return _write(xp.asarray(x, copy=True), out)
     if _contains(f, fin):

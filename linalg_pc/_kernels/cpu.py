@@ -120,20 +120,22 @@ def _flat(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1).view(dtype)
 
 
-def f32_to_bf16_bits(x: np.ndarray, *, seed: int | None = None) -> np.ndarray:
+def f32_to_bf16_bits(x: np.ndarray, *, seed: int | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """Round a float32 array to bf16, returning the bf16 bit patterns as ``uint16``.
 
-    ``seed=None`` rounds to nearest even; an integer seed rounds stochastically.
+    ``seed=None`` rounds to nearest even; an integer seed rounds stochastically. ``out``: a
+    C-contiguous 16-bit array of x's size to write into (no allocation).
     """
     src = _flat(x, np.uint32)
-    dst = np.empty(src.size, dtype=np.uint16)
+    dst = np.empty(src.size, dtype=np.uint16) if out is None else out.reshape(-1).view(np.uint16)
     par = src.size >= PARALLEL_THRESHOLD
     if seed is None:
         (_f32_to_bf16_rne_par if par else _f32_to_bf16_rne_seq)(src, dst)
     else:
         s = np.uint32(seed & 0xFFFFFFFF)
         (_f32_to_bf16_sr_par if par else _f32_to_bf16_sr_seq)(src, dst, s)
-    return dst.reshape(x.shape)
+    return dst.reshape(x.shape) if out is None else out
 
 
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -155,3 +157,32 @@ def f32_round_bf16(x: np.ndarray, *, seed: int | None = None) -> np.ndarray:
         s = np.uint32(seed & 0xFFFFFFFF)
         (_f32_round_bf16_sr_par if par else _f32_round_bf16_sr_seq)(src, dst, s)
     return dst.view(np.float32).reshape(x.shape)
+
+
+@njit(cache=True)
+def recursive_sum_bf16(values, seed):
+    """Sum float32 ``values`` left to right, rounding every partial sum to bf16.
+
+    ``seed < 0`` rounds to nearest even, otherwise stochastically (random bits from ``seed``).
+    The additions run in float32 (exact for two bf16-representable operands of similar size,
+    else one fp32 rounding first: the model of a bf16 accumulator fed by an fp32 adder).
+    Returns the final sum as float32. This is the stagnation experiment of REFERENCE §1.
+    """
+    acc = np.zeros(1, dtype=np.float32)
+    bits = acc.view(np.uint32)
+    for i in range(values.size):
+        acc[0] = acc[0] + values[i]
+        if seed < 0:
+            bits[0] = np.uint32(_rne_bits(bits[0])) << np.uint32(16)
+        else:
+            bits[0] = np.uint32(_sr_bits(bits[0], i, np.uint32(seed))) << np.uint32(16)
+    return acc[0]
+
+
+@njit(cache=True)
+def recursive_sum_f32(values):
+    """Sum float32 ``values`` left to right in float32 (the fp32-accumulation baseline)."""
+    acc = np.float32(0.0)
+    for i in range(values.size):
+        acc = np.float32(acc + values[i])
+    return acc

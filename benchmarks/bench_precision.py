@@ -1,0 +1,57 @@
+"""Suite ``precision``: bf16 conversions against ml_dtypes ``astype`` (16M values; 4M quick).
+
+Cases: fp32->bf16 nearest-even (fresh output, and into a preallocated buffer as an optimizer's
+state would be), fp32->bf16 stochastic (against ml_dtypes' nearest-even astype: stochastic rounding
+should cost no more than the plain cast), bf16->fp32 decode, and round_to emulation (fp32 in, fp32
+out) against the astype round trip.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+from harness import Case
+
+import linalg_pc as lpc
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def _bits_equal(ours, base) -> dict:
+    o = np.asarray(ours)
+    b = np.asarray(base)
+    view = np.uint16 if o.dtype.itemsize == 2 else np.uint32
+    return {"mismatches": int(np.count_nonzero(o.view(view) != b.view(view)))}
+
+
+def _neighbours(x):
+    def check(ours, base) -> dict:
+        o = np.asarray(ours).view(np.uint16).astype(np.uint32) << 16
+        lo = x.view(np.uint32) & 0xFFFF0000
+        ok = (o == lo) | (o == lo + 0x10000)
+        return {"not_neighbour": int(np.count_nonzero(~ok))}
+
+    return check
+
+
+def cases(quick: bool) -> list[Case]:
+    n = (1 << 22) if quick else (1 << 24)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(n).astype(np.float32)
+    s = x.astype(BF16)
+    out16 = np.empty(n, BF16)
+    label = f"{n // (1 << 20)}M"
+    return [
+        Case(f"fp32->bf16 nearest {label}", lambda: lpc.to_storage(x, "bf16"),
+             lambda: x.astype(BF16), "ml_dtypes astype", accuracy=_bits_equal),
+        Case(f"fp32->bf16 nearest {label} out=", lambda: lpc.to_storage(x, "bf16", out=out16),
+             lambda: x.astype(BF16), "ml_dtypes astype", accuracy=_bits_equal),
+        Case(f"fp32->bf16 stochastic {label}",
+             lambda: lpc.to_storage(x, "bf16", mode="stochastic", rng=1),
+             lambda: x.astype(BF16), "ml_dtypes astype (nearest)", accuracy=_neighbours(x)),
+        Case(f"bf16->fp32 {label}", lambda: lpc.from_storage(s, "fp32"),
+             lambda: s.astype(np.float32), "ml_dtypes astype", accuracy=_bits_equal),
+        Case(f"round_to fp32 bf16 {label}", lambda: lpc.round_to(x, "bf16"),
+             lambda: x.astype(BF16).astype(np.float32), "ml_dtypes astype x2",
+             accuracy=_bits_equal),
+    ]

@@ -1,0 +1,751 @@
+"""Numba CPU kernels for the solvers: fused CSR conjugate-gradient steps and batched small systems.
+
+Two families live here; neither does dense linear algebra on large matrices (that stays in BLAS).
+
+**Fused CSR CG steps** (one right-hand side, or ``s`` right-hand sides stored row-major as an
+``(n, s)`` array). One CG iteration touches memory in two passes instead of SciPy's dozen:
+
+1. :func:`csr_direction_matvec`: ``p_new = z + beta * p_old``, ``q = A p_new`` and ``p_newᵀ q``
+   in one pass over the rows. The direction is formed on the fly inside the row loop
+   (``sum_j a_ij (z_j + beta p_old_j)``, the same floating-point expression that is stored in
+   ``p_new[j]``, so ``q`` is bit-for-bit ``A @ p_new``); ``p`` is double-buffered so no row reads a
+   neighbour's already-updated entry.
+2. :func:`update_xr` / :func:`update_xr_jacobi`: ``x += alpha p``, ``r -= alpha q`` and ``rᵀr``
+   (and for a diagonal preconditioner ``z = d * r`` and ``rᵀz``) in one pass.
+
+Reductions use a fixed number of row chunks (``NCHUNKS``), each summed in order and then added
+in chunk order, so results do not depend on the number of threads.
+
+**Batched small systems** (:func:`dcreg_batch`, :func:`pcg_small_batch`): ``prange`` over the
+batch, one workspace per chunk of systems, and per system: block Schur complements, cyclic
+Jacobi eigendecompositions, the optimal eigenvector-to-axis assignment over a table of
+permutations, the targeted preconditioner, preconditioned CG with true-residual checks, and a
+Householder-QR direct solve as the fallback.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+NCHUNKS = 64
+
+# status codes shared with linalg_pc.solvers.pcg
+CONVERGED, MAXITER, BREAKDOWN, INDEFINITE, NONFINITE = 0, 1, 2, 3, 4
+STATUS_NAMES = ("converged", "maxiter", "breakdown", "indefinite", "nonfinite")
+# consecutive failed convergence checks without halving the true residual before "breakdown"
+STALL_LIMIT = 3
+
+
+# --------------------------------------------------------------------------- CSR, one RHS
+@njit(parallel=True, cache=True)
+def csr_direction_matvec(indptr, indices, data, z, p_old, beta, p_new, q, partial):
+    """p_new = z + beta p_old; q = A p_new; returns p_newᵀ q."""
+    n = z.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        for i in range(lo, hi):
+            acc = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                acc += data[k] * (z[j] + beta * p_old[j])
+            pi = z[i] + beta * p_old[i]
+            p_new[i] = pi
+            q[i] = acc
+            s += pi * acc
+        partial[c] = s
+    tot = 0.0
+    for c in range(nch):
+        tot += partial[c]
+    return tot
+
+
+@njit(parallel=True, cache=True)
+def update_xr(x, r, p, q, alpha, partial):
+    """x += alpha p; r -= alpha q; returns rᵀr."""
+    n = x.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        for i in range(lo, hi):
+            x[i] += alpha * p[i]
+            ri = r[i] - alpha * q[i]
+            r[i] = ri
+            s += ri * ri
+        partial[c] = s
+    tot = 0.0
+    for c in range(nch):
+        tot += partial[c]
+    return tot
+
+
+@njit(parallel=True, cache=True)
+def update_xr_jacobi(x, r, p, q, alpha, dinv, z, partial, partial2):
+    """x += alpha p; r -= alpha q; z = dinv * r; returns (rᵀr, rᵀz)."""
+    n = x.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        s2 = 0.0
+        for i in range(lo, hi):
+            x[i] += alpha * p[i]
+            ri = r[i] - alpha * q[i]
+            r[i] = ri
+            zi = dinv[i] * ri
+            z[i] = zi
+            s += ri * ri
+            s2 += ri * zi
+        partial[c] = s
+        partial2[c] = s2
+    tot = 0.0
+    tot2 = 0.0
+    for c in range(nch):
+        tot += partial[c]
+        tot2 += partial2[c]
+    return tot, tot2
+
+
+@njit(parallel=True, cache=True)
+def csr_residual(indptr, indices, data, b, x, r, partial):
+    """r = b - A x; returns rᵀr."""
+    n = b.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        for i in range(lo, hi):
+            acc = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                acc += data[k] * x[indices[k]]
+            ri = b[i] - acc
+            r[i] = ri
+            s += ri * ri
+        partial[c] = s
+    tot = 0.0
+    for c in range(nch):
+        tot += partial[c]
+    return tot
+
+
+@njit(parallel=True, cache=True)
+def dot_chunked(u, v, partial):
+    """uᵀv with the fixed chunk order."""
+    n = u.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        for i in range(lo, hi):
+            s += u[i] * v[i]
+        partial[c] = s
+    tot = 0.0
+    for c in range(nch):
+        tot += partial[c]
+    return tot
+
+
+@njit(parallel=True, cache=True)
+def copy_kernel(src, dst):
+    """dst = src (used to measure the copy bandwidth the CG kernels are compared with)."""
+    n = src.shape[0]
+    nch = NCHUNKS
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for i in range(lo, hi):
+            dst[i] = src[i]
+
+
+# --------------------------------------------------------------------------- CSR, s RHS
+@njit(parallel=True, cache=True)
+def csr_direction_matmat(indptr, indices, data, z, p_old, beta, p_new, q, active, partial):
+    """Column-wise p_new = z + beta p_old; q = A p_new; returns p_newᵀ q per column (s,).
+
+    Arrays are (n, s) C-contiguous; ``active`` (s,) uint8 skips finished columns.
+    """
+    n, s = z.shape
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        acc = np.empty(s, dtype=z.dtype)
+        for t in range(s):
+            partial[c, t] = 0.0
+        for i in range(lo, hi):
+            for t in range(s):
+                acc[t] = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                a = data[k]
+                for t in range(s):
+                    acc[t] += a * (z[j, t] + beta[t] * p_old[j, t])
+            for t in range(s):
+                pi = z[i, t] + beta[t] * p_old[i, t]
+                p_new[i, t] = pi
+                q[i, t] = acc[t]
+                if active[t]:
+                    partial[c, t] += pi * acc[t]
+    out = np.zeros(s, dtype=np.float64)
+    for c in range(nch):
+        for t in range(s):
+            out[t] += partial[c, t]
+    return out
+
+
+@njit(parallel=True, cache=True)
+def update_xr_multi(x, r, p, q, alpha, active, partial):
+    """Column-wise x += alpha p; r -= alpha q on active columns; returns rᵀr per column."""
+    n, s = x.shape
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for t in range(s):
+            partial[c, t] = 0.0
+        for i in range(lo, hi):
+            for t in range(s):
+                if active[t]:
+                    x[i, t] += alpha[t] * p[i, t]
+                    r[i, t] -= alpha[t] * q[i, t]
+                ri = r[i, t]
+                partial[c, t] += ri * ri
+    out = np.zeros(s, dtype=np.float64)
+    for c in range(nch):
+        for t in range(s):
+            out[t] += partial[c, t]
+    return out
+
+
+@njit(parallel=True, cache=True)
+def update_xr_jacobi_multi(x, r, p, q, alpha, dinv, z, active, partial, partial2):
+    """As :func:`update_xr_multi`, plus z = dinv * r and rᵀz per column."""
+    n, s = x.shape
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for t in range(s):
+            partial[c, t] = 0.0
+            partial2[c, t] = 0.0
+        for i in range(lo, hi):
+            d = dinv[i]
+            for t in range(s):
+                if active[t]:
+                    x[i, t] += alpha[t] * p[i, t]
+                    r[i, t] -= alpha[t] * q[i, t]
+                ri = r[i, t]
+                zi = d * ri
+                z[i, t] = zi
+                partial[c, t] += ri * ri
+                partial2[c, t] += ri * zi
+    out = np.zeros(s, dtype=np.float64)
+    out2 = np.zeros(s, dtype=np.float64)
+    for c in range(nch):
+        for t in range(s):
+            out[t] += partial[c, t]
+            out2[t] += partial2[c, t]
+    return out, out2
+
+
+@njit(parallel=True, cache=True)
+def csr_residual_multi(indptr, indices, data, b, x, r, replace, partial):
+    """rt = b - A x per column; written into r where ``replace``; returns ‖rt‖² per column."""
+    n, s = b.shape
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        acc = np.empty(s, dtype=b.dtype)
+        for t in range(s):
+            partial[c, t] = 0.0
+        for i in range(lo, hi):
+            for t in range(s):
+                acc[t] = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                a = data[k]
+                for t in range(s):
+                    acc[t] += a * x[j, t]
+            for t in range(s):
+                ri = b[i, t] - acc[t]
+                if replace[t]:
+                    r[i, t] = ri
+                partial[c, t] += ri * ri
+    out = np.zeros(s, dtype=np.float64)
+    for c in range(nch):
+        for t in range(s):
+            out[t] += partial[c, t]
+    return out
+
+
+@njit(parallel=True, cache=True)
+def dot_multi(u, v, partial):
+    """Column-wise uᵀv of (n, s) arrays."""
+    n, s = u.shape
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for t in range(s):
+            partial[c, t] = 0.0
+        for i in range(lo, hi):
+            for t in range(s):
+                partial[c, t] += u[i, t] * v[i, t]
+    out = np.zeros(s, dtype=np.float64)
+    for c in range(nch):
+        for t in range(s):
+            out[t] += partial[c, t]
+    return out
+
+
+# --------------------------------------------------------------------------- small dense helpers
+@njit(cache=True, inline="always")
+def _matvec(A, v, out, n):
+    for i in range(n):
+        acc = 0.0
+        for j in range(n):
+            acc += A[i, j] * v[j]
+        out[i] = acc
+
+
+@njit(cache=True, inline="always")
+def _dot(u, v, n):
+    acc = 0.0
+    for i in range(n):
+        acc += u[i] * v[i]
+    return acc
+
+
+@njit(cache=True)
+def jacobi_eigh(A, V, k, eps):
+    """Cyclic Jacobi on the symmetric k×k workspace ``A`` (destroyed); eigenvectors into ``V``.
+
+    Rotations are skipped when |a_pq| <= eps·sqrt(|a_pp a_qq|) (Demmel–Veselić threshold, which
+    keeps small eigenvalues of SPD matrices to high relative accuracy); stops after a sweep with
+    no rotation (at most 30 sweeps). Eigenvalues are left on the diagonal of A, unsorted.
+    """
+    for i in range(k):
+        for j in range(k):
+            V[i, j] = 1.0 if i == j else 0.0
+    for _sweep in range(30):
+        rotated = False
+        for p in range(k - 1):
+            for qq in range(p + 1, k):
+                apq = A[p, qq]
+                app = A[p, p]
+                aqq = A[qq, qq]
+                if abs(apq) <= eps * np.sqrt(abs(app * aqq)) or apq == 0.0:
+                    A[p, qq] = 0.0
+                    A[qq, p] = 0.0
+                    continue
+                rotated = True
+                theta = (aqq - app) / (2.0 * apq)
+                if abs(theta) > 1e150:
+                    t = 0.5 / theta
+                else:
+                    t = 1.0 / (abs(theta) + np.sqrt(theta * theta + 1.0))
+                    if theta < 0.0:
+                        t = -t
+                c = 1.0 / np.sqrt(t * t + 1.0)
+                s = t * c
+                for r in range(k):
+                    arp = A[r, p]
+                    arq = A[r, qq]
+                    A[r, p] = c * arp - s * arq
+                    A[r, qq] = s * arp + c * arq
+                for r in range(k):
+                    apr = A[p, r]
+                    aqr = A[qq, r]
+                    A[p, r] = c * apr - s * aqr
+                    A[qq, r] = s * apr + c * aqr
+                A[p, qq] = 0.0
+                A[qq, p] = 0.0
+                for r in range(k):
+                    vrp = V[r, p]
+                    vrq = V[r, qq]
+                    V[r, p] = c * vrp - s * vrq
+                    V[r, qq] = s * vrp + c * vrq
+        if not rotated:
+            break
+
+
+@njit(cache=True)
+def _chol_solve_block(A, off_r, off_c, B, off_br, off_bc, nb, ncols, L, Y, eps):
+    """Y = A[blk]⁻¹ B[blk] for the SPD nb×nb block of A at (off_r, off_c) and the nb×ncols block
+    of B at (off_br, off_bc), by Cholesky into workspace L. A non-positive pivot is replaced by
+    eps·(trace/nb) (regularization); returns True when that happened."""
+    tr = 0.0
+    for i in range(nb):
+        tr += abs(A[off_r + i, off_c + i])
+    floor = eps * max(tr / max(nb, 1), 1e-300)
+    reg = False
+    for j in range(nb):
+        d = A[off_r + j, off_c + j]
+        for k in range(j):
+            d -= L[j, k] * L[j, k]
+        if not (d > floor):
+            d = floor
+            reg = True
+        L[j, j] = np.sqrt(d)
+        for i in range(j + 1, nb):
+            v = A[off_r + i, off_c + j]
+            for k in range(j):
+                v -= L[i, k] * L[j, k]
+            L[i, j] = v / L[j, j]
+    for col in range(ncols):
+        for i in range(nb):
+            v = B[off_br + i, off_bc + col]
+            for k in range(i):
+                v -= L[i, k] * Y[k, col]
+            Y[i, col] = v / L[i, i]
+        for i in range(nb - 1, -1, -1):
+            v = Y[i, col]
+            for k in range(i + 1, nb):
+                v -= L[k, i] * Y[k, col]
+            Y[i, col] = v / L[i, i]
+    return reg
+
+
+@njit(cache=True)
+def _qr_solve(A, b, x, n, W, w):
+    """x = A⁻¹ b by Householder QR (column pivoting not needed for the fallback's use).
+
+    Workspace W (n×n) and w (n). Returns False when R has an exactly zero diagonal entry.
+    """
+    for i in range(n):
+        w[i] = b[i]
+        for j in range(n):
+            W[i, j] = A[i, j]
+    for k in range(n):
+        nrm = 0.0
+        for i in range(k, n):
+            nrm += W[i, k] * W[i, k]
+        nrm = np.sqrt(nrm)
+        if nrm == 0.0:
+            continue
+        alpha = -nrm if W[k, k] >= 0 else nrm
+        v0 = W[k, k] - alpha
+        vnorm2 = v0 * v0
+        for i in range(k + 1, n):
+            vnorm2 += W[i, k] * W[i, k]
+        if vnorm2 == 0.0:
+            continue
+        # apply H = I - 2 v vᵀ / vᵀv to the trailing columns and to w; v = (v0, W[k+1:, k])
+        for j in range(k + 1, n):
+            s = v0 * W[k, j]
+            for i in range(k + 1, n):
+                s += W[i, k] * W[i, j]
+            f = 2.0 * s / vnorm2
+            W[k, j] -= f * v0
+            for i in range(k + 1, n):
+                W[i, j] -= f * W[i, k]
+        s = v0 * w[k]
+        for i in range(k + 1, n):
+            s += W[i, k] * w[i]
+        f = 2.0 * s / vnorm2
+        w[k] -= f * v0
+        for i in range(k + 1, n):
+            w[i] -= f * W[i, k]
+        W[k, k] = alpha
+    for i in range(n - 1, -1, -1):
+        if W[i, i] == 0.0:
+            return False
+        v = w[i]
+        for j in range(i + 1, n):
+            v -= W[i, j] * x[j]
+        x[i] = v / W[i, i]
+    return True
+
+
+@njit(cache=True)
+def _pcg_one(A, b, M, use_m, x, r, z, p, q, rt, n, tol, maxiter, check_every, hist):
+    """Preconditioned CG on one small dense system; the same rules as linalg_pc.pcg.
+
+    x holds x0 on entry; ``tol`` is the absolute tolerance on ‖r‖. Returns (iterations,
+    status, true residual norm); hist[k] = ‖r_k‖.
+    """
+    bn = np.sqrt(_dot(b, b, n))
+    if bn == 0.0:
+        for i in range(n):
+            x[i] = 0.0
+        hist[0] = 0.0
+        return 0, CONVERGED, 0.0
+    _matvec(A, x, q, n)
+    for i in range(n):
+        r[i] = b[i] - q[i]
+        p[i] = 0.0
+    rn = np.sqrt(_dot(r, r, n))
+    hist[0] = rn
+    k = 0
+    rho_prev = 1.0
+    stall = 0
+    last_fail = np.inf
+    status = MAXITER
+    tn = -1.0
+    while True:
+        cand = rn < tol or rn == 0.0
+        if cand or (k > 0 and k % check_every == 0):
+            _matvec(A, x, rt, n)
+            for i in range(n):
+                rt[i] = b[i] - rt[i]
+            tn = np.sqrt(_dot(rt, rt, n))
+            if cand and (tn < tol or tn == 0.0):
+                return k, CONVERGED, tn
+            if cand:
+                if not (tn <= 0.5 * last_fail):
+                    stall += 1
+                else:
+                    stall = 0
+                last_fail = tn
+                if stall >= STALL_LIMIT:
+                    return k, BREAKDOWN, tn
+            for i in range(n):
+                r[i] = rt[i]
+            rn = tn
+            if not np.isfinite(rn):
+                return k, NONFINITE, tn
+        if k >= maxiter:
+            break
+        if use_m:
+            _matvec(M, r, z, n)
+        else:
+            for i in range(n):
+                z[i] = r[i]
+        rho = _dot(r, z, n)
+        if not np.isfinite(rho):
+            status = NONFINITE
+            break
+        if rho <= 0.0:
+            status = INDEFINITE
+            break
+        beta = rho / rho_prev if k > 0 else 0.0
+        for i in range(n):
+            p[i] = z[i] + beta * p[i]
+        _matvec(A, p, q, n)
+        pq = _dot(p, q, n)
+        if not np.isfinite(pq):
+            status = NONFINITE
+            break
+        if pq <= 0.0:
+            status = INDEFINITE
+            break
+        alpha = rho / pq
+        for i in range(n):
+            x[i] += alpha * p[i]
+            r[i] -= alpha * q[i]
+        rho_prev = rho
+        k += 1
+        rn = np.sqrt(_dot(r, r, n))
+        hist[k] = rn
+        if not np.isfinite(rn):
+            status = NONFINITE
+            break
+    _matvec(A, x, rt, n)
+    for i in range(n):
+        rt[i] = b[i] - rt[i]
+    tn = np.sqrt(_dot(rt, rt, n))
+    return k, status, tn
+
+
+@njit(parallel=True, cache=True)
+def pcg_small_batch(A, b, M, use_m, x, tol, maxiter, check_every, iters, status, tnorm, hist):
+    """Batched PCG over dense systems A (N, n, n), b (N, n) with tolerances tol (N,);
+    x (N, n) holds x0 and is overwritten."""
+    N, n = b.shape
+    nch = min(N, NCHUNKS * 4)
+    chunk = (N + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(N, lo + chunk)
+        r = np.empty(n, dtype=b.dtype)
+        z = np.empty(n, dtype=b.dtype)
+        p = np.empty(n, dtype=b.dtype)
+        q = np.empty(n, dtype=b.dtype)
+        rt = np.empty(n, dtype=b.dtype)
+        for s in range(lo, hi):
+            mi = M[s] if use_m else M[0]
+            k, st, tn = _pcg_one(A[s], b[s], mi, use_m, x[s], r, z, p, q, rt, n, tol[s],
+                                 maxiter, check_every, hist[s])
+            iters[s] = k
+            status[s] = st
+            tnorm[s] = tn
+            for j in range(k + 1, hist.shape[1]):
+                hist[s, j] = hist[s, k]
+
+
+# --------------------------------------------------------------------------- DCReg pipeline
+@njit(cache=True)
+def _analyse_block(S, k, perms, eps, lam_out, V_out, W, Vw):
+    """Eigendecompose the k×k block S, align eigenvectors to axes by the best permutation
+    (maximal Σ_i V[i, σ(i)]²) with V[i, i] >= 0 after alignment."""
+    for i in range(k):
+        for j in range(k):
+            W[i, j] = S[i, j]
+    jacobi_eigh(W, Vw, k, eps)
+    best = -1.0
+    bi = 0
+    for pi in range(perms.shape[0]):
+        sc = 0.0
+        for i in range(k):
+            v = Vw[i, perms[pi, i]]
+            sc += v * v
+        if sc > best:
+            best = sc
+            bi = pi
+    for i in range(k):
+        col = perms[bi, i]
+        lam_out[i] = W[col, col]
+        sg = 1.0 if Vw[i, col] >= 0.0 else -1.0
+        for r in range(k):
+            V_out[r, i] = sg * Vw[r, col]
+
+
+@njit(parallel=True, cache=True)
+def dcreg_batch(H, b, do_solve, split, perms_r, perms_t, threshold, kappa_target, eps,
+                rtol, atol, maxiter, check_every,
+                SR, St, lamR, VR, lamt, Vt, degR, degt, condH, condR, condt, reg, P,
+                x, iters, status, tnorm, hist, fallback):
+    """The DCReg pipeline for N small systems H (N, n, n) (and b (N, n) when ``do_solve``)."""
+    N, n, _ = H.shape
+    k = split
+    m = n - k
+    nch = min(N, NCHUNKS * 4)
+    chunk = (N + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(N, lo + chunk)
+        L = np.empty((n, n), dtype=H.dtype)
+        Y = np.empty((n, n), dtype=H.dtype)
+        W = np.empty((n, n), dtype=H.dtype)
+        Vw = np.empty((n, n), dtype=H.dtype)
+        lam_h = np.empty(n, dtype=H.dtype)
+        r = np.empty(n, dtype=H.dtype)
+        z = np.empty(n, dtype=H.dtype)
+        p = np.empty(n, dtype=H.dtype)
+        q = np.empty(n, dtype=H.dtype)
+        rt = np.empty(n, dtype=H.dtype)
+        for s in range(lo, hi):
+            Hs = H[s]
+            # S_R = H_RR - H_Rt H_tt^{-1} H_tR
+            rg1 = _chol_solve_block(Hs, k, k, Hs, k, 0, m, k, L, Y, eps)
+            for i in range(k):
+                for j in range(k):
+                    acc = Hs[i, j]
+                    for t in range(m):
+                        acc -= Hs[i, k + t] * Y[t, j]
+                    SR[s, i, j] = acc
+            # S_t = H_tt - H_tR H_RR^{-1} H_Rt
+            rg2 = _chol_solve_block(Hs, 0, 0, Hs, 0, k, k, m, L, Y, eps)
+            for i in range(m):
+                for j in range(m):
+                    acc = Hs[k + i, k + j]
+                    for t in range(k):
+                        acc -= Hs[k + i, t] * Y[t, j]
+                    St[s, i, j] = acc
+            reg[s] = rg1 or rg2
+            for i in range(k):
+                for j in range(i + 1, k):
+                    v = 0.5 * (SR[s, i, j] + SR[s, j, i])
+                    SR[s, i, j] = v
+                    SR[s, j, i] = v
+            for i in range(m):
+                for j in range(i + 1, m):
+                    v = 0.5 * (St[s, i, j] + St[s, j, i])
+                    St[s, i, j] = v
+                    St[s, j, i] = v
+            _analyse_block(SR[s], k, perms_r, eps, lamR[s], VR[s], W, Vw)
+            _analyse_block(St[s], m, perms_t, eps, lamt[s], Vt[s], W, Vw)
+            # condition numbers and degeneracy masks
+            for blk in range(2):
+                kb = k if blk == 0 else m
+                lam = lamR[s] if blk == 0 else lamt[s]
+                deg = degR[s] if blk == 0 else degt[s]
+                lmax = -np.inf
+                lmin = np.inf
+                for i in range(kb):
+                    lmax = max(lmax, lam[i])
+                    lmin = min(lmin, lam[i])
+                cnd = lmax / lmin if lmin > 0.0 else np.inf
+                if blk == 0:
+                    condR[s] = cnd
+                else:
+                    condt[s] = cnd
+                for i in range(kb):
+                    deg[i] = (lam[i] <= 0.0) or (lmax > threshold * lam[i])
+            for i in range(n):
+                for j in range(n):
+                    W[i, j] = Hs[i, j]
+            jacobi_eigh(W, Vw, n, eps)
+            lmax = -np.inf
+            lmin = np.inf
+            for i in range(n):
+                lam_h[i] = W[i, i]
+                lmax = max(lmax, lam_h[i])
+                lmin = min(lmin, lam_h[i])
+            condH[s] = lmax / lmin if lmin > 0.0 else np.inf
+            # targeted preconditioner P = blkdiag(V_R Λ̃_R⁻¹ V_Rᵀ, V_t Λ̃_t⁻¹ V_tᵀ)
+            for i in range(n):
+                for j in range(n):
+                    P[s, i, j] = 0.0
+            for blk in range(2):
+                kb = k if blk == 0 else m
+                off = 0 if blk == 0 else k
+                lam = lamR[s] if blk == 0 else lamt[s]
+                V = VR[s] if blk == 0 else Vt[s]
+                deg = degR[s] if blk == 0 else degt[s]
+                lmax = -np.inf
+                for i in range(kb):
+                    lmax = max(lmax, lam[i])
+                floor = lmax / kappa_target
+                for a in range(kb):
+                    la = lam[a]
+                    if deg[a] and la < floor:
+                        la = floor
+                    inv = 1.0 / la if la > 0.0 else 0.0
+                    for i in range(kb):
+                        vi = V[i, a] * inv
+                        for j in range(kb):
+                            P[s, off + i, off + j] += vi * V[j, a]
+            if do_solve:
+                for i in range(n):
+                    x[s, i] = 0.0
+                bn = np.sqrt(_dot(b[s], b[s], n))
+                kk, st, tn = _pcg_one(Hs, b[s], P[s], True, x[s], r, z, p, q, rt, n,
+                                      max(atol, rtol * bn), maxiter, check_every, hist[s])
+                iters[s] = kk
+                status[s] = st
+                tnorm[s] = tn
+                for j in range(kk + 1, hist.shape[1]):
+                    hist[s, j] = hist[s, kk]
+                fallback[s] = False
+                if st != CONVERGED:
+                    ok = _qr_solve(Hs, b[s], z, n, W, r)
+                    if ok:
+                        fin = True
+                        for i in range(n):
+                            if not np.isfinite(z[i]):
+                                fin = False
+                        if fin:
+                            for i in range(n):
+                                x[s, i] = z[i]
+                            fallback[s] = True

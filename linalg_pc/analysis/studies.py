@@ -1,15 +1,21 @@
 """The built-in studies of ``linalg-pc study``, registered with the report runner.
 
-Each study function also works on its own in a notebook; the registered wrappers add the summary
-paragraph and the figures.
+Each study function also works on its own in a notebook (``precision_study``, ``qr_study``,
+``rounding_floor_study``, ``rerounding_drift``, ``drift_study``); the registered wrappers choose
+the default and quick configurations, add the paragraph of interpretation and the figures.
 """
 
 from __future__ import annotations
 
+from . import plots
+from .drift import drift_study, interpret_drift, rerounding_drift
+from .floor_study import interpret_floor, rounding_floor_study
 from .precision_study import interpret_precision, precision_study
+from .qr_study import interpret_qr, qr_study, summarize_qr
 from .report import StudyOutput, register_study
 
-__all__ = ["precision_study"]
+__all__ = ["precision_study", "qr_study", "rounding_floor_study", "rerounding_drift",
+           "drift_study", "summarize_qr"]
 
 
 @register_study("precision", "rounding error of each format and bf16 summation stagnation")
@@ -19,3 +25,34 @@ def _run_precision(*, quick: bool, seed: int, progress) -> StudyOutput:
     progress.update("precision", 1, 1)
     return StudyOutput("Number formats: rounding error and accumulation", res,
                        interpret_precision(res))
+
+
+@register_study("rounding", "one-rounding floor of orthogonal matrices vs size")
+def _run_rounding(*, quick: bool, seed: int, progress) -> StudyOutput:
+    sizes = (16, 32, 64, 128, 256) if quick else (16, 32, 64, 128, 256, 512, 1024)
+    recs = rounding_floor_study(sizes, ("bf16", "fp16"), trials=2 if quick else 3, rng=seed,
+                                progress=progress)
+    return StudyOutput("One-rounding floor of an orthogonal matrix", {"floor": recs},
+                       interpret_floor(recs),
+                       [("rounding_floor.png", lambda p: plots.plot_rounding_floor(recs, p))])
+
+
+@register_study("qr", "QR methods: orthogonality vs condition number, fp32 / bf16 / emulated")
+def _run_qr(*, quick: bool, seed: int, progress) -> StudyOutput:
+    kappas = (1e0, 1e2, 1e4, 1e6) if quick else (1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
+    shape = (500, 20) if quick else (2000, 50)
+    recs = qr_study(kappas=kappas, shape=shape, trials=1 if quick else 2, rng=seed,
+                    progress=progress)
+    return StudyOutput("QR: loss of orthogonality against the bounds",
+                       {"qr": recs, "summary": summarize_qr(recs)}, interpret_qr(recs),
+                       [("qr_orthogonality.png", lambda p: plots.plot_qr_orthogonality(recs, p))])
+
+
+@register_study("drift", "bf16 basis re-rounded under partial updates vs an fp32 master")
+def _run_drift(*, quick: bool, seed: int, progress) -> StudyOutput:
+    recs = rerounding_drift(d=256 if quick else 512, k=32 if quick else 64,
+                            steps=80 if quick else 200, record_every=8 if quick else 10,
+                            rng=seed, progress=progress)
+    return StudyOutput("Drift of a bf16-stored basis under partial updates", {"drift": recs},
+                       interpret_drift(recs),
+                       [("drift.png", lambda p: plots.plot_drift(recs, p))])

@@ -1,0 +1,110 @@
+"""Figures of the studies (matplotlib, extra ``plot``; the Agg backend when there is no display).
+
+Each function takes the study's records and a path, writes one PNG and returns the path. Axes are
+labelled with quantities and units so a figure can go straight into a paper.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from .records import Records
+
+_MARKERS = "osD^v<>pXh*"
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("figures need matplotlib: pip install 'linalg_pc[plot]'") from exc
+    if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def plot_qr_orthogonality(recs: Records, path, *, fmt: str | None = None) -> pathlib.Path:
+    """Loss of orthogonality vs κ₂(A) per method, log-log, with each method's bound as a line
+    and breakdowns (Cholesky failure or fallback) marked with a cross."""
+    plt = _plt()
+    rows = [r for r in recs if fmt is None or r["format"] == fmt]
+    formats = sorted({r["format"] for r in rows})
+    fig, axes = plt.subplots(1, len(formats), figsize=(5.2 * len(formats), 4.2), squeeze=False,
+                             sharey=True)
+    for ax, f in zip(axes[0], formats):
+        sub = [r for r in rows if r["format"] == f]
+        methods = list(dict.fromkeys(r["method"] for r in sub))
+        for j, m in enumerate(methods):
+            mr = sorted((r for r in sub if r["method"] == m), key=lambda r: r["kappa"])
+            ks = [r["kappa"] for r in mr]
+            line = ax.loglog(ks, [max(r["orth_loss"], 1e-18) for r in mr],
+                             marker=_MARKERS[j % len(_MARKERS)], label=m)[0]
+            if all("bound" in r for r in mr):
+                ax.loglog(ks, [r["bound"] for r in mr], ls="--", lw=0.9,
+                          color=line.get_color(), alpha=0.7)
+            bad = [r for r in mr if r.get("breakdown") or r.get("fallback")]
+            if bad:
+                ax.scatter([r["kappa"] for r in bad], [max(r["orth_loss"], 1e-18) for r in bad],
+                           marker="x", s=70, color="k", zorder=5)
+        ax.set_xlabel(r"condition number $\kappa_2(A)$")
+        ax.set_title(f"{f}  (dashed: bound; x: breakdown/fallback)", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(r"loss of orthogonality $\|I - Q^TQ\|_2$")
+    axes[0][-1].legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def plot_rounding_floor(recs: Records, path) -> pathlib.Path:
+    """‖QᵀQ − I‖ after one rounding vs d, per format and norm, with the model as lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for j, f in enumerate(sorted({r["format"] for r in recs})):
+        sq = sorted((r for r in recs if r["format"] == f and r["m"] == r["n"]),
+                    key=lambda r: r["m"])
+        d = [r["m"] for r in sq]
+        for norm, ls in (("2", "-"), ("fro", ":")):
+            line = ax.loglog(d, [r[f"loss_{norm}"] for r in sq], marker=_MARKERS[j],
+                             ls=ls, label=f"{f}, {'2-norm' if norm == '2' else 'Frobenius'}")[0]
+            ax.loglog(d, [r[f"model_{norm}"] for r in sq], ls="--", lw=0.8,
+                      color=line.get_color(), alpha=0.6)
+    ax.set_xlabel("matrix size d (d×d orthogonal Q)")
+    ax.set_ylabel(r"$\|\mathrm{fl}(Q)^T\mathrm{fl}(Q) - I\|$")
+    ax.set_title("One rounding of an orthogonal matrix (dashed: model)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_drift(recs: Records, path, *, metric: str = "orth_loss", group: str = "label",
+               ylabel: str = r"loss of orthogonality $\|I - Q^TQ\|_2$") -> pathlib.Path:
+    """A metric vs update step, one line per ``group`` value (scheme), log y-axis."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for j, g in enumerate(dict.fromkeys(r[group] for r in recs)):
+        rs = sorted((r for r in recs if r[group] == g), key=lambda r: r["step"])
+        ax.semilogy([r["step"] for r in rs], [r[metric] for r in rs],
+                    marker=_MARKERS[j % len(_MARKERS)], markevery=max(1, len(rs) // 10),
+                    label=str(g))
+        if "model" in rs[0] and g == "re-round":
+            ax.semilogy([r["step"] for r in rs], [r["model"] for r in rs], ls="--", lw=0.8,
+                        color="gray", label=r"model $1.2u\sqrt{\mathrm{roundings}}$")
+    ax.set_title(recs.title, fontsize=9)
+    ax.set_xlabel("update step")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,395 @@
+"""The drifting-factor study: basis storage schemes and column policies over many updates.
+
+A Kronecker factor K_t = β K_{t−1} + (1 − β) G_t G_tᵀ / n is driven by gradients from a slowly
+rotating low-rank-plus-noise model, G_t = U_t diag(s) C_t + σ N_t with U_{t+1} = R U_t (R a fixed
+Cayley rotation by angle ≈ θ per step), C_t and N_t standard normal. For every storage scheme and
+column policy the study runs one subspace update of k columns per step and records the loss of
+orthogonality of the materialized basis, its eigenbasis quality against K_t, the time per update
+and the stored bytes. :func:`equal_compute_study` compares k-column updates every step with full
+refreshes ``qr(K Q)`` run as often as the same time allows.
+
+All runs of one study share the factor sequence (they advance in lockstep), so their curves
+differ only by the scheme and the policy. Timings are wall-clock on the calling machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .storage import STORAGE_SCHEMES, StoredBasis
+from .subspace import COLUMN_POLICIES, column_scores, eigenbasis_quality, select_columns
+
+__all__ = [
+    "DriftingFactor",
+    "basis_drift_study",
+    "equal_compute_study",
+    "basis_study",
+    "plot_basis_drift",
+    "orthogonality_loss_2",
+    "QUICK",
+    "FULL",
+]
+
+#: Quick configuration: well under a minute on two cores (the CLI and tests use it).
+QUICK = {"d": 64, "k": 8, "steps": 120, "record_every": 10}
+#: The issue's configuration: d ∈ {256, 1024}, k = d/8, 1000 steps (several minutes at d=1024).
+FULL = {"d": (256, 1024), "steps": 1000}
+
+
+def orthogonality_loss_2(Q) -> float:
+    """‖QᵀQ − I‖₂ in fp64 (host), for any array Q (d, m)."""
+    from .. import _backend as B
+    from ._common import decode
+
+    q = np.asarray(B.to_numpy(decode(Q, "fp64")), dtype=np.float64)
+    E = q.T @ q - np.eye(q.shape[1])
+    if E.size == 0:
+        return 0.0
+    w = np.linalg.eigvalsh(0.5 * (E + E.T))
+    return float(max(abs(w[0]), abs(w[-1])))
+
+
+class DriftingFactor:
+    """The drifting SPD factor K_t (fp32 NumPy), deterministic given ``rng``.
+
+    Parameters
+    ----------
+    d : int
+        Order of K.
+    rank : int
+        r, rank of the signal part (default d // 8, at least 2).
+    n : int
+        Columns of G_t (default d // 8, at least 4).
+    beta : float
+        EMA factor β (default 0.95, SOAP's β₂).
+    angle : float
+        Rotation per step θ: R = Cayley(θ·S/‖S‖₂) with S random skew-symmetric.
+    noise : float
+        σ, the isotropic noise level relative to the largest signal singular value 1.
+    warmup : int
+        EMA steps before K_0 (default 2/(1 − β)).
+    """
+
+    def __init__(self, d: int, *, rank: int | None = None, n: int | None = None,
+                 beta: float = 0.95, angle: float = 2e-3, noise: float = 0.05,
+                 warmup: int | None = None, rng=0):
+        self.d = int(d)
+        self.r = max(2, d // 8) if rank is None else int(rank)
+        self.n = max(4, d // 8) if n is None else int(n)
+        self.beta = float(beta)
+        self.noise = float(noise)
+        self.gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        S = self.gen.standard_normal((d, d))
+        S = S - S.T
+        S *= angle / np.linalg.norm(S, 2)
+        eye = np.eye(d)
+        self.R = np.linalg.solve(eye - 0.5 * S, eye + 0.5 * S)  # Cayley: exactly orthogonal
+        self.U = np.linalg.qr(self.gen.standard_normal((d, self.r)))[0]
+        self.s = np.geomspace(1.0, 0.1, self.r)
+        self.K = np.zeros((d, d), dtype=np.float32)
+        for _ in range(int(2 / (1 - beta)) if warmup is None else int(warmup)):
+            self.step()
+
+    def step(self) -> np.ndarray:
+        """Advance one step and return K_t (fp32, symmetric)."""
+        self.U = self.R @ self.U
+        C = self.gen.standard_normal((self.r, self.n))
+        N = self.gen.standard_normal((self.d, self.n))
+        G = ((self.U * self.s) @ C + self.noise * N).astype(np.float32)
+        GG = G @ G.T
+        GG = 0.5 * (GG + GG.T)
+        self.K = (self.beta * self.K + (1 - self.beta) / self.n * GG).astype(np.float32)
+        return self.K
+
+
+def _initial_basis(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w, V = np.linalg.eigh(K.astype(np.float64))
+    order = np.argsort(-w)
+    return V[:, order], w[order]
+
+
+def _choose(sb: StoredBasis, policy: str, k: int, step: int, K, est, gen):
+    """Columns for this step; for block-rotation, a block of its current partition.
+
+    Block-rotation can only refresh whole blocks: "topk"/"residual" take the block of largest
+    summed score, "topk-cyclic" alternates the top block with a cyclic sweep over the blocks.
+    """
+    if sb.scheme != "block-rotation":
+        if policy == "residual":
+            return select_columns(policy, k, K=K, Q=sb.materialize("fp32"))
+        return select_columns(policy, k, step=step, estimates=est, rng=gen,
+                              ncols=sb.shape[1])
+    blocks = sb.blocks()
+    if policy == "cyclic":
+        return blocks[step % len(blocks)]
+    if policy == "random":
+        return blocks[int(gen.integers(len(blocks)))]
+    if policy == "topk-cyclic" and step % 2:
+        return blocks[(step // 2) % len(blocks)]
+    s = (column_scores("residual", K=K, Q=sb.materialize("fp32")) if policy == "residual"
+         else column_scores("topk", estimates=est))
+    return blocks[int(np.argmax([s[b].sum() for b in blocks]))]
+
+
+def basis_drift_study(d: int = QUICK["d"], k: int | None = None, steps: int = QUICK["steps"],
+                      schemes=STORAGE_SCHEMES, policies=COLUMN_POLICIES, rng=0, *,
+                      record_every: int | None = None, rebase_every: int | None = None,
+                      factor_kwargs: dict | None = None) -> list[dict]:
+    """Run every (scheme, policy) pair on the same drifting factor; return the records.
+
+    Parameters
+    ----------
+    d, k, steps : int
+        Order of K, columns per update (default d // 8), number of updates.
+    schemes, policies : sequences of str
+        Subsets of :data:`STORAGE_SCHEMES` and :data:`COLUMN_POLICIES`.
+    rng : int or numpy.random.Generator
+        Seed of the factor and of the "random" policy.
+    record_every : int
+        Steps between records (default max(1, steps // 25)); metrics cost O(d³) in fp64.
+    rebase_every : int, optional
+        Passed to the block-rotation scheme.
+    factor_kwargs : dict, optional
+        Passed to :class:`DriftingFactor` (rank, n, beta, angle, noise).
+
+    Returns
+    -------
+    list of dict
+        One per (scheme, policy, recorded step), keys: ``study`` ("drift"), ``d``, ``k``,
+        ``step``, ``scheme``, ``policy``, ``orthogonality`` (‖QᵀQ − I‖₂ of the fp32
+        materialization), ``quality`` (:func:`eigenbasis_quality`), ``update_s`` (mean seconds
+        per update since the previous record), ``select_s`` (mean seconds of column selection),
+        ``nbytes``, ``fp32_nbytes``, ``floor`` (‖QᵀQ − I‖₂ of the initial basis rounded once
+        to bf16), ``rebases``.
+    """
+    k = max(1, d // 8) if k is None else int(k)
+    every = max(1, steps // 25) if record_every is None else int(record_every)
+    seed = rng if isinstance(rng, int) else int(np.random.default_rng(rng).integers(2**31))
+    fac = DriftingFactor(d, rng=seed, **(factor_kwargs or {}))
+    Q0, w0 = _initial_basis(fac.K)
+    from ..precision import round_to
+
+    floor = orthogonality_loss_2(round_to(Q0.astype(np.float32), "bf16"))
+    runs = []
+    for policy in policies:
+        for scheme in schemes:
+            sb = StoredBasis(Q0, scheme, block_size=k, rebase_every=rebase_every)
+            runs.append({"scheme": scheme, "policy": policy, "sb": sb,
+                         "est": w0.astype(np.float32).copy(),
+                         "gen": np.random.default_rng(seed + 1),
+                         "t_upd": 0.0, "t_sel": 0.0, "n": 0})
+    records: list[dict] = []
+
+    def record(step, K):
+        for run in runs:
+            sb = run["sb"]
+            Qm = sb.materialize("fp32")
+            n = max(run["n"], 1)
+            records.append({
+                "study": "drift", "d": d, "k": k, "step": step, "scheme": run["scheme"],
+                "policy": run["policy"], "orthogonality": orthogonality_loss_2(Qm),
+                "quality": float(eigenbasis_quality(K, Qm)), "update_s": run["t_upd"] / n,
+                "select_s": run["t_sel"] / n, "nbytes": sb.nbytes, "fp32_nbytes": 4 * d * d,
+                "floor": floor, "rebases": getattr(sb, "n_rebases", 0)})
+            run["t_upd"] = run["t_sel"] = 0.0
+            run["n"] = 0
+
+    record(0, fac.K)
+    for step in range(1, steps + 1):
+        K = fac.step()
+        for run in runs:
+            sb = run["sb"]
+            t0 = time.perf_counter()
+            cols = _choose(sb, run["policy"], k, step - 1, K, run["est"], run["gen"])
+            t1 = time.perf_counter()
+            res = sb.update(K, cols)
+            t2 = time.perf_counter()
+            est = run["est"][np.asarray(res.permutation)]
+            est[res.cols] = np.asarray(res.eigenvalues)
+            run["est"] = est
+            run["t_sel"] += t1 - t0
+            run["t_upd"] += t2 - t1
+            run["n"] += 1
+        if step % every == 0 or step == steps:
+            record(step, K)
+    return records
+
+
+def _full_refresh(K: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """SOAP's refresh in fp32: sort by Rayleigh quotient, Q ← qr(K Q).Q with diag(R) ≥ 0."""
+    import scipy.linalg as sla
+
+    est = np.einsum("ij,ij->j", Q, K @ Q)
+    Q = Q[:, np.argsort(-est, kind="stable")]
+    Qn, R = sla.qr(K @ Q, mode="economic", check_finite=False)
+    s = np.where(np.diagonal(R) < 0, -1.0, 1.0).astype(Qn.dtype)
+    return Qn * s
+
+
+def _select_eq(policy, k, step, d, est, K, sb, rng):
+    needs_kq = policy == "residual" or (policy in ("topk", "topk-cyclic") and est is None)
+    return select_columns(policy, k, step=step, ncols=d, estimates=est, rng=rng,
+                          K=K if needs_kq else None,
+                          Q=sb.materialize("fp32") if needs_kq else None)
+
+
+def equal_compute_study(d: int = QUICK["d"], k: int | None = None,
+                        steps: int = QUICK["steps"], rng=0, *, policy: str = "topk-cyclic",
+                        record_every: int | None = None, period: int | None = None,
+                        factor_kwargs: dict | None = None) -> list[dict]:
+    """Subspace updates of k columns every step vs full refreshes every T steps, same time.
+
+    T is the measured time of one full refresh ``qr(K Q)`` (fp32, SciPy) divided by that of one
+    subspace step (column selection included; fastest of 7 after a warm-up, on the initial
+    factor), rounded up, unless ``period`` is given. Both bases are stored in fp32 and see the
+    same factor sequence; a third run never refreshes (the drift baseline).
+
+    Returns
+    -------
+    list of dict
+        Keys ``study`` ("equal-compute"), ``d``, ``k``, ``step``, ``method`` ("subspace",
+        "full", "none"), ``policy``, ``period``, ``quality``, ``seconds`` (cumulative update
+        time of that method), ``t_subspace``, ``t_full`` (the measured unit times).
+    """
+    k = max(1, d // 8) if k is None else int(k)
+    every = max(1, steps // 50) if record_every is None else int(record_every)
+    seed = rng if isinstance(rng, int) else int(np.random.default_rng(rng).integers(2**31))
+    fac = DriftingFactor(d, rng=seed, **(factor_kwargs or {}))
+    Q0, w0 = _initial_basis(fac.K)
+    Q0 = Q0.astype(np.float32)
+    sb = StoredBasis(Q0, "fp32")
+    probe = StoredBasis(Q0, "fp32")
+    t_sub, t_full = [], []
+    for i in range(8):
+        t0 = time.perf_counter()
+        cols = _select_eq(policy, k, i, d, w0, fac.K, probe, seed)
+        probe.update(fac.K, cols)
+        t1 = time.perf_counter()
+        _full_refresh(fac.K, Q0)
+        t2 = time.perf_counter()
+        if i:  # the first round warms caches up
+            t_sub.append(t1 - t0)
+            t_full.append(t2 - t1)
+    ts, tf = float(np.min(t_sub)), float(np.min(t_full))
+    T = int(period) if period is not None else max(1, math.ceil(tf / ts))
+    Qf = Q0.copy()
+    est = w0.astype(np.float32).copy()
+    gen = np.random.default_rng(seed + 1)
+    secs = {"subspace": 0.0, "full": 0.0, "none": 0.0}
+    records: list[dict] = []
+
+    def record(step, K):
+        for method, Q in (("subspace", sb.materialize("fp32")), ("full", Qf), ("none", Q0)):
+            records.append({"study": "equal-compute", "d": d, "k": k, "step": step,
+                            "method": method, "policy": policy, "period": T,
+                            "quality": float(eigenbasis_quality(K, Q)),
+                            "seconds": secs[method], "t_subspace": ts, "t_full": tf})
+
+    record(0, fac.K)
+    for step in range(1, steps + 1):
+        K = fac.step()
+        t0 = time.perf_counter()
+        cols = _select_eq(policy, k, step - 1, d, est, K, sb, gen)
+        res = sb.update(K, cols)
+        secs["subspace"] += time.perf_counter() - t0
+        est = est[np.asarray(res.permutation)]
+        est[res.cols] = np.asarray(res.eigenvalues)
+        if step % T == 0:
+            t0 = time.perf_counter()
+            Qf = _full_refresh(K, Qf)
+            secs["full"] += time.perf_counter() - t0
+        if step % every == 0 or step == steps:
+            record(step, K)
+    return records
+
+
+def basis_study(quick: bool = True, rng=0) -> list[dict]:
+    """The study behind ``linalg-pc study basis``: drift records plus equal-compute records.
+
+    ``quick=True``: d = 64, k = 8, 120 steps (seconds). ``quick=False``: the issue's
+    configuration, d ∈ {256, 1024}, k = d/8, 1000 steps (minutes).
+    """
+    if quick:
+        cfg = QUICK
+        return (basis_drift_study(cfg["d"], cfg["k"], cfg["steps"], rng=rng,
+                                  record_every=cfg["record_every"])
+                + equal_compute_study(cfg["d"], cfg["k"], cfg["steps"], rng=rng,
+                                      record_every=cfg["record_every"] // 2))
+    out: list[dict] = []
+    for d in FULL["d"]:
+        out += basis_drift_study(d, d // 8, FULL["steps"], rng=rng,
+                                 record_every=20 if d <= 256 else 50)
+        out += equal_compute_study(d, d // 8, FULL["steps"], rng=rng,
+                                   record_every=10 if d <= 256 else 25)
+    return out
+
+
+_STYLE = {"fp32": ("k", "-"), "bf16": ("tab:red", "-"), "bf16-project": ("tab:blue", "--"),
+          "bf16-rectify": ("tab:purple", "-."), "block-rotation": ("tab:green", "-")}
+
+
+def plot_basis_drift(records: list[dict], path, *, policy: str = "cyclic", d: int | None = None,
+                     dpi: int = 90):
+    """Figure of a study: orthogonality and eigenbasis quality vs step, equal-compute quality.
+
+    One line per scheme for the given ``policy`` (and d: default the largest in the records);
+    the one-rounding floor dashed; a third panel with the equal-compute curves when present.
+    Writes ``path`` (PNG) and returns it. Needs matplotlib (imported lazily, Agg backend).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise ImportError("plot_basis_drift needs matplotlib (pip install linalg_pc[plot])"
+                          ) from exc
+    drift = [r for r in records if r.get("study") == "drift"]
+    eq = [r for r in records if r.get("study") == "equal-compute"]
+    ds = sorted({r["d"] for r in drift} | {r["d"] for r in eq})
+    if not ds:
+        raise ValueError("records hold no study results")
+    d = ds[-1] if d is None else d
+    drift = [r for r in drift if r["d"] == d and r["policy"] == policy]
+    eq = [r for r in eq if r["d"] == d]
+    ncol = 3 if eq else 2
+    fig, axes = plt.subplots(1, ncol, figsize=(4.2 * ncol, 3.4), constrained_layout=True)
+    schemes = [s for s in STORAGE_SCHEMES if any(r["scheme"] == s for r in drift)]
+    for s in schemes:
+        rs = sorted((r for r in drift if r["scheme"] == s), key=lambda r: r["step"])
+        c, ls = _STYLE.get(s, (None, "-"))
+        steps = [r["step"] for r in rs]
+        axes[0].semilogy(steps, [max(r["orthogonality"], 1e-12) for r in rs], color=c,
+                         ls=ls, label=s)
+        axes[1].semilogy(steps, [max(r["quality"], 1e-12) for r in rs], color=c, ls=ls,
+                         label=s)
+    if drift:
+        axes[0].axhline(drift[0]["floor"], color="gray", ls=":", lw=1,
+                        label="one bf16 rounding")
+    k = drift[0]["k"] if drift else (eq[0]["k"] if eq else "?")
+    axes[0].set(xlabel="update step", ylabel="‖QᵀQ − I‖₂ (fp64)",
+                title=f"loss of orthogonality (d={d}, k={k}, {policy})")
+    axes[1].set(xlabel="update step", ylabel="‖offdiag(QᵀKQ)‖_F / ‖QᵀKQ‖_F",
+                title="eigenbasis quality (lower is better)")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    if eq:
+        for method, c in (("subspace", "tab:green"), ("full", "tab:orange"), ("none", "gray")):
+            rs = sorted((r for r in eq if r["method"] == method), key=lambda r: r["step"])
+            if not rs:
+                continue
+            lab = {"subspace": f"k={rs[0]['k']} every step",
+                   "full": f"full qr(KQ) every {rs[0]['period']}", "none": "no refresh"}[method]
+            axes[2].semilogy([r["step"] for r in rs], [max(r["quality"], 1e-12) for r in rs],
+                             color=c, label=lab)
+        axes[2].set(xlabel="step", ylabel="eigenbasis quality",
+                    title="equal compute: subspace vs full")
+        axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

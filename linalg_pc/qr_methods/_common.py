@@ -1,0 +1,340 @@
+"""Shared plumbing of the QR methods: the result record, input checks, formats and BLAS helpers.
+
+Every QR function of this package goes through the same three steps:
+
+1. :func:`prepare` checks the input (before any work), resolves the array namespace and the
+   three formats (``compute``: the arithmetic, ``storage``: what Q and R are returned in,
+   ``emulate``: the format every stored intermediate is rounded to, or None) and decodes ``A``
+   into the compute dtype (16-bit inputs are decoded exactly with ``from_storage``);
+2. the algorithm runs in the compute dtype, calling ``ctx.em(x)`` on everything it stores;
+3. :func:`finish` casts Q and R to the storage format and freezes the :class:`QRInfo`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import _backend as B
+from .._formats import Format, get_format
+from ..precision import from_storage, round_to, to_storage
+
+__all__ = ["QRResult", "QRInfo", "METHODS", "MODES", "TALL_ONLY"]
+
+METHODS = ("auto", "householder", "cholqr", "cholqr2", "scholqr3", "rand_cholqr", "cgs2", "mgs",
+           "bcgs2", "tsqr", "batched")
+MODES = ("reduced", "complete", "r")
+# Methods that need m >= n (they produce a Q with n orthonormal columns).
+TALL_ONLY = ("cholqr", "cholqr2", "scholqr3", "rand_cholqr", "cgs2", "mgs", "bcgs2", "tsqr")
+
+
+@dataclass(frozen=True)
+class QRInfo:
+    """What a QR factorization did, as plain values.
+
+    Attributes
+    ----------
+    method : str
+        The algorithm that produced the returned factors (after any fallback).
+    requested : str
+        The method the caller asked for.
+    fallbacks : tuple of str
+        One line per fallback taken, ``"<from> -> <to>: <why>"`` (Cholesky breakdown with the
+        leading minor, non-finite values, loss of rank).
+    shifts : tuple of float
+        Diagonal shifts added to Gram matrices (shifted CholeskyQR), in the order tried.
+    passes : int
+        Number of passes over A (CholeskyQR passes, reorthogonalizations); 1 for Householder.
+    kappa_est : float
+        Cheap estimate of κ(A) from R (LAPACK ``trcon`` 1-norm estimate for NumPy, ‖R‖₁‖R⁻¹‖₁
+        otherwise; the largest over a batch); ``inf`` for a singular R, ``nan`` when not formed.
+    compute, storage : str
+        Arithmetic and returned formats. ``emulate``: the emulated format or None.
+    mode : str
+        "reduced", "complete" or "r".
+    backend : str
+        Who did the heavy lifting: "lapack" (scipy/numpy), "torch", "cusolver", "blas" (our
+        algorithm on the library's matmul), "reference" (our array-API code), "numba", "cuda".
+    notes : tuple of str
+        Anything else worth knowing (sketch type and size, extra passes, rescaling).
+    """
+
+    method: str
+    requested: str
+    fallbacks: tuple = ()
+    shifts: tuple = ()
+    passes: int = 1
+    kappa_est: float = float("nan")
+    compute: str = "fp64"
+    storage: str = "fp64"
+    emulate: str | None = None
+    mode: str = "reduced"
+    backend: str = "reference"
+    notes: tuple = ()
+
+    def as_dict(self) -> dict:
+        """The info as a plain dict."""
+        return asdict(self)
+
+
+class QRResult(NamedTuple):
+    """``Q`` (None for ``mode="r"``), ``R`` and :class:`QRInfo`.
+
+    ``Q`` and ``R`` live in A's library, on A's device, in the storage format.
+    """
+
+    Q: Any
+    R: Any
+    info: QRInfo
+
+
+@dataclass
+class Trace:
+    """Mutable record an algorithm fills while it runs (frozen into QRInfo by ``finish``)."""
+
+    method: str
+    requested: str
+    fallbacks: list = field(default_factory=list)
+    shifts: list = field(default_factory=list)
+    passes: int = 1
+    kappa_est: float = float("nan")
+    backend: str = "reference"
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class Ctx:
+    """Formats and namespace of one factorization."""
+
+    xp: Any
+    input_format: Format
+    compute: Format
+    storage: Format
+    emulate: Format | None
+    mode: str
+    trace: Trace
+
+    @property
+    def dtype(self):
+        return B.native_dtype(self.xp, self.compute)
+
+    @property
+    def u(self) -> float:
+        """Unit roundoff of the arithmetic that accumulates (the compute format)."""
+        return self.compute.unit_roundoff
+
+    @property
+    def u_work(self) -> float:
+        """Unit roundoff of the stored intermediates (emulated format when emulating)."""
+        if self.emulate is not None:
+            return max(self.emulate.unit_roundoff, self.compute.unit_roundoff)
+        return self.compute.unit_roundoff
+
+    def em(self, x):
+        """Round a stored intermediate to the emulated format (identity when not emulating)."""
+        if self.emulate is None or x is None:
+            return x
+        return round_to(x, self.emulate)
+
+    @property
+    def name(self) -> str:
+        return B.namespace_name(self.xp)
+
+
+def _dtype_kind(xp, A) -> str:
+    """"float", "int", "bool" or "complex" without tripping on ml_dtypes bf16."""
+    dt = A.dtype
+    if B.is_torch(xp):
+        if dt.is_complex:
+            return "complex"
+        if dt.is_floating_point:
+            return "float"
+        return "bool" if dt == xp.bool else "int"
+    if isinstance(dt, np.dtype):
+        if dt.kind == "V" and dt.itemsize == 2:  # ml_dtypes bfloat16
+            return "float"
+        return {"f": "float", "c": "complex", "b": "bool", "i": "int", "u": "int"}.get(dt.kind,
+                                                                                       "other")
+    if xp.isdtype(dt, "complex floating"):
+        return "complex"
+    if xp.isdtype(dt, "real floating"):
+        return "float"
+    if xp.isdtype(dt, "bool"):
+        return "bool"
+    if xp.isdtype(dt, "integral"):
+        return "int"
+    return "other"
+
+
+def _format_arg(value, argname: str) -> Format | None:
+    if value is None:
+        return None
+    return get_format(value, argname=argname)
+
+
+def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None, emulate=None,
+            tall_only: bool = False, check: bool = True, batch_ok: bool = True):
+    """Check ``A`` and the options, and decode A into the compute dtype.
+
+    Returns ``(ctx, Ac)`` with ``Ac`` of shape A.shape in the compute dtype (A itself when no
+    conversion is needed: algorithms must not write into it). Raises before any work:
+    TypeError for a non-array, ValueError for ndim < 2, non-finite entries (naming ``A``), an
+    unknown mode or format, m < n for a tall-only method; NotImplementedError for complex input.
+    Integer and boolean inputs are cast to fp64, as NumPy does.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
+        raise TypeError(f"A must be an array, got {type(A).__name__}")
+    xp = B.array_namespace(A)
+    if A.ndim < 2:
+        raise ValueError(f"A must have at least 2 dimensions (..., m, n), got shape "
+                         f"{tuple(A.shape)}")
+    if not batch_ok and A.ndim > 2:
+        raise ValueError(f"method {method!r} takes a single matrix; got A of shape "
+                         f"{tuple(A.shape)} (use lpc.qr, which loops over the batch)")
+    kind = _dtype_kind(xp, A)
+    if kind == "complex":
+        raise NotImplementedError("complex A is not supported yet; factor the real and "
+                                  "imaginary parts as a real problem or use the library's QR")
+    if kind in ("int", "bool"):
+        A = xp.astype(A, xp.float64)
+    elif kind != "float":
+        raise TypeError(f"A must have a real floating or integer dtype, got {A.dtype}")
+    fin = B.format_of(A, argname="A")
+    m, n = A.shape[-2], A.shape[-1]
+    if tall_only and m < n:
+        raise ValueError(f"method {method!r} needs m >= n (a tall or square A); got A of shape "
+                         f"{tuple(A.shape)}. Use method='householder' (or 'auto') for wide "
+                         f"matrices")
+    fc = _format_arg(compute, "compute")
+    if fc is None:
+        fc = get_format("fp32") if fin.bits == 16 else fin
+    if fc.name not in ("fp32", "fp64"):
+        raise ValueError(f"compute must be 'fp32' or 'fp64' (the arithmetic formats), got "
+                         f"{fc.name!r}; to see what {fc.name} arithmetic would do, pass "
+                         f"emulate={fc.name!r}")
+    fs = _format_arg(storage, "storage") or fin
+    if fs.name == "tf32":
+        raise ValueError("storage cannot be 'tf32' (it has no storage dtype); use 'fp32'")
+    if not B.has_dtype(xp, fs):
+        raise ValueError(f"storage {fs.name!r} has no dtype in {B.namespace_name(xp)}")
+    fe = _format_arg(emulate, "emulate")
+    if fe is not None and fe.unit_roundoff < fc.unit_roundoff:
+        raise ValueError(f"emulate={fe.name!r} is more precise than compute={fc.name!r}; "
+                         f"emulate a format at most as precise as the arithmetic")
+    if check:
+        B.check_finite(xp, A, "A")
+    if fin.bits == 16:
+        Ac = from_storage(A, fc.name)
+    elif fin != fc:
+        Ac = xp.astype(A, B.native_dtype(xp, fc))
+    else:
+        Ac = A
+    trace = Trace(method=method, requested=method)
+    ctx = Ctx(xp=xp, input_format=fin, compute=fc, storage=fs, emulate=fe, mode=mode,
+              trace=trace)
+    if fe is not None:
+        Ac = ctx.em(Ac)
+    return ctx, Ac
+
+
+def cast_out(ctx: Ctx, X):
+    """X (compute dtype) in the storage format."""
+    if X is None:
+        return None
+    if ctx.storage.bits == 16:
+        return to_storage(X, ctx.storage)
+    dt = B.native_dtype(ctx.xp, ctx.storage)
+    return X if X.dtype == dt else ctx.xp.astype(X, dt)
+
+
+def finish(ctx: Ctx, Q, R) -> QRResult:
+    """Cast to storage, freeze the trace."""
+    t = ctx.trace
+    info = QRInfo(method=t.method, requested=t.requested, fallbacks=tuple(t.fallbacks),
+                  shifts=tuple(float(s) for s in t.shifts), passes=int(t.passes),
+                  kappa_est=float(t.kappa_est), compute=ctx.compute.name,
+                  storage=ctx.storage.name,
+                  emulate=None if ctx.emulate is None else ctx.emulate.name, mode=ctx.mode,
+                  backend=t.backend, notes=tuple(t.notes))
+    return QRResult(None if ctx.mode == "r" else cast_out(ctx, Q), cast_out(ctx, R), info)
+
+
+# --------------------------------------------------------------------------- small helpers
+def mT(xp, X):
+    return xp.matrix_transpose(X) if hasattr(xp, "matrix_transpose") else X.mT
+
+
+def eye(xp, n, m=None, *, like):
+    return xp.eye(n, m if m is not None else n, dtype=like.dtype, device=B.device_of(like))
+
+
+def zeros(xp, shape, *, like):
+    return xp.zeros(tuple(shape), dtype=like.dtype, device=B.device_of(like))
+
+
+def triu(xp, X):
+    return xp.triu(X) if hasattr(xp, "triu") else X * _triu_mask(xp, X)
+
+
+def _triu_mask(xp, X):
+    m, n = X.shape[-2], X.shape[-1]
+    dev = B.device_of(X)
+    i = xp.arange(m, device=dev)[:, None]
+    j = xp.arange(n, device=dev)[None, :]
+    return xp.astype(j >= i, X.dtype)
+
+
+def diagonal(xp, X):
+    if hasattr(xp, "linalg") and hasattr(xp.linalg, "diagonal"):
+        return xp.linalg.diagonal(X)
+    return xp.diagonal(X, axis1=-2, axis2=-1)
+
+
+def to_float(x) -> float:
+    """A Python float from a 0-d array of any library."""
+    if isinstance(x, (float, int, np.generic)):
+        return float(x)
+    return float(B.to_numpy(x).astype(np.float64).reshape(()))
+
+
+def kappa_est(xp, R) -> float:
+    """Cheap estimate of κ(R) for upper-triangular R (k×n, k <= n uses the leading k×k).
+
+    NumPy: LAPACK ``xtrcon`` (1-norm estimate, O(n²)). Other libraries: ‖R‖₁‖R⁻¹‖₁ from a
+    triangular solve (n³/3 flops) for n <= 2048, the ratio of the extreme diagonal entries (a lower
+    bound) beyond. Returns ``inf`` for a singular or non-finite R; 1.0 for an empty R.
+    """
+    k = min(R.shape[-2], R.shape[-1])
+    if k == 0:
+        return 1.0
+    if R.ndim > 2:
+        Rn = B.to_numpy(R).reshape((-1,) + tuple(R.shape[-2:]))
+        return max(kappa_est(np, Rn[i]) for i in range(Rn.shape[0]))
+    Rk = R[:k, :k]
+    if B.is_numpy(xp):
+        from scipy.linalg import lapack
+
+        Rk = np.asarray(Rk)
+        if Rk.dtype not in (np.float32, np.float64):
+            Rk = Rk.astype(np.float64)
+        d = np.abs(np.diagonal(Rk))
+        if not np.all(np.isfinite(Rk)) or np.min(d) == 0:
+            return float("inf")
+        trcon = lapack.get_lapack_funcs("trcon", (Rk,))
+        rcond, info = trcon(np.asfortranarray(Rk), norm="1", uplo="U", diag="N")
+        return float("inf") if rcond <= 0 else float(1.0 / rcond)
+    d = xp.abs(diagonal(xp, Rk))
+    dmin = to_float(xp.min(d))
+    if dmin == 0 or not np.isfinite(dmin) or not bool(xp.all(xp.isfinite(Rk))):
+        return float("inf")
+    if k > 2048:
+        return to_float(xp.max(d)) / dmin
+    Ri = B.solve_triangular(Rk, eye(xp, k, like=Rk), lower=False)
+    n1 = to_float(xp.max(xp.sum(xp.abs(Rk), axis=0)))
+    n2 = to_float(xp.max(xp.sum(xp.abs(Ri), axis=0)))
+    v = n1 * n2
+    return v if np.isfinite(v) else float("inf")

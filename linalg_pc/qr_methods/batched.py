@@ -1,0 +1,89 @@
+"""QR of many small matrices at once: A (..., m, n) with the leading dimensions as the batch.
+
+NumPy: a Numba kernel (``_kernels/cpu_qr.py``) runs one fused Householder factorization per
+matrix with ``prange`` over the batch; CuPy: one CUDA thread per matrix
+(``_kernels/gpu_qr.py``); other libraries (PyTorch, array_api_strict): the batched array-API
+reference implementation (``householder_factor``), which vectorizes over the batch. LAPACK's
+per-call overhead (and the per-matrix loops of torch/cuSOLVER batched QR) dominate for matrices
+this small: a stack of 100,000 8×8 matrices is ~1 µs of arithmetic each.
+
+The factors follow LAPACK's sign conventions, so they agree with ``numpy.linalg.qr`` matrix by
+matrix to rounding. Bound: Householder's, ‖I − QᵀQ‖ ≤ γ̃_{mn}, ‖A − QR‖ ≤ γ̃_{mn}‖A‖ per matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _backend as B
+from ._common import Ctx, QRResult, finish, kappa_est, prepare
+from .householder import householder_core
+
+__all__ = ["batched_qr", "BATCHED_MAX_DIM"]
+
+#: Size up to which ``method="auto"`` sends a stack of matrices to the batched kernels.
+BATCHED_MAX_DIM = 32
+
+
+def batched_core(ctx: Ctx, A):
+    """(Q, R) of a stack in the compute dtype; sets ``ctx.trace.backend``."""
+    xp = ctx.xp
+    mode = ctx.mode
+    batch = tuple(A.shape[:-2])
+    m, n = A.shape[-2], A.shape[-1]
+    if ctx.emulate is None and B.is_numpy(xp) and A.dtype in (np.float32, np.float64):
+        from .._kernels.cpu_qr import batched_householder
+
+        Q, R = batched_householder(np.reshape(A, (-1, m, n)), mode)
+        ctx.trace.backend = "numba"
+        Q = None if Q is None else Q.reshape(batch + Q.shape[1:])
+        return Q, R.reshape(batch + R.shape[1:])
+    if ctx.emulate is None and B.is_cupy(xp) and max(m, n) <= BATCHED_MAX_DIM:
+        from .._kernels.gpu_qr import batched_householder_gpu
+
+        Q, R = batched_householder_gpu(xp.reshape(A, (-1, m, n)), mode)
+        ctx.trace.backend = "cuda"
+        Q = None if Q is None else xp.reshape(Q, batch + tuple(Q.shape[1:]))
+        return Q, xp.reshape(R, batch + tuple(R.shape[1:]))
+    return householder_core(ctx, A, vendor=False)
+
+
+def batched_qr(A, *, mode: str = "reduced", storage=None, compute=None,
+               emulate=None) -> QRResult:
+    """Householder QR of every matrix of a stack A (..., m, n), in one fused kernel.
+
+    Parameters
+    ----------
+    A : array (..., m, n)
+        Any supported library and real format; meant for m, n <= ~32 (any size is correct).
+    mode : {"reduced", "complete", "r"}
+    storage, compute, emulate : optional
+        Returned format, arithmetic, emulated storage (emulation runs the reference code).
+
+    Returns
+    -------
+    QRResult
+        Q (..., m, k) / (..., m, m), R (..., k, n) / (..., m, n); ``info.kappa_est`` is the
+        largest estimate over the stack (computed only for stacks of at most 4096 matrices, else
+        nan).
+
+    Notes
+    -----
+    Cost per matrix 4mn² − 4n³/3 flops (R and Q); no BLAS calls. Bound: Householder's per
+    matrix (Higham, ASNA, Thm 19.4).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.random.default_rng(0).standard_normal((1000, 4, 4)).astype(np.float32)
+    >>> Q, R, info = batched_qr(A)
+    >>> float(np.abs(Q @ R - A).max()) < 1e-5
+    True
+    """
+    ctx, Ac = prepare(A, method="batched", mode=mode, storage=storage, compute=compute,
+                      emulate=emulate)
+    Q, R = batched_core(ctx, Ac)
+    nbatch = int(np.prod(Ac.shape[:-2])) if Ac.ndim > 2 else 1
+    if nbatch <= 4096:
+        ctx.trace.kappa_est = kappa_est(ctx.xp, R)
+    return finish(ctx, Q, R)

@@ -1,0 +1,175 @@
+"""``lpc.qr``: one entry point over every QR algorithm of the package.
+
+``method="auto"`` picks, from the shape only (no extra pass over A):
+
+- a stack of matrices of at most ``BATCHED_MAX_DIM`` rows and columns -> the batched kernel;
+- a tall-skinny matrix (m >= 4n, m·n >= ``AUTO_TALL_MIN_SIZE``) -> CholeskyQR2, whose fallback
+  chain (shifted CholeskyQR3 on Cholesky breakdown, Householder if that breaks down too) covers
+  every condition number; ``info.fallbacks`` says which ran and why;
+- anything else (square, wide, small, larger stacks) -> Householder through the vendor library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _backend as B
+from ._common import METHODS, QRInfo, QRResult, finish, prepare
+from .batched import BATCHED_MAX_DIM, batched_core, batched_qr
+from .cholesky import cholqr, cholqr2, scholqr3
+from .gram_schmidt import bcgs2, cgs2, mgs
+from .householder import householder_core, householder_qr
+from .randomized import rand_cholqr
+from .tall_skinny import tsqr
+
+__all__ = ["qr", "AUTO_TALL_MIN_SIZE", "AUTO_TALL_RATIO"]
+
+#: ``auto`` uses CholeskyQR2 for m >= AUTO_TALL_RATIO·n ...
+AUTO_TALL_RATIO = 4
+#: ... and m·n at least this (below it LAPACK's call overhead is all there is to save).
+AUTO_TALL_MIN_SIZE = 1 << 14
+
+_FUNCS = {
+    "householder": householder_qr,
+    "cholqr": cholqr,
+    "cholqr2": cholqr2,
+    "scholqr3": scholqr3,
+    "rand_cholqr": rand_cholqr,
+    "cgs2": cgs2,
+    "mgs": mgs,
+    "bcgs2": bcgs2,
+    "tsqr": tsqr,
+    "batched": batched_qr,
+}
+
+
+def _choose(A) -> str:
+    m, n = A.shape[-2], A.shape[-1]
+    if A.ndim > 2:
+        return "batched" if max(m, n) <= BATCHED_MAX_DIM else "householder"
+    if n >= 1 and m >= AUTO_TALL_RATIO * n and m * n >= AUTO_TALL_MIN_SIZE:
+        return "cholqr2"
+    return "householder"
+
+
+def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=None,
+       emulate=None, rng=None, **options) -> QRResult:
+    """QR factorization A = QR of a matrix or a stack of matrices, in any format and library.
+
+    Parameters
+    ----------
+    A : array (..., m, n)
+        NumPy (ml_dtypes bf16 included), CuPy, PyTorch or array_api_strict; any real floating
+        format. Integer input is cast to fp64; complex input raises NotImplementedError.
+    method : str
+        "auto" (default), "householder", "cholqr", "cholqr2", "scholqr3", "rand_cholqr",
+        "cgs2", "mgs", "bcgs2", "tsqr", or "batched". The tall-only methods (all but
+        householder, batched, auto) need m >= n.
+    mode : {"reduced", "complete", "r"}
+        Q m×k and R k×n (k = min(m, n)); Q m×m and R m×n; or R only (Q is None).
+    storage : format, optional
+        Format of the returned Q and R (default: A's; integer A: fp64).
+    compute : {"fp32", "fp64"}, optional
+        Arithmetic format (default fp32 for 16-bit A, else A's). Gram matrices and inner
+        products accumulate in it.
+    emulate : format, optional
+        Round every stored intermediate to this format (e.g. "bf16") to study what the algorithm
+        would do in it; runs our own implementations (no vendor QR).
+    rng : optional
+        Randomness for ``rand_cholqr``'s sketch.
+    **options
+        Passed to the method's function: ``block_size`` (householder, bcgs2), ``shift``
+        (scholqr3), ``sketch``, ``sketch_size``, ``sketch_format`` (rand_cholqr), ``leaf_rows``
+        (tsqr), ``vendor`` (householder).
+
+    Returns
+    -------
+    QRResult
+        ``(Q, R, info)``; Q and R in A's library and device, in the storage format; ``info`` a
+        :class:`QRInfo` (method used, fallbacks and why, shifts, passes, κ estimate).
+
+    Raises
+    ------
+    ValueError
+        Unknown method or mode, A with fewer than 2 dimensions, NaN/inf in A, m < n for a
+        tall-only method (the message names a method that works).
+    NotImplementedError
+        Complex A.
+
+    Examples
+    --------
+    >>> import numpy as np, ml_dtypes
+    >>> A = np.random.default_rng(0).standard_normal((4000, 16)).astype(ml_dtypes.bfloat16)
+    >>> Q, R, info = qr(A)
+    >>> Q.dtype.name, info.method, info.compute
+    ('bfloat16', 'cholqr2', 'fp32')
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods are {list(METHODS)}")
+    requested = method
+    if method == "auto" and getattr(A, "ndim", 0) >= 2:
+        method = _choose(A)
+    direct = getattr(A, "ndim", 0) == 2 or (method == "householder" and options)
+    # A single matrix goes straight to the method's function, which checks finiteness itself
+    # (CholeskyQR on NumPy reads it off the Gram matrix's diagonal instead of another pass).
+    ctx, Ac = prepare(A, method=method, mode=mode, storage=storage, compute=compute,
+                      emulate=emulate, check=not direct,
+                      tall_only=method not in ("auto", "householder", "batched"))
+    if requested == "auto":
+        ctx.trace.notes.append(f"auto chose {method} for shape {tuple(Ac.shape)}")
+    kwargs = dict(mode=mode, storage=ctx.storage, compute=ctx.compute, emulate=ctx.emulate,
+                  **options)
+    if method == "rand_cholqr":
+        kwargs["rng"] = rng
+    if Ac.ndim > 2 and method not in ("householder", "batched"):
+        res = _loop(Ac, method, kwargs)
+    elif method == "batched" and not options:
+        ctx.trace.method = "batched"
+        Q, R = batched_core(ctx, Ac)
+        res = finish(ctx, Q, R)
+    elif method == "householder" and not options and Ac.ndim > 2:
+        ctx.trace.method = "householder"
+        Q, R = householder_core(ctx, Ac)
+        res = finish(ctx, Q, R)
+    else:
+        res = _FUNCS[method](Ac, **kwargs)
+    info = res.info
+    notes = tuple(ctx.trace.notes) + tuple(info.notes)
+    return QRResult(res.Q, res.R, _replace(info, requested=requested, notes=notes))
+
+
+def _replace(info: QRInfo, **kw) -> QRInfo:
+    d = info.as_dict()
+    d.update(kw)
+    return QRInfo(**d)
+
+
+def _loop(Ac, method: str, kwargs) -> QRResult:
+    """Per-matrix loop for methods without a batched implementation."""
+    xp = B.array_namespace(Ac)
+    batch = tuple(Ac.shape[:-2])
+    m, n = Ac.shape[-2], Ac.shape[-1]
+    flat = xp.reshape(Ac, (-1, m, n))
+    nb = flat.shape[0]
+    if nb == 0:
+        ctx, _ = prepare(Ac, method=method, mode=kwargs["mode"], storage=kwargs["storage"],
+                         compute=kwargs["compute"], emulate=kwargs["emulate"])
+        Q, R = householder_core(ctx, Ac)
+        return finish(ctx, Q, R)
+    Qs, Rs, infos = [], [], []
+    for i in range(nb):
+        res = _FUNCS[method](flat[i, ...], **kwargs)
+        Qs.append(res.Q)
+        Rs.append(res.R)
+        infos.append(res.info)
+    R = xp.reshape(xp.stack(Rs, axis=0), batch + tuple(Rs[0].shape))
+    Q = None if Qs[0] is None else xp.reshape(xp.stack(Qs, axis=0), batch + tuple(Qs[0].shape))
+    used = sorted({i.method for i in infos})
+    fallbacks = tuple(f"[{i}] {f}" for i, inf in enumerate(infos) for f in inf.fallbacks)
+    shifts = tuple(s for inf in infos for s in inf.shifts)
+    kap = max((inf.kappa_est for inf in infos), default=float("nan"))
+    info = _replace(infos[0], method=used[0] if len(used) == 1 else "+".join(used),
+                    fallbacks=fallbacks, shifts=shifts,
+                    passes=max(inf.passes for inf in infos), kappa_est=float(np.float64(kap)),
+                    notes=(f"looped over {nb} matrices",))
+    return QRResult(Q, R, info)

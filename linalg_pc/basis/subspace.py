@@ -260,8 +260,10 @@ def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort
         "rotate": B = K Q_J, M = Q_Jᵀ B, W = qr(M).Q, Q_J ← Q_J W (2d²k + 2dk² + 2dk² +
         O(k³) flops); orthogonality of Q_J is preserved to the precision of Q_J itself.
         "project": B re-orthogonalized twice against the unchanged columns
-        (B ← B − Q_{J^c}(Q_{J^c}ᵀ B), twice: 8dk(m − k) flops), then a thin QR of the d×k block
-        (4dk² flops): equal to "rotate" in exact arithmetic when m = d, and it repairs the
+        (B ← B − Q_{J^c}(Q_{J^c}ᵀ B), twice, with a thin QR after each pass: block CGS2,
+        8dk(m − k) + 8dk² flops): equal to "rotate" in exact arithmetic when m = d and K Q_J
+        has full rank, orthogonal to the kept columns to O(u) even when it has not (the
+        null directions are completed inside span(Q_J) when m = d), and it repairs the
         orthogonality of the touched columns of a BF16-stored basis (they become orthogonal to
         the stored others to O(u_compute) before the one rounding of the result).
     compute : {"fp32", "fp64"}
@@ -341,10 +343,17 @@ def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort
             perm = xp.broadcast_to(xp.arange(k, device=dev), (*BJ.shape[:-2], k))
         Bp = _take_last(xp, BJ, perm) if sort else BJ
         if Jc.size:
+            # block CGS2 with a QR after each pass: the second pass starts from an orthonormal
+            # block, so the result is orthogonal to the kept columns to O(u) even when K Q_J
+            # is ill-conditioned or rank deficient (the first QR then returns arbitrary
+            # directions, which the second projection brings back into span(Q_J))
             Qc = decode(xp.take(Q, xp.asarray(Jc, device=dev), axis=-1), comp)
-            for _ in range(2):
-                Bp = Bp - Qc @ (mT(xp, Qc) @ Bp)
-        QJn, R = qr_pos(xp, Bp)
+            Bp = Bp - Qc @ (mT(xp, Qc) @ Bp)
+            Bp, R = qr_pos(xp, Bp)
+            Bp = Bp - Qc @ (mT(xp, Qc) @ Bp)
+            QJn, _ = qr_pos(xp, Bp)
+        else:
+            QJn, R = qr_pos(xp, Bp)
         if m == d:
             # in exact arithmetic QJn = QJ V and K QJn = BJ V: Rayleigh quotients without a
             # second product by K (exact for a complete basis, O(loss) otherwise)

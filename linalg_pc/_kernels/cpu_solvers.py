@@ -337,16 +337,19 @@ def _dot(u, v, n):
 
 
 @njit(cache=True)
-def jacobi_eigh(A, V, k, eps):
+def jacobi_eigh(A, V, k, eps, want_vectors=True):
     """Cyclic Jacobi on the symmetric k×k workspace ``A`` (destroyed); eigenvectors into ``V``.
 
     Rotations are skipped when |a_pq| <= eps·sqrt(|a_pp a_qq|) (Demmel–Veselić threshold, which
     keeps small eigenvalues of SPD matrices to high relative accuracy); stops after a sweep with
     no rotation (at most 30 sweeps). Eigenvalues are left on the diagonal of A, unsorted.
+    Rotation formulas as in Golub & Van Loan, Alg. 8.5.2 (symmetric Schur decomposition), with
+    the updates of a_pp and a_qq written as a_pp − t·a_pq and a_qq + t·a_pq.
     """
-    for i in range(k):
-        for j in range(k):
-            V[i, j] = 1.0 if i == j else 0.0
+    if want_vectors:
+        for i in range(k):
+            for j in range(k):
+                V[i, j] = 1.0 if i == j else 0.0
     for _sweep in range(30):
         rotated = False
         for p in range(k - 1):
@@ -354,7 +357,7 @@ def jacobi_eigh(A, V, k, eps):
                 apq = A[p, qq]
                 app = A[p, p]
                 aqq = A[qq, qq]
-                if abs(apq) <= eps * np.sqrt(abs(app * aqq)) or apq == 0.0:
+                if apq == 0.0 or abs(apq) <= eps * np.sqrt(abs(app * aqq)):
                     A[p, qq] = 0.0
                     A[qq, p] = 0.0
                     continue
@@ -369,22 +372,26 @@ def jacobi_eigh(A, V, k, eps):
                 c = 1.0 / np.sqrt(t * t + 1.0)
                 s = t * c
                 for r in range(k):
-                    arp = A[r, p]
-                    arq = A[r, qq]
-                    A[r, p] = c * arp - s * arq
-                    A[r, qq] = s * arp + c * arq
-                for r in range(k):
-                    apr = A[p, r]
-                    aqr = A[qq, r]
-                    A[p, r] = c * apr - s * aqr
-                    A[qq, r] = s * apr + c * aqr
+                    if r == p or r == qq:
+                        continue
+                    g = A[r, p]
+                    h = A[r, qq]
+                    g2 = c * g - s * h
+                    h2 = s * g + c * h
+                    A[r, p] = g2
+                    A[p, r] = g2
+                    A[r, qq] = h2
+                    A[qq, r] = h2
+                A[p, p] = app - t * apq
+                A[qq, qq] = aqq + t * apq
                 A[p, qq] = 0.0
                 A[qq, p] = 0.0
-                for r in range(k):
-                    vrp = V[r, p]
-                    vrq = V[r, qq]
-                    V[r, p] = c * vrp - s * vrq
-                    V[r, qq] = s * vrp + c * vrq
+                if want_vectors:
+                    for r in range(k):
+                        vrp = V[r, p]
+                        vrq = V[r, qq]
+                        V[r, p] = c * vrp - s * vrq
+                        V[r, qq] = s * vrp + c * vrq
         if not rotated:
             break
 
@@ -392,8 +399,9 @@ def jacobi_eigh(A, V, k, eps):
 @njit(cache=True)
 def _chol_solve_block(A, off_r, off_c, B, off_br, off_bc, nb, ncols, L, Y, eps):
     """Y = A[blk]⁻¹ B[blk] for the SPD nb×nb block of A at (off_r, off_c) and the nb×ncols block
-    of B at (off_br, off_bc), by Cholesky into workspace L. A non-positive pivot is replaced by
-    eps·(trace/nb) (regularization); returns True when that happened."""
+    of B at (off_br, off_bc), by Cholesky into workspace L. A pivot that is not positive (the
+    block is not positive definite) is replaced by eps·(trace/nb); returns True when that
+    happened."""
     tr = 0.0
     for i in range(nb):
         tr += abs(A[off_r + i, off_c + i])
@@ -403,7 +411,7 @@ def _chol_solve_block(A, off_r, off_c, B, off_br, off_bc, nb, ncols, L, Y, eps):
         d = A[off_r + j, off_c + j]
         for k in range(j):
             d -= L[j, k] * L[j, k]
-        if not (d > floor):
+        if not (d > 0.0):
             d = floor
             reg = True
         L[j, j] = np.sqrt(d)
@@ -601,7 +609,7 @@ def _analyse_block(S, k, perms, eps, lam_out, V_out, W, Vw):
     for i in range(k):
         for j in range(k):
             W[i, j] = S[i, j]
-    jacobi_eigh(W, Vw, k, eps)
+    jacobi_eigh(W, Vw, k, eps, True)
     best = -1.0
     bi = 0
     for pi in range(perms.shape[0]):
@@ -624,8 +632,11 @@ def _analyse_block(S, k, perms, eps, lam_out, V_out, W, Vw):
 def dcreg_batch(H, b, do_solve, split, perms_r, perms_t, threshold, kappa_target, eps,
                 rtol, atol, maxiter, check_every,
                 SR, St, lamR, VR, lamt, Vt, degR, degt, condH, condR, condt, reg, P,
-                x, iters, status, tnorm, hist, fallback):
-    """The DCReg pipeline for N small systems H (N, n, n) (and b (N, n) when ``do_solve``)."""
+                x, xf, iters, status, tnorm, hist, fallback):
+    """The DCReg pipeline for N small systems H (N, n, n) (and b (N, n) when ``do_solve``).
+
+    x receives the PCG iterates, xf the solutions (the QR solution where PCG did not converge,
+    marked in ``fallback``)."""
     N, n, _ = H.shape
     k = split
     m = n - k
@@ -691,11 +702,11 @@ def dcreg_batch(H, b, do_solve, split, perms_r, perms_t, threshold, kappa_target
                 else:
                     condt[s] = cnd
                 for i in range(kb):
-                    deg[i] = (lam[i] <= 0.0) or (lmax > threshold * lam[i])
+                    deg[i] = (lam[i] <= 0.0) or (lmax > threshold * lam[i]) or reg[s]
             for i in range(n):
                 for j in range(n):
                     W[i, j] = Hs[i, j]
-            jacobi_eigh(W, Vw, n, eps)
+            jacobi_eigh(W, Vw, n, eps, False)
             lmax = -np.inf
             lmin = np.inf
             for i in range(n):
@@ -738,6 +749,8 @@ def dcreg_batch(H, b, do_solve, split, perms_r, perms_t, threshold, kappa_target
                 for j in range(kk + 1, hist.shape[1]):
                     hist[s, j] = hist[s, kk]
                 fallback[s] = False
+                for i in range(n):
+                    xf[s, i] = x[s, i]
                 if st != CONVERGED:
                     ok = _qr_solve(Hs, b[s], z, n, W, r)
                     if ok:
@@ -747,5 +760,5 @@ def dcreg_batch(H, b, do_solve, split, perms_r, perms_t, threshold, kappa_target
                                 fin = False
                         if fin:
                             for i in range(n):
-                                x[s, i] = z[i]
+                                xf[s, i] = z[i]
                             fallback[s] = True

@@ -1,6 +1,16 @@
 """Solvers: PCG (dense, sparse, operator, multi-RHS, batched), block-Schur degeneracy analysis
 with targeted preconditioning (DCReg), and Woodbury / Sherman–Morrison inverse updates."""
 
+from .degenerate import solve_degenerate
 from .pcg import PCGResult, pcg
+from .schur import DegeneracyReport, block_degeneracy, schur_complements, targeted_preconditioner
 
-__all__ = ["pcg", "PCGResult"]
+__all__ = [
+    "pcg",
+    "PCGResult",
+    "schur_complements",
+    "block_degeneracy",
+    "DegeneracyReport",
+    "targeted_preconditioner",
+    "solve_degenerate",
+]

@@ -1,0 +1,174 @@
+"""The DCReg solve pipeline: analyse, precondition the flagged directions, PCG, direct fallback.
+
+For each system H x = b (H SPD, typically a 6×6 Gauss–Newton Hessian of point-to-plane ICP):
+
+1. :func:`block_degeneracy` — Schur complements, axis-aligned eigenpairs, degeneracy mask;
+2. :func:`targeted_preconditioner` — P with only the flagged eigenvalues raised to
+   λ_max/κ_target;
+3. :func:`pcg` with M = P, stopping at ‖r‖ <= rtol·max(1, ‖b‖) (DCReg's rule: ``atol`` defaults
+   to ``rtol``), with true-residual checks;
+4. where PCG does not converge (maxiter, breakdown, indefinite, nonfinite), a Householder-QR
+   direct solve replaces the iterate and ``pcg_result.fallback`` says so.
+
+NumPy float32/float64 input runs all four steps in one Numba kernel with ``prange`` over the
+batch; other libraries run the batched array-API versions of the same steps.
+
+Reference: Hu et al., arXiv:2509.06285 (2025), §IV (Schur-complement degeneracy detection and
+targeted preconditioning). Cost per 6×6 system: ≈ 2·10³ flops for the analysis (dominated by the
+Jacobi eigensolvers) plus ≈ 150 flops per CG iteration; at most 10·n iterations by default.
+Error bound: converged systems satisfy the stopping rule on the true residual; a fallback
+solution is backward stable, ‖b − H x‖ <= c·n²·u·‖H‖‖x‖ (Higham, ASNA Thm 19.5).
+
+Examples
+--------
+>>> import numpy as np, linalg_pc as lpc
+>>> rng = np.random.default_rng(0)
+>>> J = rng.standard_normal((200, 6)); J[:, 3] *= 1e-3      # x barely observed
+>>> H = J.T @ J
+>>> x, rep, res = lpc.solve_degenerate(H, np.ones(6))
+>>> rep.flagged_axes(), res.status
+(('x',), 'converged')
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._backend import array_namespace, check_finite, is_numpy, solve_triangular
+from .._kernels import cpu_solvers as K
+from .pcg import STATUS_NAMES, PCGResult, _check_scalar, pcg
+from .schur import (
+    _check_params,
+    _labels,
+    _report_from_kernel,
+    _report_xp,
+    _run_kernel,
+    _use_numba,
+    _validate_H,
+    targeted_preconditioner,
+)
+
+__all__ = ["solve_degenerate"]
+
+
+def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
+                     kappa_target: float = 10.0, rtol: float = 1e-6, atol: float | None = None,
+                     maxiter: int | None = None, check_every: int = 25, labels=None,
+                     engine: str = "auto"):
+    """Solve H x = b for one or many SPD systems with the DCReg pipeline.
+
+    Parameters
+    ----------
+    H : array (..., n, n)
+        Symmetric positive (semi)definite matrices, batched over leading dimensions.
+    b : array (..., n)
+        Right-hand sides, ``b.shape == H.shape[:-1]``.
+    split, threshold, kappa_target, labels
+        As in :func:`block_degeneracy`.
+    rtol, atol : float
+        PCG stops when ‖r‖ < max(rtol·‖b‖, atol); ``atol=None`` means ``atol = rtol``, i.e.
+        DCReg's ‖r‖ <= rtol·max(1, ‖b‖).
+    maxiter : int, optional
+        Default 10·n (DCReg allows at least n).
+    check_every : int
+        True-residual period of the PCG.
+    engine : "auto", "numba" or "array_api"
+
+    Returns
+    -------
+    x : array (..., n)
+        The solution: the PCG iterate where it converged, the QR solution elsewhere.
+    report : DegeneracyReport
+    pcg_result : PCGResult
+        The PCG run (its ``x`` is the PCG iterate); ``fallback`` marks the systems whose
+        solution came from the direct solve. Scalars for a single system, arrays over the
+        (flattened) batch otherwise.
+
+    Raises
+    ------
+    ValueError
+        As :func:`block_degeneracy`, plus b of the wrong shape or with NaN/inf entries.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_pc as lpc
+    >>> H = np.stack([np.eye(6) * (i + 1) for i in range(4)])
+    >>> x, rep, res = lpc.solve_degenerate(H, np.ones((4, 6)))
+    >>> bool(np.allclose(x[3], 0.25)), res.status.tolist()
+    (True, ['converged', 'converged', 'converged', 'converged'])
+    """
+    _check_params(threshold, kappa_target)
+    _check_scalar("rtol", rtol)
+    _check_scalar("atol", atol)
+    _check_scalar("maxiter", maxiter, integer=True)
+    _check_scalar("check_every", check_every, integer=True, positive=True)
+    if engine not in ("auto", "numba", "array_api"):
+        raise ValueError(f"engine must be 'auto', 'numba' or 'array_api', got {engine!r}")
+    xp, Hs, u = _validate_H(H, split)
+    if not hasattr(b, "shape"):
+        raise TypeError(f"b must be an array, got {type(b).__name__}")
+    if array_namespace(b) is not xp:
+        raise TypeError("H and b must be arrays of the same library")
+    if tuple(b.shape) != tuple(Hs.shape[:-1]):
+        raise ValueError(f"b must have shape {tuple(Hs.shape[:-1])} (H.shape[:-1]), got "
+                         f"{tuple(b.shape)}")
+    check_finite(xp, b, "b")
+    n = Hs.shape[-1]
+    labs = _labels(labels, n, split)
+    atol = rtol if atol is None else atol
+    maxiter = 10 * n if maxiter is None else int(maxiter)
+    batch = tuple(Hs.shape[:-2])
+    single = not batch
+    bs = xp.astype(b, Hs.dtype) if b.dtype != Hs.dtype else b
+    if _use_numba(xp, Hs, split, engine):
+        o = _run_kernel(Hs, np.asarray(bs), split, threshold, kappa_target, u, rtol, atol,
+                        maxiter, check_every)
+        report = _report_from_kernel(xp, o, batch, labs, split, threshold, kappa_target)
+        kmax = int(o["iters"].max())
+        hist = np.ascontiguousarray(o["hist"][:, : kmax + 1].T)
+        x = o["xf"].reshape(batch + (n,))
+        xres = o["x"].reshape(batch + (n,))
+        status, iters, tnorm, fb = o["status"], o["iters"], o["tnorm"], o["fallback"]
+    else:
+        report = _report_xp(xp, Hs, split, threshold, kappa_target, labs)
+        P = targeted_preconditioner(report)
+        Hf = xp.reshape(Hs, (-1, n, n))
+        bf = xp.reshape(bs, (-1, n))
+        Pf = xp.reshape(P, (-1, n, n))
+        res = pcg(Hf, bf, M=Pf, rtol=rtol, atol=atol, maxiter=maxiter,
+                  check_every=check_every)
+        status = np.array([STATUS_NAMES.index(s) for s in res.status], dtype=np.int8)
+        iters, tnorm, hist = res.iterations, res.true_residual_norm, res.residual_norms
+        fail = status != K.CONVERGED
+        xf = res.x
+        fb = np.zeros(fail.shape, dtype=bool)
+        if fail.any():
+            Q, R = xp.linalg.qr(Hf)
+            y = xp.matmul(xp.matrix_transpose(Q), bf[..., None])
+            xq = solve_triangular(R, y, lower=False)[..., 0]
+            okq = np.asarray(_to_np(xp.all(xp.isfinite(xq), axis=-1)), dtype=bool)
+            fb = fail & okq
+            dev = getattr(xf, "device", None)
+            m = xp.asarray(fb, device=dev) if dev is not None else xp.asarray(fb)
+            x = xp.where(m[:, None], xq, xf)
+        else:
+            x = xf
+        x = xp.reshape(x, batch + (n,))
+        xres = xp.reshape(xf, batch + (n,))
+    names = np.array(STATUS_NAMES)[status]
+    conv = status == K.CONVERGED
+    if single:
+        result = PCGResult(xres, bool(conv[0]), int(iters[0]), hist[:, 0], float(tnorm[0]),
+                           str(names[0]), bool(fb[0]))
+    else:
+        result = PCGResult(xres, conv, np.asarray(iters), hist, np.asarray(tnorm), names,
+                           np.asarray(fb, dtype=bool))
+    if is_numpy(xp):
+        x = np.asarray(x)
+    return x, report, result
+
+
+def _to_np(a):
+    from .._backend import to_numpy
+
+    return to_numpy(a)

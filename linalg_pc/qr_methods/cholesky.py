@@ -82,7 +82,8 @@ def gram(ctx: Ctx, X):
     """XᵀX in the compute dtype (NumPy dispatches ``X.T @ X`` to BLAS SYRK)."""
     xp = ctx.xp
     if B.is_numpy(xp):
-        return X.T @ X if X.ndim == 2 else np.matmul(np.swapaxes(X, -1, -2), X)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and rescaled
+            return X.T @ X if X.ndim == 2 else np.matmul(np.swapaxes(X, -1, -2), X)
     return xp.matmul(mT(xp, X), X)
 
 

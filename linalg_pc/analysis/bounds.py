@@ -1,0 +1,230 @@
+"""Error bounds of the library's algorithms, with named, calibrated constants.
+
+Each bound is ``constant × shape(m, n, κ) × u`` with the shape taken from the literature and the
+constant calibrated against measurements (see each constant's comment: the largest ratio
+measured / (shape·u) seen over LAPACK-style matrix suites, times a safety margin). Tests use
+these as pass thresholds, so a bound that is too loose hides bugs and one that is too tight
+flakes: change a constant only with the measurement that justifies it.
+
+Three kinds of bound are offered for every QR method:
+
+- ``kind="algorithm"``: the practical bound, what the implementation achieves (calibrated; this
+  is what tests assert);
+- ``kind="deterministic"``: the textbook worst case, with γ_k = k·u/(1 − k·u) (``inf`` once
+  k·u >= 1: in bf16 that is k = 256, where worst-case analysis says nothing);
+- ``kind="probabilistic"``: the same with k·u replaced by λ·√k·u (Higham & Mary, SISC 41, 2019;
+  Connolly, Higham & Mary, SISC 43, 2021), holding with probability at least
+  1 − 2·exp(−λ²/2) per inner product, λ = :data:`PROBABILISTIC_LAMBDA`.
+
+The quantities are ``"orth"``: ‖I − QᵀQ‖₂, and ``"resid"``: ‖A − QR‖_F / ‖A‖_F, both for the
+factors in the arithmetic (compute or emulated) format, before any rounding to a 16-bit storage
+format; :func:`storage_floor` adds what that one rounding costs.
+
+References
+----------
+Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Thm 19.4, 19.13 (Householder),
+Thm 19.14 (MGS); Yamamoto, Nakatsukasa, Yanagisawa, Fukaya, ETNA 44 (2015) (CholQR, CholQR2);
+Fukaya et al., SISC 42 (2020) (shifted CholQR3); Giraud, Langou, Rozložník, Comput. Math. Appl.
+50 (2005) (CGS2); Barlow & Smoktunowicz, Numer. Math. 123 (2013) (BCGS2); Mori, Yamamoto, Zhang
+(2012) (TSQR); Higgins, Szyld, Boman, Yamazaki, arXiv 2309.05868 (sketch-preconditioned CholQR).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .._formats import get_format
+
+__all__ = [
+    "QR_BOUND_METHODS",
+    "BOUND_KINDS",
+    "PROBABILISTIC_LAMBDA",
+    "C_HOUSEHOLDER_ORTH",
+    "C_QR_RESID",
+    "C_CHOLQR_ORTH",
+    "C_MGS_ORTH",
+    "C_STORAGE_ROUNDING",
+    "qr_bound",
+    "qr_kappa_limit",
+    "storage_floor",
+]
+
+BOUND_KINDS = ("algorithm", "deterministic", "probabilistic")
+
+#: λ of the probabilistic bounds: each holds with probability >= 1 − 2·exp(−λ²/2) ≈ 0.9997.
+PROBABILISTIC_LAMBDA = 4.0
+
+# ---------------------------------------------------------------- calibrated constants
+#: ‖I − QᵀQ‖₂ <= C·√(mn)·u for Householder, TSQR, the batched kernel, and the O(u) methods
+#: (CholQR2, shifted CholQR3, rand_cholqr, CGS2, BCGS2) within their κ limit. Measured over
+#: matrix_suite (every type, κ in {1, 1e2, 1e4, 1e7, 0.1/u}) at sizes 1×1 ... 50×50, 300×50 and
+#: 2000×50 in fp32 and fp64: largest ratio measured/(√(mn)u) 3.3 (rand_cholqr, 5×3 fp32; the
+#: smallest sizes have the largest ratios), below 0.7 for m >= 50. REFERENCE (fp32, 2000×50):
+#: Householder 1.2e-8 = 0.05·√(mn)u.
+C_HOUSEHOLDER_ORTH = 8.0
+
+#: ‖A − QR‖_F/‖A‖_F <= C·√(mn)·u for every method (all are backward stable in this sense).
+#: Measured on the same suites: largest ratio 2.7 (batched kernel, 5×3 fp64).
+C_QR_RESID = 8.0
+
+#: CholQR: ‖I − QᵀQ‖₂ <= C·u·κ² (+ the O(u) term). REFERENCE calibration (fp32, m=2000, n=50):
+#: 3.2e-6 at κ=10 (0.54·uκ²), 1.5e-2 at κ=1e3 (0.25·uκ²).
+C_CHOLQR_ORTH = 4.0
+
+#: MGS: ‖I − QᵀQ‖₂ <= C·u·κ (+ the O(u) term). REFERENCE (fp32, m=2000, n=50): 4.4e-7 / 1.7e-5 /
+#: 1.0e-4 / 6.9e-4 at κ = 10 / 1e3 / 1e4 / 1e5, i.e. 0.74 / 0.29 / 0.17 / 0.12 · uκ.
+C_MGS_ORTH = 4.0
+
+#: One rounding of an orthonormal m×n Q to a format with unit roundoff u costs
+#: ‖QᵀQ − I‖₂ ≈ C·u·√(n/m): measured (REFERENCE §1) 1.2u for square bf16 Q (d >= 128) and
+#: 6e-4 = 0.15u_bf16 at m = 4000, n = 64 (model: 1.2·√(64/4000) = 0.152).
+C_STORAGE_ROUNDING = 1.2
+
+# ---------------------------------------------------------------- κ limits
+#: Largest κ(A) for which each method's "algorithm" bound is meant (times u^(-1) or u^(-1/2)).
+#: Beyond it the method breaks down (CholQR family: detected, fallback to a method that works)
+#: or its bound exceeds 1.
+_LIMITS = {
+    "householder": math.inf,
+    "tsqr": math.inf,
+    "batched": math.inf,
+    "auto": math.inf,
+    "cholqr": ("sqrt", 0.1),
+    "cholqr2": ("sqrt", 0.1),
+    "scholqr3": ("inv", 0.1),
+    "rand_cholqr": ("inv", 0.1),
+    "mgs": ("inv", 0.1),
+    "cgs2": ("inv", 0.01),
+    "bcgs2": ("inv", 0.01),
+}
+
+QR_BOUND_METHODS = tuple(_LIMITS)
+
+_O_U = ("householder", "tsqr", "batched", "auto", "cholqr2", "scholqr3", "rand_cholqr", "cgs2",
+        "bcgs2")
+
+
+def qr_kappa_limit(method: str, fmt) -> float:
+    """The largest κ(A) for which ``method`` achieves its "algorithm" bound in format ``fmt``.
+
+    CholQR/CholQR2: 0.1·u^(−1/2) (Cholesky of the Gram matrix breaks down beyond); shifted
+    CholQR3, rand_cholqr, MGS: 0.1·u⁻¹; CGS2/BCGS2: 0.01·u⁻¹ (numerically full rank);
+    Householder, TSQR: unlimited.
+    """
+    _check_method(method)
+    u = get_format(fmt, argname="fmt").unit_roundoff
+    lim = _LIMITS[method]
+    if lim == math.inf:
+        return math.inf
+    kind, c = lim
+    return c / math.sqrt(u) if kind == "sqrt" else c / u
+
+
+def _check_method(method: str) -> None:
+    if method not in _LIMITS:
+        raise ValueError(f"unknown QR method {method!r}; known: {list(_LIMITS)}")
+
+
+def _gamma(k: float, u: float) -> float:
+    ku = k * u
+    return math.inf if ku >= 1 else ku / (1 - ku)
+
+
+def _pgamma(k: float, u: float) -> float:
+    ku = PROBABILISTIC_LAMBDA * math.sqrt(k) * u
+    return math.inf if ku >= 1 else ku / (1 - ku)
+
+
+def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algorithm",
+             quantity: str = "orth") -> float:
+    """Bound on the loss of orthogonality (or the residual) of a QR method.
+
+    Parameters
+    ----------
+    method : str
+        An ``lpc.qr`` method name (see :data:`QR_BOUND_METHODS`).
+    m, n : int
+        Shape of A (m >= n for the tall-only methods; for m < n the roles are those of the
+        m×m factor).
+    kappa : float
+        κ₂(A) of the matrix the algorithm sees (the stored one).
+    fmt : format
+        The arithmetic format whose unit roundoff enters (the emulated one when emulating).
+    kind : {"algorithm", "deterministic", "probabilistic"}
+    quantity : {"orth", "resid"}
+        ‖I − QᵀQ‖₂ or ‖A − QR‖_F/‖A‖_F.
+
+    Returns
+    -------
+    float
+        The bound (``inf`` when the analysis says nothing: k·u >= 1, or κ beyond the method's
+        limit for a deterministic bound).
+
+    Examples
+    --------
+    >>> b = qr_bound("cholqr2", 2000, 50, 1e3, "fp32")
+    >>> 1e-6 < b < 1e-4
+    True
+    >>> qr_bound("householder", 4000, 64, 1.0, "bf16", kind="deterministic")
+    inf
+    """
+    _check_method(method)
+    if kind not in BOUND_KINDS:
+        raise ValueError(f"kind must be one of {BOUND_KINDS}, got {kind!r}")
+    if quantity not in ("orth", "resid"):
+        raise ValueError(f"quantity must be 'orth' or 'resid', got {quantity!r}")
+    u = get_format(fmt, argname="fmt").unit_roundoff
+    m, n = max(int(m), 1), max(int(n), 1)
+    k = min(m, n)
+    mn = m * k
+    kap = float(kappa) if kappa is not None else math.inf
+    if kind == "algorithm":
+        base = (C_QR_RESID if quantity == "resid" else C_HOUSEHOLDER_ORTH) * math.sqrt(mn) * u
+        if quantity == "resid" or method in _O_U:
+            return base
+        if method == "cholqr":
+            return base + C_CHOLQR_ORTH * u * kap * kap
+        if method == "mgs":
+            return base + C_MGS_ORTH * u * kap
+        raise AssertionError(method)  # pragma: no cover
+    g = _gamma if kind == "deterministic" else _pgamma
+    if kind == "deterministic" and kap > qr_kappa_limit(method, fmt):
+        return math.inf
+    if method in ("householder", "tsqr", "batched", "auto"):
+        # Higham Thm 19.4/19.13: both quantities <= √n·γ̃_{cm} (column-wise, to the 2-norm);
+        # TSQR's tree replaces m by the leaf size plus n·log₂(m/b) (we keep m: an upper bound).
+        return math.sqrt(k) * g(mn, u)
+    if method in ("cholqr", "cholqr2", "scholqr3", "rand_cholqr"):
+        # Yamamoto et al. (2015) Thm 3.3/5.1: CholQR orth <= 5·(mnu + n(n+1)u)·κ²/64 ...
+        # CholQR2: ‖I − QᵀQ‖_F <= 6(mnu + n(n+1)u), ‖A − QR‖_F <= 5n²u‖A‖₂.
+        e = g(mn + k * (k + 1), u)
+        if quantity == "resid":
+            return 5 * k * g(k, u) * math.sqrt(k) if method != "cholqr" else 5 * e
+        if method == "cholqr":
+            return min(math.inf, e * kap * kap)
+        return 6 * e
+    if method == "mgs":
+        # Björck & Paige (1992): ‖I − QᵀQ‖₂ <= c₁(m, n)·u·κ with c₁ ~ mn.
+        e = g(mn, u)
+        return e if quantity == "resid" else e * kap
+    # cgs2, bcgs2: ‖I − QᵀQ‖₂ <= c·m·n^(3/2)·u (Giraud et al. 2005; Barlow 2013)
+    e = g(mn, u)
+    return e if quantity == "resid" else e * math.sqrt(k)
+
+
+def storage_floor(m: int, n: int, fmt) -> float:
+    """‖QᵀQ − I‖₂ of an exactly orthonormal m×n Q (n <= m) after one rounding to ``fmt``.
+
+    Model C·u·√(n/m) with :data:`C_STORAGE_ROUNDING` (measured: 1.2u square, 0.15u at
+    4000×64 in bf16). Zero for an empty Q.
+
+    Examples
+    --------
+    >>> round(storage_floor(128, 128, "bf16") / 2**-8, 2)
+    1.2
+    """
+    u = get_format(fmt, argname="fmt").unit_roundoff
+    if m <= 0 or n <= 0:
+        return 0.0
+    k = min(m, n)
+    return C_STORAGE_ROUNDING * u * math.sqrt(k / max(m, k))

@@ -4,6 +4,7 @@ with targeted preconditioning (DCReg), and Woodbury / Sherman–Morrison inverse
 from .degenerate import solve_degenerate
 from .pcg import PCGResult, pcg
 from .schur import DegeneracyReport, block_degeneracy, schur_complements, targeted_preconditioner
+from .woodbury import ShermanMorrisonResult, WoodburyInverse, sherman_morrison_update
 
 __all__ = [
     "pcg",
@@ -13,4 +14,7 @@ __all__ = [
     "DegeneracyReport",
     "targeted_preconditioner",
     "solve_degenerate",
+    "WoodburyInverse",
+    "sherman_morrison_update",
+    "ShermanMorrisonResult",
 ]

@@ -84,16 +84,17 @@ def _finite_mask(*arrays: np.ndarray, batch: tuple) -> np.ndarray:
 
 
 def _pow2_scale(x: np.ndarray) -> np.ndarray:
-    """Per-matrix power of two ``s`` with ``max|x| / s`` in [0.5, 1) (1 for a zero matrix).
+    """Per-matrix power of two ``s`` with ``max|x| / s`` in [1, 2) (1 for a zero matrix).
 
     Dividing by a power of two is exact (away from the subnormal range), so the norms of
-    ``x / s`` carry no scaling error and cannot overflow.
+    ``x / s`` carry no scaling error and cannot overflow. ``s`` is at most 2^1023 and at least
+    the smallest subnormal 2^-1074, both representable.
     """
     if x.size == 0:
         return np.ones(x.shape[:-2])
     amax = np.max(np.abs(x), axis=(-2, -1))
     _, e = np.frexp(amax)
-    return np.where(amax > 0, np.ldexp(1.0, e), 1.0)
+    return np.where(amax > 0, np.ldexp(1.0, np.maximum(e - 1, -1074)), 1.0)
 
 
 def _norm(x: np.ndarray, norm: str, *, symmetric: bool = False) -> np.ndarray:
@@ -355,7 +356,8 @@ def kappa(A):
     Returns
     -------
     float or numpy.ndarray
-        κ₂(A); ``inf`` when the computed σ_min is exactly 0 (the zero matrix included); ``1.0``
+        κ₂(A); ``inf`` when the computed σ_min is exactly 0 (the zero matrix included) or the
+        ratio overflows float64; ``1.0``
         for an empty matrix (LAPACK's convention: ``xGECON`` returns RCOND = 1 for n = 0).
 
     Raises

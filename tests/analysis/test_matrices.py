@@ -367,6 +367,27 @@ def test_matrix_suite_kappas_and_namespaces(xp):
         assert B.namespace_name(B.array_namespace(t.A)) == B.namespace_name(xp)
 
 
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(0, 14), n=st.integers(0, 14), seed=st.integers(0, 2**32 - 1),
+       fmt=st.sampled_from(["fp64", "bf16", "fp16"]))
+def test_matrix_suite_properties(m, n, seed, fmt):
+    suite = lpc.matrix_suite(m, n, dtype=fmt, rng=seed)
+    assert len({t.name for t in suite}) == len(suite) >= 9
+    for t in suite:
+        A = B.to_numpy(t.A).astype(np.float64)
+        assert A.shape == (m, n) and np.all(np.isfinite(A))
+        assert t.kappa_stored == lpc.kappa(t.A)
+        if t.params["generator"] in ("zero", "rank_deficient") and min(m, n) > 0:
+            assert t.kappa_stored > 1 / (10 * lpc.unit_roundoff(fmt))
+
+
+def test_docstring_examples():
+    import doctest
+
+    res = doctest.testmod(M, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
+
+
 def test_test_matrix_is_frozen_and_not_collected():
     t = lpc.zero(1, 1)
     with pytest.raises(AttributeError):

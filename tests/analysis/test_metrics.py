@@ -393,6 +393,27 @@ def test_kappa_bad_input():
         lpc.kappa(np.eye(2, dtype=np.int8))
 
 
+def test_docstring_examples():
+    import doctest
+
+    from linalg_pc.analysis import metrics
+
+    res = doctest.testmod(metrics, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
+
+
+def test_extreme_scales_give_finite_exact_answers():
+    big = np.array([[1e308, 1e308]])
+    assert lpc.lapack_ratios(big, np.eye(1), big, "fp64") == {"resid": 0.0, "orth": 0.0}
+    assert lpc.factorization_error(big, np.eye(1), big * (1 + 2.0**-52)) == \
+        pytest.approx(2.0**-52, rel=1e-12)
+    tiny = np.array([[5e-324, 1e-323]])  # subnormal: A − QR = [0, 5e-324] exactly
+    assert lpc.factorization_error(tiny, np.eye(1), np.array([[5e-324, 5e-324]])) == \
+        pytest.approx(1 / math.sqrt(5), rel=1e-15)
+    assert lpc.kappa(np.diag([5e-324, 5e-324])) == 1.0
+    assert lpc.kappa(np.diag([1.7e308, 1e-300])) == math.inf
+
+
 # --------------------------------------------------------------------------- properties
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(0, 9), n=st.integers(0, 9), seed=st.integers(0, 2**32 - 1),

@@ -111,6 +111,12 @@ class TestMatrix:
     def shape(self) -> tuple:
         return tuple(self.A.shape)
 
+    def __repr__(self) -> str:
+        lib = B.namespace_name(B.array_namespace(self.A))
+        fmt = B.format_of(self.A).name
+        return (f"TestMatrix(name={self.name!r}, shape={self.shape}, {lib} {fmt}, "
+                f"kappa={self.kappa:.3g}, kappa_stored={self.kappa_stored:.3g})")
+
 
 # --------------------------------------------------------------------------- validation
 def _size(value, argname: str) -> int:

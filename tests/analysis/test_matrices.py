@@ -394,6 +394,16 @@ def test_test_matrix_is_frozen_and_not_collected():
         t.name = "other"
     assert lpc.TestMatrix.__test__ is False
     assert t.shape == (1, 1)
+    assert repr(t) == ("TestMatrix(name='zero', shape=(1, 1), numpy fp64, kappa=inf, "
+                       "kappa_stored=inf)")
+
+
+def test_params_are_json_serialisable():
+    import json
+
+    for t in lpc.matrix_suite(6, 4, dtype="bf16", rng=0):
+        back = json.loads(json.dumps(t.params))
+        assert back == t.params and back["dtype"] == "bf16" and back["m"] == 6
 
 
 # --------------------------------------------------------------------------- bad input

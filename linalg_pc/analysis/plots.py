@@ -42,7 +42,7 @@ def plot_qr_orthogonality(recs: Records, path, *, fmt: str | None = None) -> pat
     and breakdowns (Cholesky failure or fallback) marked with a cross."""
     plt = _plt()
     rows = [r for r in recs if fmt is None or r["format"] == fmt]
-    formats = sorted({r["format"] for r in rows})
+    formats = list(dict.fromkeys(r["format"] for r in rows))
     fig, axes = plt.subplots(1, len(formats), figsize=(5.2 * len(formats), 4.2), squeeze=False,
                              sharey=True)
     for ax, f in zip(axes[0], formats):
@@ -50,19 +50,22 @@ def plot_qr_orthogonality(recs: Records, path, *, fmt: str | None = None) -> pat
         methods = list(dict.fromkeys(r["method"] for r in sub))
         for j, m in enumerate(methods):
             mr = sorted((r for r in sub if r["method"] == m), key=lambda r: r["kappa"])
-            ks = [r["kappa"] for r in mr]
-            line = ax.loglog(ks, [max(r["orth_loss"], 1e-18) for r in mr],
+            ok = [r for r in mr if not (r.get("breakdown") or r.get("fallback"))]
+            bad = [r for r in mr if r.get("breakdown") or r.get("fallback")]
+            line = ax.loglog([r["kappa"] for r in ok], [max(r["orth_loss"], 1e-18) for r in ok],
                              marker=_MARKERS[j % len(_MARKERS)], label=m)[0]
             if all("bound" in r for r in mr):
-                ax.loglog(ks, [r["bound"] for r in mr], ls="--", lw=0.9,
+                ax.loglog([r["kappa"] for r in mr], [r["bound"] for r in mr], ls="--", lw=0.9,
                           color=line.get_color(), alpha=0.7)
-            bad = [r for r in mr if r.get("breakdown") or r.get("fallback")]
-            if bad:
+            if bad:  # where the method broke down: the loss after the documented fallback
                 ax.scatter([r["kappa"] for r in bad], [max(r["orth_loss"], 1e-18) for r in bad],
-                           marker="x", s=70, color="k", zorder=5)
+                           marker="x", s=60, color=line.get_color(), zorder=5)
         ax.set_xlabel(r"condition number $\kappa_2(A)$")
-        ax.set_title(f"{f}  (dashed: bound; x: breakdown/fallback)", fontsize=9)
+        ax.set_title(f"{f}, {sub[0]['m']}×{sub[0]['n']}  (dashed: bound; x: after fallback)",
+                     fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
+        lo = min(max(r["orth_loss"], 1e-18) for r in rows)
+        ax.set_ylim(lo / 10, 10.0)
     axes[0][0].set_ylabel(r"loss of orthogonality $\|I - Q^TQ\|_2$")
     axes[0][-1].legend(fontsize=8, loc="best")
     return _save(fig, path)

@@ -100,3 +100,85 @@ def test_unknown_study_name():
 def test_records_to_json_numpy_scalars():
     r = Records([{"x": np.float64(1.5), "n": np.int64(3)}])
     assert json.loads(r.to_json()) == [{"x": 1.5, "n": 3}]
+
+
+# ------------------------------------------------------------------------- QR study facts
+U32 = 2.0**-24
+
+
+@pytest.fixture(scope="module")
+def qr_records():
+    from linalg_pc.analysis.qr_study import qr_study
+
+    recs = qr_study(("householder", "cholqr", "cholqr2", "mgs", "cgs2"),
+                    kappas=(1e0, 1e2, 1e4, 1e6), formats=("fp32", "bf16"), shape=(400, 16),
+                    trials=1, rng=7)
+    recs += qr_study(("householder", "cholqr", "cholqr2"), kappas=(1e0, 1e2, 1e4),
+                     formats=("emulate-bf16",), shape=(200, 10), trials=1, rng=8)
+    return recs
+
+
+def _one(recs, **kw):
+    (r,) = recs.where(**kw)
+    return r
+
+
+def test_qr_study_fp32_calibration(qr_records):
+    fp32 = qr_records.where(format="fp32")
+    # Householder and CGS2: flat at O(u) for every κ (measured 2-8·u at this shape)
+    for m in ("householder", "cgs2"):
+        assert all(r["orth_loss"] <= 50 * U32 and not r["breakdown"] for r in
+                   fp32.where(method=m))
+    # CholQR: ≈ u·κ² below its breakdown (REFERENCE: 0.25-0.54·uκ²), breakdown beyond u^(-1/2)
+    r = _one(fp32, method="cholqr", kappa=1e2)
+    assert 0.02 <= r["orth_loss"] / (U32 * 1e4) <= 4.0
+    assert _one(fp32, method="cholqr", kappa=1e6)["breakdown"]
+    # CholQR2: O(u) up to the threshold, fallback recorded beyond it
+    assert _one(fp32, method="cholqr2", kappa=1e4)["orth_loss"] <= 50 * U32
+    big = _one(fp32, method="cholqr2", kappa=1e6)
+    assert big["breakdown"] and "cholqr2" in big["fallback"] and big["orth_loss"] <= 50 * U32
+    # MGS: grows like u·κ (REFERENCE: 0.12-0.74·uκ)
+    r = _one(fp32, method="mgs", kappa=1e4)
+    assert 0.01 <= r["orth_loss"] / (U32 * 1e4) <= 4.0
+
+
+def test_qr_study_bf16_storage_floor_and_emulated_breakdown(qr_records):
+    floor = floor_prediction(400, 16, "bf16")
+    for r in qr_records.where(format="bf16"):
+        if r["method"] != "cholqr":
+            assert 0.5 * floor <= r["orth_loss"] <= 3.0 * floor, r
+    # a bf16 Gram matrix: Cholesky fails already around κ = 100 (REFERENCE §2)
+    assert not _one(qr_records, format="emulate-bf16", method="cholqr", kappa=1.0)["breakdown"]
+    assert _one(qr_records, format="emulate-bf16", method="cholqr", kappa=1e2)["breakdown"]
+    assert not _one(qr_records, format="emulate-bf16", method="householder",
+                    kappa=1e4)["breakdown"]
+
+
+def test_qr_study_within_bounds_and_plot(qr_records, tmp_path):
+    assert not [r for r in qr_records if r["within_bound"] is False]
+    png = plots.plot_qr_orthogonality(qr_records, tmp_path / "qr.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_qr_study_bad_input():
+    from linalg_pc.analysis.qr_study import qr_study
+
+    with pytest.raises(ValueError, match="kappas"):
+        qr_study(kappas=())
+    with pytest.raises(ValueError, match="methods"):
+        qr_study(methods=("qr_magic",))
+    with pytest.raises(ValueError, match="shape"):
+        qr_study(shape=(0, 3))
+    with pytest.raises(ValueError, match="formats"):
+        qr_study(formats=("bf8",))
+
+
+def test_main_job_quick_runs_every_study(tmp_path, capsys):
+    from linalg_pc import cli
+
+    assert cli.main(["study", "all", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    for name in report.resolve_names(["all"]):
+        assert f"{name}" in text
+    assert "exceed their bound" not in text
+    assert len(list(tmp_path.glob("*.png"))) >= 3

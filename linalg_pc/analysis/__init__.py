@@ -3,9 +3,16 @@
 - :mod:`.metrics`: accuracy of a factorization in float64 (loss of orthogonality, backward
   error, LAPACK's xQRT01 ratios, condition numbers).
 - :mod:`.matrices`: seeded test-matrix generators in any storage format and library.
+- :mod:`.bounds`: error bounds of the algorithms, with named calibrated constants.
+- :mod:`.floor_study`, :mod:`.precision_study`, :mod:`.qr_study`, :mod:`.drift`: the studies,
+  returning :class:`.records.Records`; :mod:`.plots` draws them; :mod:`.report` runs them for
+  ``linalg-pc study``.
 """
 
-from .matrices import (
+from .bounds import qr_bound, qr_kappa_limit, storage_floor  # noqa: F401
+from .drift import drift_study, rerounding_drift  # noqa: F401
+from .floor_study import floor_prediction, rounding_floor_study  # noqa: F401
+from .matrices import (  # noqa: F401 - the generators live in lpc.analysis
     SINGULAR_VALUE_MODES,
     TestMatrix,
     diagonal,
@@ -27,24 +34,26 @@ from .metrics import (
     lapack_ratios,
     orthogonality_loss,
 )
+from .precision_study import precision_study
+from .qr_study import qr_study, summarize_qr  # noqa: F401
+from .records import Records
 
+#: The names re-exported at the top level of linalg_pc. The generators of individual matrix types,
+#: the bound helpers and the other studies stay under ``lpc.analysis`` (``lpc.analysis.kahan``,
+#: ``lpc.analysis.storage_floor``, ``lpc.analysis.rerounding_drift``, ...).
 __all__ = [
     "LAPACK_THRESHOLD",
     "orthogonality_loss",
     "factorization_error",
     "lapack_ratios",
     "kappa",
-    "SINGULAR_VALUE_MODES",
     "TestMatrix",
     "randsvd",
-    "kahan",
-    "graded",
-    "lauchli",
-    "hilbert",
-    "rank_deficient",
-    "scaled",
-    "zero",
-    "diagonal",
-    "triangular",
     "matrix_suite",
+    "qr_bound",
+    "Records",
+    "precision_study",
+    "qr_study",
+    "rounding_floor_study",
+    "drift_study",
 ]

@@ -121,7 +121,7 @@ def test_kappa_stored_obeys_weyl_and_caps(fmt):
 
 
 def test_kappa_stored_differs_from_kappa_for_hilbert_bf16():
-    t = lpc.hilbert(8, dtype="bf16")
+    t = lpc.analysis.hilbert(8, dtype="bf16")
     assert t.kappa > 1e9
     assert 1 / lpc.unit_roundoff("bf16") / 10 < t.kappa_stored < 1e-3 * t.kappa
 
@@ -129,15 +129,15 @@ def test_kappa_stored_differs_from_kappa_for_hilbert_bf16():
 # --------------------------------------------------------------------------- libraries
 GENERATORS = [
     ("randsvd", lambda **kw: lpc.randsvd(6, 4, 50.0, **kw)),
-    ("kahan", lambda **kw: lpc.kahan(5, **kw)),
-    ("graded", lambda **kw: lpc.graded(6, 4, **kw)),
-    ("lauchli", lambda **kw: lpc.lauchli(4, **kw)),
-    ("hilbert", lambda **kw: lpc.hilbert(5, **kw)),
-    ("rank_deficient", lambda **kw: lpc.rank_deficient(6, 5, 2, **kw)),
-    ("scaled", lambda **kw: lpc.scaled(6, 4, 10.0, "underflow", **kw)),
-    ("zero", lambda **kw: lpc.zero(3, 2, **kw)),
-    ("diagonal", lambda **kw: lpc.diagonal(5, 4, 10.0, **kw)),
-    ("triangular", lambda **kw: lpc.triangular(4, 6, 10.0, lower=True, **kw)),
+    ("kahan", lambda **kw: lpc.analysis.kahan(5, **kw)),
+    ("graded", lambda **kw: lpc.analysis.graded(6, 4, **kw)),
+    ("lauchli", lambda **kw: lpc.analysis.lauchli(4, **kw)),
+    ("hilbert", lambda **kw: lpc.analysis.hilbert(5, **kw)),
+    ("rank_deficient", lambda **kw: lpc.analysis.rank_deficient(6, 5, 2, **kw)),
+    ("scaled", lambda **kw: lpc.analysis.scaled(6, 4, 10.0, "underflow", **kw)),
+    ("zero", lambda **kw: lpc.analysis.zero(3, 2, **kw)),
+    ("diagonal", lambda **kw: lpc.analysis.diagonal(5, 4, 10.0, **kw)),
+    ("triangular", lambda **kw: lpc.analysis.triangular(4, 6, 10.0, lower=True, **kw)),
 ]
 
 
@@ -208,7 +208,7 @@ def test_seeding_is_reproducible():
     assert all(np.array_equal(x.A, y.A) for x, y in zip(s1, s2))
     # a Generator is advanced, so two draws from it differ
     g = np.random.default_rng(9)
-    assert not np.array_equal(lpc.graded(5, 5, rng=g).A, lpc.graded(5, 5, rng=g).A)
+    assert not np.array_equal(lpc.analysis.graded(5, 5, rng=g).A, lpc.analysis.graded(5, 5, rng=g).A)
 
 
 def test_rng_type_is_checked():
@@ -219,69 +219,69 @@ def test_rng_type_is_checked():
 # --------------------------------------------------------------------------- the classics
 def test_kahan_entries_and_conditioning():
     n, th = 6, 1.2
-    t = lpc.kahan(n, th, pert=0.0)
+    t = lpc.analysis.kahan(n, th, pert=0.0)
     s, c = math.sin(th), math.cos(th)
     A = t.A
     for i in range(n):
         for j in range(n):
             expect = 0.0 if j < i else (s**i if j == i else -c * s**i)
             assert A[i, j] == pytest.approx(expect, rel=4 * U64, abs=0)
-    p = lpc.kahan(n)
+    p = lpc.analysis.kahan(n)
     d = np.diagonal(p.A) - np.diagonal(A)
     np.testing.assert_allclose(d, 25 * np.finfo(float).eps * np.arange(n, 0, -1), rtol=1e-3)
     assert p.kappa == pytest.approx(np.linalg.cond(p.A), rel=1e-10)
     # κ grows exponentially with n; no diagonal entry reveals it
-    ks = [lpc.kahan(k).kappa for k in (10, 20, 30)]
+    ks = [lpc.analysis.kahan(k).kappa for k in (10, 20, 30)]
     assert ks[0] < ks[1] < ks[2] and ks[2] > 1e5
-    assert np.min(np.abs(np.diagonal(lpc.kahan(30).A))) > 0.1
+    assert np.min(np.abs(np.diagonal(lpc.analysis.kahan(30).A))) > 0.1
     # rows: zero-padded or truncated
-    assert np.array_equal(lpc.kahan(4, m=6).A[:4], lpc.kahan(4).A)
-    assert np.all(lpc.kahan(4, m=6).A[4:] == 0)
-    assert np.array_equal(lpc.kahan(4, m=2).A, lpc.kahan(4).A[:2])
+    assert np.array_equal(lpc.analysis.kahan(4, m=6).A[:4], lpc.analysis.kahan(4).A)
+    assert np.all(lpc.analysis.kahan(4, m=6).A[4:] == 0)
+    assert np.array_equal(lpc.analysis.kahan(4, m=2).A, lpc.analysis.kahan(4).A[:2])
 
 
 def test_lauchli():
     n, e = 5, 2.0**-12
-    t = lpc.lauchli(n, e)
+    t = lpc.analysis.lauchli(n, e)
     expect = np.vstack([np.ones((1, n)), e * np.eye(n)])
     assert np.array_equal(t.A, expect)
     assert t.kappa == pytest.approx(math.sqrt(n + e * e) / e, rel=C_SV * n * U64 / e)
     # default ε = sqrt(u) of the storage format: AᵀA = 11ᵀ + u·I
     for fmt in ("bf16", "fp16", "fp32", "fp64"):
-        t = lpc.lauchli(3, dtype=fmt)
+        t = lpc.analysis.lauchli(3, dtype=fmt)
         assert t.params["eps"] == math.sqrt(lpc.unit_roundoff(fmt))
-    padded = lpc.lauchli(3, e, m=7)
+    padded = lpc.analysis.lauchli(3, e, m=7)
     assert padded.A.shape == (7, 3) and np.all(padded.A[4:] == 0)
-    assert padded.kappa == pytest.approx(lpc.lauchli(3, e).kappa, rel=1e-12)
+    assert padded.kappa == pytest.approx(lpc.analysis.lauchli(3, e).kappa, rel=1e-12)
 
 
 def test_hilbert():
-    t = lpc.hilbert(4)
+    t = lpc.analysis.hilbert(4)
     i, j = np.indices((4, 4))
     assert np.array_equal(t.A, 1.0 / (i + j + 1))
     assert t.kappa == pytest.approx(15513.738738929, rel=1e-9)  # κ₂(H₄), Higham ASNA §28.1
-    assert lpc.hilbert(5).kappa == pytest.approx(476607.25024, rel=1e-9)
-    assert lpc.hilbert(3, m=5).A.shape == (5, 3)
+    assert lpc.analysis.hilbert(5).kappa == pytest.approx(476607.25024, rel=1e-9)
+    assert lpc.analysis.hilbert(3, m=5).A.shape == (5, 3)
 
 
 def test_graded():
-    t = lpc.graded(8, 5, base=0.5, by="rows", rng=2)
+    t = lpc.analysis.graded(8, 5, base=0.5, by="rows", rng=2)
     ref = np.random.default_rng(2).standard_normal((8, 5))
     assert np.array_equal(t.A, ref * 0.5 ** np.arange(8)[:, None])
-    t = lpc.graded(4, 6, base=0.25, by="columns", rng=2)
+    t = lpc.analysis.graded(4, 6, base=0.25, by="columns", rng=2)
     ref = np.random.default_rng(2).standard_normal((4, 6))
     assert np.array_equal(t.A, ref * 0.25 ** np.arange(6)[None, :])
     # default grading spans 1/u of the storage format
     for fmt in ("bf16", "fp16", "fp64"):
-        t = lpc.graded(9, 3, dtype=fmt, rng=0)
+        t = lpc.analysis.graded(9, 3, dtype=fmt, rng=0)
         assert t.params["base"] ** 8 == pytest.approx(lpc.unit_roundoff(fmt), rel=1e-12)
-    assert lpc.graded(1, 4, rng=0).params["base"] == 1.0
+    assert lpc.analysis.graded(1, 4, rng=0).params["base"] == 1.0
 
 
 @pytest.mark.parametrize("shape,rank", [((10, 6), 3), ((6, 10), 1), ((5, 5), 0), ((7, 4), 4)])
 def test_rank_deficient(shape, rank):
     m, n = shape
-    t = lpc.rank_deficient(m, n, rank, kappa=100.0, rng=1)
+    t = lpc.analysis.rank_deficient(m, n, rank, kappa=100.0, rng=1)
     sv = _sv(t.A)
     tol = C_SV * max(m, n) * U64
     np.testing.assert_allclose(sv[:rank], _expected_sigma(rank, 100.0, "geometric")
@@ -298,7 +298,7 @@ def test_scaled_sits_at_lapacks_limits(fmt, where):
     f = lpc.get_format(fmt)
     small = 0.25 * f.tiny / f.eps
     target = small if where == "underflow" else 1 / small
-    t = lpc.scaled(8, 5, 2.0, where, dtype=fmt, rng=4)
+    t = lpc.analysis.scaled(8, 5, 2.0, where, dtype=fmt, rng=4)
     assert t.params["sigma_max"] == target
     A = B.to_numpy(t.A).astype(np.float64)
     assert np.all(np.isfinite(A)) and np.abs(A).max() <= target
@@ -313,15 +313,15 @@ def test_scaled_sits_at_lapacks_limits(fmt, where):
 
 
 def test_zero_diagonal_triangular():
-    z = lpc.zero(3, 4, dtype="bf16")
+    z = lpc.analysis.zero(3, 4, dtype="bf16")
     assert z.A.shape == (3, 4) and not np.any(z.A.astype(float)) and z.kappa == math.inf
-    d = lpc.diagonal(5, 3, 1e4, rng=6)
+    d = lpc.analysis.diagonal(5, 3, 1e4, rng=6)
     assert np.count_nonzero(d.A) == 3
     np.testing.assert_allclose(np.abs(np.diagonal(d.A)), [1, 1e-2, 1e-4], rtol=4 * U64)
     assert d.kappa == pytest.approx(1e4, rel=8 * U64)
     for m, n in [(6, 4), (4, 6), (5, 5)]:
-        up = lpc.triangular(m, n, 1e3, rng=2)
-        lo = lpc.triangular(m, n, 1e3, lower=True, rng=2)
+        up = lpc.analysis.triangular(m, n, 1e3, rng=2)
+        lo = lpc.analysis.triangular(m, n, 1e3, lower=True, rng=2)
         assert up.A.shape == lo.A.shape == (m, n)
         assert np.all(np.tril(up.A, -1) == 0) and np.all(np.triu(lo.A, 1) == 0)
         tol = C_SV * max(m, n) * U64
@@ -389,7 +389,7 @@ def test_docstring_examples():
 
 
 def test_test_matrix_is_frozen_and_not_collected():
-    t = lpc.zero(1, 1)
+    t = lpc.analysis.zero(1, 1)
     with pytest.raises(AttributeError):
         t.name = "other"
     assert lpc.TestMatrix.__test__ is False
@@ -415,19 +415,19 @@ def test_params_are_json_serialisable():
     (lambda: lpc.randsvd(3, 3, float("inf")), "kappa"),
     (lambda: lpc.randsvd(3, 3, 2.0, mode="log"), "mode"),
     (lambda: lpc.randsvd(3, 3, 2.0, dtype="fp8"), "dtype"),
-    (lambda: lpc.rank_deficient(4, 3, 4), "rank"),
-    (lambda: lpc.rank_deficient(4, 3, -1), "rank"),
-    (lambda: lpc.rank_deficient(4, 3, 1, kappa=0.1), "kappa"),
-    (lambda: lpc.scaled(4, 3, 2.0, "middle"), "where"),
-    (lambda: lpc.kahan(4, theta=0.0), "theta"),
-    (lambda: lpc.kahan(4, pert=-1.0), "pert"),
-    (lambda: lpc.kahan(-4), "n"),
-    (lambda: lpc.lauchli(3, m=3), "m"),
-    (lambda: lpc.lauchli(3, eps=0.0), "eps"),
-    (lambda: lpc.graded(3, 3, base=-0.5), "base"),
-    (lambda: lpc.graded(3, 3, by="diag"), "by"),
-    (lambda: lpc.diagonal(3, 3, 0.0), "kappa"),
-    (lambda: lpc.triangular(3, 3, 0.9), "kappa"),
+    (lambda: lpc.analysis.rank_deficient(4, 3, 4), "rank"),
+    (lambda: lpc.analysis.rank_deficient(4, 3, -1), "rank"),
+    (lambda: lpc.analysis.rank_deficient(4, 3, 1, kappa=0.1), "kappa"),
+    (lambda: lpc.analysis.scaled(4, 3, 2.0, "middle"), "where"),
+    (lambda: lpc.analysis.kahan(4, theta=0.0), "theta"),
+    (lambda: lpc.analysis.kahan(4, pert=-1.0), "pert"),
+    (lambda: lpc.analysis.kahan(-4), "n"),
+    (lambda: lpc.analysis.lauchli(3, m=3), "m"),
+    (lambda: lpc.analysis.lauchli(3, eps=0.0), "eps"),
+    (lambda: lpc.analysis.graded(3, 3, base=-0.5), "base"),
+    (lambda: lpc.analysis.graded(3, 3, by="diag"), "by"),
+    (lambda: lpc.analysis.diagonal(3, 3, 0.0), "kappa"),
+    (lambda: lpc.analysis.triangular(3, 3, 0.9), "kappa"),
     (lambda: lpc.matrix_suite(3, -3), "n"),
     (lambda: lpc.matrix_suite(3, 3, kappas=(1.0, 0.5)), "kappas"),
 ])
@@ -440,19 +440,19 @@ def test_bad_types_raise_type_error():
     with pytest.raises(TypeError, match="m"):
         lpc.randsvd(2.5, 3, 2.0)
     with pytest.raises(TypeError, match="n"):
-        lpc.zero(2, True)
+        lpc.analysis.zero(2, True)
     with pytest.raises(TypeError, match="kappa"):
         lpc.randsvd(2, 3, "big")
     with pytest.raises(TypeError, match="lower"):
-        lpc.triangular(3, 3, 2.0, lower="yes")
+        lpc.analysis.triangular(3, 3, 2.0, lower="yes")
 
 
 def test_validation_happens_before_any_random_draw():
     g = np.random.default_rng(1)
     state = g.bit_generator.state
     for call in (lambda: lpc.randsvd(3, 3, 0.5, rng=g),
-                 lambda: lpc.rank_deficient(3, 3, 5, rng=g),
-                 lambda: lpc.scaled(3, 3, 2.0, "nowhere", rng=g),
+                 lambda: lpc.analysis.rank_deficient(3, 3, 5, rng=g),
+                 lambda: lpc.analysis.scaled(3, 3, 2.0, "nowhere", rng=g),
                  lambda: lpc.matrix_suite(3, 3, kappas=(0.0,), rng=g)):
         with pytest.raises(ValueError):
             call()
@@ -462,7 +462,7 @@ def test_validation_happens_before_any_random_draw():
 # --------------------------------------------------------------------------- properties
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(0, 12), n=st.integers(0, 12), log_k=st.floats(0, 8),
-       mode=st.sampled_from(lpc.SINGULAR_VALUE_MODES), seed=st.integers(0, 2**32 - 1),
+       mode=st.sampled_from(lpc.analysis.SINGULAR_VALUE_MODES), seed=st.integers(0, 2**32 - 1),
        fmt=st.sampled_from(["fp64", "fp32", "bf16", "fp16"]))
 def test_randsvd_properties(m, n, log_k, mode, seed, fmt):
     kappa = 10.0**log_k

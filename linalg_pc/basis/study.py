@@ -29,6 +29,8 @@ __all__ = [
     "basis_study",
     "plot_basis_drift",
     "orthogonality_loss_2",
+    "summarize_basis",
+    "interpret_basis",
     "QUICK",
     "FULL",
 ]
@@ -40,16 +42,10 @@ FULL = {"d": (256, 1024), "steps": 1000}
 
 
 def orthogonality_loss_2(Q) -> float:
-    """‖QᵀQ − I‖₂ in fp64 (host), for any array Q (d, m)."""
-    from .. import _backend as B
-    from ._common import decode
+    """‖QᵀQ − I‖₂ in fp64 (host), for any array Q (d, m): the analysis module's metric."""
+    from ..analysis.metrics import orthogonality_loss
 
-    q = np.asarray(B.to_numpy(decode(Q, "fp64")), dtype=np.float64)
-    E = q.T @ q - np.eye(q.shape[1])
-    if E.size == 0:
-        return 0.0
-    w = np.linalg.eigvalsh(0.5 * (E + E.T))
-    return float(max(abs(w[0]), abs(w[-1])))
+    return float(orthogonality_loss(Q, "2"))
 
 
 class DriftingFactor:
@@ -325,6 +321,67 @@ def basis_study(quick: bool = True, rng=0) -> list[dict]:
         out += equal_compute_study(d, d // 8, FULL["steps"], rng=rng,
                                    record_every=10 if d <= 256 else 25)
     return out
+
+
+def summarize_basis(records: list[dict]) -> list[dict]:
+    """One row per (study, d, scheme or method, policy): the numbers the report quotes.
+
+    Drift rows: final ‖QᵀQ − I‖₂, its ratio to the one-rounding floor, mean eigenbasis quality
+    over the recorded steps (step 0 excluded), mean ms per update and per selection, stored
+    bytes and their ratio to fp32. Equal-compute rows: the period T, the unit times and the
+    mean quality of each method.
+    """
+    rows: list[dict] = []
+    drift = [r for r in records if r.get("study") == "drift"]
+    keys = sorted({(r["d"], r["policy"], r["scheme"]) for r in drift},
+                  key=lambda t: (t[0], t[1], STORAGE_SCHEMES.index(t[2])
+                                 if t[2] in STORAGE_SCHEMES else 99))
+    for d, policy, scheme in keys:
+        rs = sorted((r for r in drift if (r["d"], r["policy"], r["scheme"]) == (d, policy,
+                                                                               scheme)),
+                    key=lambda r: r["step"])
+        last, later = rs[-1], [r for r in rs if r["step"] > 0] or rs
+        rows.append({"study": "drift", "d": d, "k": last["k"], "policy": policy,
+                     "scheme": scheme, "steps": last["step"],
+                     "orthogonality": last["orthogonality"],
+                     "over_floor": last["orthogonality"] / last["floor"],
+                     "quality_mean": float(np.mean([r["quality"] for r in later])),
+                     "update_ms": 1e3 * float(np.mean([r["update_s"] for r in later])),
+                     "select_ms": 1e3 * float(np.mean([r["select_s"] for r in later])),
+                     "nbytes": last["nbytes"], "bytes_vs_fp32": last["nbytes"] /
+                     last["fp32_nbytes"]})
+    eq = [r for r in records if r.get("study") == "equal-compute"]
+    for d, policy in sorted({(r["d"], r["policy"]) for r in eq}):
+        rs = [r for r in eq if r["d"] == d and r["policy"] == policy]
+        row = {"study": "equal-compute", "d": d, "k": rs[0]["k"], "policy": policy,
+               "period": rs[0]["period"], "t_subspace_ms": 1e3 * rs[0]["t_subspace"],
+               "t_full_ms": 1e3 * rs[0]["t_full"]}
+        for m in ("subspace", "full", "none"):
+            q = [r["quality"] for r in rs if r["method"] == m and r["step"] > 0]
+            row[f"quality_{m}"] = float(np.mean(q)) if q else float("nan")
+        rows.append(row)
+    return rows
+
+
+def interpret_basis(records: list[dict]) -> str:
+    """A paragraph reading the study's numbers (for reports); states what was measured."""
+    rows = summarize_basis(records)
+    out = []
+    for r in rows:
+        if r["study"] != "drift" or r["policy"] != "cyclic":
+            continue
+        out.append(f"d={r['d']} {r['scheme']}: ‖QᵀQ − I‖₂ = {r['orthogonality']:.2e} after "
+                   f"{r['steps']} updates ({r['over_floor']:.2f}× the one-rounding floor), "
+                   f"{r['nbytes'] / 1024:.0f} KiB, {r['update_ms']:.2f} ms/update")
+    for r in rows:
+        if r["study"] == "equal-compute":
+            verdict = ("at least as good as" if r["quality_subspace"] <= r["quality_full"]
+                       else "worse than")
+            out.append(f"d={r['d']} equal compute ({r['policy']}): subspace k={r['k']} every "
+                       f"step has mean quality {r['quality_subspace']:.3g}, {verdict} full "
+                       f"qr(KQ) every {r['period']} steps ({r['quality_full']:.3g}); no refresh "
+                       f"{r['quality_none']:.3g}")
+    return "; ".join(out) + "." if out else "No records."
 
 
 _STYLE = {"fp32": ("k", "-"), "bf16": ("tab:red", "-"), "bf16-project": ("tab:blue", "--"),

@@ -1,0 +1,160 @@
+"""Basis suite: subspace refresh vs full qr(K Q), storage schemes, drift, equal compute.
+
+Cases
+-----
+- ``refresh d=.. k=..``: one :func:`linalg_pc.subspace_refresh` (fp32, rotate) against the full
+  refresh ``scipy.linalg.qr(K @ Q)`` in fp32 on the same data (target ≥ 40× at d=2048,
+  k=256). Records the loss of orthogonality of both results.
+- ``update <scheme>``: one :meth:`StoredBasis.update` of k columns against the fp32 scheme's
+  update; records the stored bytes and the memory target (≤ 0.5× fp32 + 4dk bytes).
+- ``drift <scheme> N updates``: N cyclic updates on the drifting factor, against the same run
+  with the fp32 scheme; records ‖QᵀQ − I‖₂ after N updates and its ratio to the one-rounding
+  floor (target: block-rotation ≤ 1.5×, bf16-project ≤ 2×; bf16 reports its growth).
+- ``equal-compute d=..``: one subspace step (selection + update) against one full refresh,
+  with the mean eigenbasis quality of both strategies from :func:`equal_compute_study`
+  (subspace every step vs full every T = t_full/t_subspace steps).
+- ``complete_basis``: Householder and random completion against SciPy's complete QR.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+from harness import Case
+
+import linalg_pc as lpc
+from linalg_pc.basis.study import (
+    DriftingFactor,
+    _full_refresh,
+    equal_compute_study,
+    orthogonality_loss_2,
+)
+from linalg_pc.precision import round_to
+
+
+def _spd(d, rng):
+    G = rng.standard_normal((d, d // 2)).astype(np.float32)
+    K = G @ G.T / d + 0.01 * np.eye(d, dtype=np.float32)
+    return 0.5 * (K + K.T)
+
+
+def _refresh_case(d, k, rng, repeats):
+    K = _spd(d, rng)
+    Q = np.linalg.qr(rng.standard_normal((d, d)))[0].astype(np.float32)
+    cols = np.arange(k)
+
+    def ours():
+        return lpc.subspace_refresh(K, Q, cols).Q
+
+    def base():
+        return sla.qr(K @ Q, mode="economic", check_finite=False)[0]
+
+    def acc(a, b):
+        return {"loo_ours": orthogonality_loss_2(a), "loo_full": orthogonality_loss_2(b),
+                "flop_ratio": 4.7 * d**3 / (2 * d * d * k)}
+
+    return Case(f"refresh d={d} k={k} fp32", ours, base, "scipy qr(K@Q) fp32", accuracy=acc,
+                repeats=repeats)
+
+
+def _update_cases(d, k, rng, repeats):
+    K = _spd(d, rng)
+    Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    ref = lpc.StoredBasis(Q, "fp32")
+    cases = []
+    for scheme in lpc.STORAGE_SCHEMES[1:]:
+        sb = lpc.StoredBasis(Q, scheme, block_size=k, rebase_every=0)
+        cols = sb.blocks()[1] if scheme == "block-rotation" else np.arange(k, 2 * k)
+        bound = 0.5 * 4 * d * d + 4 * d * k
+        cases.append(Case(
+            f"update {scheme} d={d} k={k}",
+            lambda sb=sb, cols=cols: sb.update(K, cols),
+            lambda cols=cols: ref.update(K, cols), "fp32 scheme update",
+            repeats=repeats,
+            extra={"nbytes": sb.nbytes, "fp32_nbytes": ref.nbytes,
+                   "memory_ok": bool(sb.nbytes <= bound)}))
+    sb = lpc.StoredBasis(Q, "block-rotation", block_size=k)
+    cases.append(Case(f"rebase block-rotation d={d} k={k}", sb.rebase,
+                      lambda: _full_refresh(K, Q.astype(np.float32)), "full qr(K@Q) fp32",
+                      repeats=repeats))
+    return cases
+
+
+def _drift_run(scheme, d, k, n):
+    fac = DriftingFactor(d, rng=0)
+    w, V = np.linalg.eigh(fac.K.astype(np.float64))
+    Q = V[:, ::-1].copy()
+    sb = lpc.StoredBasis(Q, scheme, block_size=k)
+    for step in range(n):
+        K = fac.step()
+        cols = (sb.blocks()[step % (d // k)] if scheme == "block-rotation"
+                else lpc.select_columns("cyclic", k, step=step, ncols=d))
+        sb.update(K, cols)
+    floor = orthogonality_loss_2(round_to(Q.astype(np.float32), "bf16"))
+    return orthogonality_loss_2(sb.materialize("fp32")), floor
+
+
+def _drift_cases(d, k, n):
+    cases = []
+    for scheme in lpc.STORAGE_SCHEMES[1:]:
+        def acc(a, b):
+            return {"loo": a[0], "floor": a[1], "loo/floor": a[0] / a[1], "loo_fp32": b[0]}
+        cases.append(Case(f"drift {scheme} d={d} k={k} {n} updates",
+                          lambda s=scheme: _drift_run(s, d, k, n),
+                          lambda: _drift_run("fp32", d, k, n), "fp32 scheme, same updates",
+                          accuracy=acc, repeats=1))
+    return cases
+
+
+def _equal_compute_case(d, k, steps, repeats):
+    recs = equal_compute_study(d, k, steps, rng=0, policy="topk-cyclic",
+                               record_every=max(1, steps // 40))
+    q = {m: float(np.mean([r["quality"] for r in recs if r["method"] == m and r["step"] > 0]))
+         for m in ("subspace", "full", "none")}
+    fac = DriftingFactor(d, rng=0)
+    w, V = np.linalg.eigh(fac.K.astype(np.float64))
+    Q = V[:, ::-1].astype(np.float32)
+    sb = lpc.StoredBasis(Q, "fp32")
+    est = w[::-1].astype(np.float32)
+    K = fac.K
+    counter = iter(range(10**9))
+
+    def ours():
+        cols = lpc.select_columns("topk-cyclic", k, step=next(counter), estimates=est)
+        return sb.update(K, cols)
+
+    return Case(f"equal-compute d={d} k={k} {steps} steps", ours,
+                lambda: _full_refresh(K, Q), "full qr(K@Q) fp32", repeats=repeats,
+                extra={"period_T": recs[0]["period"], "quality_subspace": q["subspace"],
+                       "quality_full": q["full"], "quality_none": q["none"]})
+
+
+def _complete_cases(d, k, rng, repeats):
+    U = np.linalg.qr(rng.standard_normal((d, k)))[0].astype(np.float32)
+
+    def acc(a, b):
+        V = np.concatenate([U, a], axis=1)
+        return {"loo_ours": orthogonality_loss_2(V)}
+
+    def base():
+        return sla.qr(U, mode="full", check_finite=False)[0][:, k:]
+
+    return [Case(f"complete_basis {m} d={d} k={k}",
+                 lambda m=m: lpc.complete_basis(U, method=m, rng=0), base,
+                 "scipy complete qr", accuracy=acc, repeats=repeats)
+            for m in ("householder", "random")]
+
+
+def cases(quick: bool) -> list[Case]:
+    rng = np.random.default_rng(0)
+    if quick:
+        return ([_refresh_case(2048, 256, rng, 3)]
+                + _update_cases(512, 64, rng, 3)
+                + _drift_cases(128, 16, 1000)
+                + [_equal_compute_case(256, 32, 200, 3)]
+                + _complete_cases(512, 448, rng, 3))
+    return ([_refresh_case(2048, 256, rng, 7), _refresh_case(1024, 128, rng, 7)]
+            + _update_cases(2048, 256, rng, 5)
+            + _drift_cases(256, 32, 1000)
+            + [_equal_compute_case(1024, 128, 1000, 5)]
+            + _complete_cases(2048, 1792, rng, 5))

@@ -25,20 +25,49 @@ Householder-QR direct solve as the fallback.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
 NCHUNKS = 64
+# below this many entries per pass the serial twin of a kernel runs (no thread start-up)
+PARALLEL_MIN = 1 << 17
+
+_SERIAL: dict = {}
+
+
+def _dual(f):
+    """Compile ``f`` with ``parallel=True`` and register a serial twin (see :func:`pick`).
+
+    The twin is a copy of the function under another qualified name, so the two compiled
+    versions have separate on-disk cache entries.
+    """
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_seq", f.__defaults__,
+                           f.__closure__)
+    g.__qualname__ = f.__qualname__ + "_seq"
+    g.__doc__ = f.__doc__
+    _SERIAL[f.__name__] = njit(cache=True)(g)
+    return njit(parallel=True, cache=True)(f)
+
+
+def pick(kernel, size: int):
+    """The parallel kernel when ``size >= PARALLEL_MIN``, else its serial twin."""
+    return kernel if size >= PARALLEL_MIN else _SERIAL[kernel.py_func.__name__]
 
 # status codes shared with linalg_pc.solvers.pcg
 CONVERGED, MAXITER, BREAKDOWN, INDEFINITE, NONFINITE = 0, 1, 2, 3, 4
 STATUS_NAMES = ("converged", "maxiter", "breakdown", "indefinite", "nonfinite")
-# consecutive failed convergence checks without halving the true residual before "breakdown"
+# Stagnation ("breakdown"): at a true-residual check the check counts as stalled when the true
+# residual is not below half the best one seen at earlier checks while the drift between the
+# recursive and the true residual is at least GAP_RATIO of the true residual (the iteration works
+# at the rounding-error level); STALL_LIMIT consecutive stalled checks end the solve.
 STALL_LIMIT = 3
+GAP_RATIO = 0.1
 
 
 # --------------------------------------------------------------------------- CSR, one RHS
-@njit(parallel=True, cache=True)
+@_dual
 def csr_direction_matvec(indptr, indices, data, z, p_old, beta, p_new, q, partial):
     """p_new = z + beta p_old; q = A p_new; returns p_newᵀ q."""
     n = z.shape[0]
@@ -64,7 +93,7 @@ def csr_direction_matvec(indptr, indices, data, z, p_old, beta, p_new, q, partia
     return tot
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def update_xr(x, r, p, q, alpha, partial):
     """x += alpha p; r -= alpha q; returns rᵀr."""
     n = x.shape[0]
@@ -86,7 +115,7 @@ def update_xr(x, r, p, q, alpha, partial):
     return tot
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def update_xr_jacobi(x, r, p, q, alpha, dinv, z, partial, partial2):
     """x += alpha p; r -= alpha q; z = dinv * r; returns (rᵀr, rᵀz)."""
     n = x.shape[0]
@@ -115,7 +144,7 @@ def update_xr_jacobi(x, r, p, q, alpha, dinv, z, partial, partial2):
     return tot, tot2
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def csr_residual(indptr, indices, data, b, x, r, partial):
     """r = b - A x; returns rᵀr."""
     n = b.shape[0]
@@ -139,7 +168,7 @@ def csr_residual(indptr, indices, data, b, x, r, partial):
     return tot
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def dot_chunked(u, v, partial):
     """uᵀv with the fixed chunk order."""
     n = u.shape[0]
@@ -158,7 +187,7 @@ def dot_chunked(u, v, partial):
     return tot
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def copy_kernel(src, dst):
     """dst = src (used to measure the copy bandwidth the CG kernels are compared with)."""
     n = src.shape[0]
@@ -172,7 +201,7 @@ def copy_kernel(src, dst):
 
 
 # --------------------------------------------------------------------------- CSR, s RHS
-@njit(parallel=True, cache=True)
+@_dual
 def csr_direction_matmat(indptr, indices, data, z, p_old, beta, p_new, q, active, partial):
     """Column-wise p_new = z + beta p_old; q = A p_new; returns p_newᵀ q per column (s,).
 
@@ -208,7 +237,7 @@ def csr_direction_matmat(indptr, indices, data, z, p_old, beta, p_new, q, active
     return out
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def update_xr_multi(x, r, p, q, alpha, active, partial):
     """Column-wise x += alpha p; r -= alpha q on active columns; returns rᵀr per column."""
     n, s = x.shape
@@ -233,7 +262,7 @@ def update_xr_multi(x, r, p, q, alpha, active, partial):
     return out
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def update_xr_jacobi_multi(x, r, p, q, alpha, dinv, z, active, partial, partial2):
     """As :func:`update_xr_multi`, plus z = dinv * r and rᵀz per column."""
     n, s = x.shape
@@ -265,9 +294,9 @@ def update_xr_jacobi_multi(x, r, p, q, alpha, dinv, z, active, partial, partial2
     return out, out2
 
 
-@njit(parallel=True, cache=True)
-def csr_residual_multi(indptr, indices, data, b, x, r, replace, partial):
-    """rt = b - A x per column; written into r where ``replace``; returns ‖rt‖² per column."""
+@_dual
+def csr_residual_multi(indptr, indices, data, b, x, r, partial):
+    """r = b - A x for (n, s) arrays; returns ‖r‖² per column."""
     n, s = b.shape
     nch = partial.shape[0]
     chunk = (n + nch - 1) // nch
@@ -287,8 +316,7 @@ def csr_residual_multi(indptr, indices, data, b, x, r, replace, partial):
                     acc[t] += a * x[j, t]
             for t in range(s):
                 ri = b[i, t] - acc[t]
-                if replace[t]:
-                    r[i, t] = ri
+                r[i, t] = ri
                 partial[c, t] += ri * ri
     out = np.zeros(s, dtype=np.float64)
     for c in range(nch):
@@ -297,7 +325,7 @@ def csr_residual_multi(indptr, indices, data, b, x, r, replace, partial):
     return out
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def dot_multi(u, v, partial):
     """Column-wise uᵀv of (n, s) arrays."""
     n, s = u.shape
@@ -507,26 +535,27 @@ def _pcg_one(A, b, M, use_m, x, r, z, p, q, rt, n, tol, maxiter, check_every, hi
     k = 0
     rho_prev = 1.0
     stall = 0
-    last_fail = np.inf
+    best = np.inf
     status = MAXITER
     tn = -1.0
     while True:
         cand = rn < tol or rn == 0.0
         if cand or (k > 0 and k % check_every == 0):
             _matvec(A, x, rt, n)
+            gap = 0.0
             for i in range(n):
                 rt[i] = b[i] - rt[i]
+                gap += (r[i] - rt[i]) ** 2
             tn = np.sqrt(_dot(rt, rt, n))
             if cand and (tn < tol or tn == 0.0):
                 return k, CONVERGED, tn
-            if cand:
-                if not (tn <= 0.5 * last_fail):
-                    stall += 1
-                else:
-                    stall = 0
-                last_fail = tn
-                if stall >= STALL_LIMIT:
-                    return k, BREAKDOWN, tn
+            if tn <= 0.5 * best:
+                stall = 0
+            elif np.sqrt(gap) >= GAP_RATIO * tn:
+                stall += 1
+            best = min(best, tn)
+            if stall >= STALL_LIMIT:
+                return k, BREAKDOWN, tn
             for i in range(n):
                 r[i] = rt[i]
             rn = tn
@@ -575,7 +604,7 @@ def _pcg_one(A, b, M, use_m, x, r, z, p, q, rt, n, tol, maxiter, check_every, hi
     return k, status, tn
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def pcg_small_batch(A, b, M, use_m, x, tol, maxiter, check_every, iters, status, tnorm, hist):
     """Batched PCG over dense systems A (N, n, n), b (N, n) with tolerances tol (N,);
     x (N, n) holds x0 and is overwritten."""
@@ -628,7 +657,7 @@ def _analyse_block(S, k, perms, eps, lam_out, V_out, W, Vw):
             V_out[r, i] = sg * Vw[r, col]
 
 
-@njit(parallel=True, cache=True)
+@_dual
 def dcreg_batch(H, b, do_solve, split, perms_r, perms_t, threshold, kappa_target, eps,
                 rtol, atol, maxiter, check_every,
                 SR, St, lamR, VR, lamt, Vt, degR, degt, condH, condR, condt, reg, P,

@@ -55,10 +55,11 @@ from .._backend import array_namespace, check_finite, device_of, is_numpy, to_nu
 from .._kernels import cpu_solvers as K
 from ._operators import Operator, _is_complex, _is_integer, as_operator, host_or_device_ok
 
-__all__ = ["pcg", "PCGResult", "INNER_RTOL", "STALL_LIMIT"]
+__all__ = ["pcg", "PCGResult", "INNER_RTOL", "STALL_LIMIT", "GAP_RATIO"]
 
 STATUS_NAMES = K.STATUS_NAMES
 STALL_LIMIT = K.STALL_LIMIT
+GAP_RATIO = K.GAP_RATIO
 # inner relative tolerance of the fp32 solves inside iterative refinement: each outer step gains
 # about log10(1/INNER_RTOL) ≈ 3.9 digits while staying well above fp32's attainable accuracy.
 INNER_RTOL = 2.0**-13
@@ -120,7 +121,7 @@ def _drive(ops, tol: np.ndarray, maxiter: int, check_every: int, callback) -> _R
     iters = np.zeros(Kn, dtype=np.int64)
     tnorm = np.full(Kn, -1.0)
     stall = np.zeros(Kn, dtype=np.int64)
-    last_fail = np.full(Kn, np.inf)
+    best = np.full(Kn, np.inf)
     rho_prev = np.ones(Kn)
     k = 0
     with np.errstate(all="ignore"):
@@ -128,15 +129,15 @@ def _drive(ops, tol: np.ndarray, maxiter: int, check_every: int, callback) -> _R
             cand = active & ((rn < tol) | (rn == 0))
             periodic = k > 0 and k % check_every == 0
             if cand.any() or periodic:
-                tn = ops.true_residual(active)
+                tn, gap = ops.true_residual(active)
                 ok = cand & ((tn < tol) | (tn == 0))
                 status[ok] = K.CONVERGED
                 tnorm[ok] = tn[ok]
                 active &= ~ok
-                fail = cand & ~ok
-                stall = np.where(fail, np.where(tn <= 0.5 * last_fail, 0, stall + 1), stall)
-                last_fail = np.where(fail, tn, last_fail)
-                brk = fail & (stall >= STALL_LIMIT)
+                stall = np.where(tn <= 0.5 * best, 0,
+                                 np.where(gap >= GAP_RATIO * tn, stall + 1, stall))
+                best = np.minimum(best, tn)
+                brk = active & (stall >= STALL_LIMIT)
                 status[brk] = K.BREAKDOWN
                 tnorm[brk] = tn[brk]
                 active &= ~brk
@@ -181,7 +182,7 @@ def _drive(ops, tol: np.ndarray, maxiter: int, check_every: int, callback) -> _R
                 callback(ops.current_x())
         need = tnorm < 0
         if need.any():
-            tn = ops.true_residual(np.zeros(Kn, dtype=bool))
+            tn, _ = ops.true_residual(np.zeros(Kn, dtype=bool))
             tnorm = np.where(need, tn, tnorm)
     return _Raw(ops.X(), iters, np.asarray(hist, dtype=np.float64), status, tnorm)
 
@@ -233,9 +234,10 @@ class _XpOps:
 
     def true_residual(self, replace):
         rt = self.B - self._matvec(self.x)
+        gap = self._norms(self.r - rt)
         if np.any(replace):
             self.r = self.xp.where(self._mask(replace), rt, self.r)
-        return self._norms(rt)
+        return self._norms(rt), gap
 
     def precondition(self, active):
         if self.M is None:
@@ -302,22 +304,31 @@ class _CsrOps:
         self.part2 = np.empty(shp)
         self._rho_cached = None
         self.single = True
+        size = Acsr.nnz * self.s
+        names = ("csr_direction_matvec", "update_xr", "update_xr_jacobi", "csr_residual",
+                 "dot_chunked", "csr_direction_matmat", "update_xr_multi",
+                 "update_xr_jacobi_multi", "csr_residual_multi", "dot_multi")
+        self.k = {nm: K.pick(getattr(K, nm), size) for nm in names}
+
+    def _residual(self, out):
+        k = self.k
+        if self.vec:
+            return np.array([k["csr_residual"](self.indptr, self.indices, self.data, self.B,
+                                               self.x, out, self.part)])
+        return k["csr_residual_multi"](self.indptr, self.indices, self.data, self.B, self.x,
+                                       out, self.part)
 
     def init(self):
         B = self.B
         self.x = np.zeros_like(B) if self.X0 is None else self.X0.copy()
-        self.r = np.empty_like(B)
         if self.vec:
             if self.zero[0]:
                 self.x[:] = 0
-            rr = K.csr_residual(self.indptr, self.indices, self.data, B, self.x, self.r,
-                                self.part)
-            rn = np.array([rr])
         else:
             self.x[:, self.zero] = 0
-            rep = np.ones(self.s, dtype=np.uint8)
-            rn = K.csr_residual_multi(self.indptr, self.indices, self.data, B, self.x, self.r,
-                                      rep, self.part)
+        self.r = np.empty_like(B)
+        rn = self._residual(self.r)
+        self.rt = np.empty_like(B)
         self.p_old = np.zeros_like(B)
         self.p_new = np.empty_like(B)
         self.q = np.empty_like(B)
@@ -326,20 +337,19 @@ class _CsrOps:
         return np.sqrt(rn)
 
     def true_residual(self, replace):
+        rr = self._residual(self.rt)
+        d = self.r - self.rt
         if self.vec:
-            rt = np.empty_like(self.B)
-            rr = K.csr_residual(self.indptr, self.indices, self.data, self.B, self.x, rt,
-                                self.part)
+            gap = np.array([np.sqrt(d @ d)])
             if replace[0]:
-                self.r[:] = rt
+                self.r[:] = self.rt
                 self._rho_cached = None
-            return np.sqrt(np.array([rr]))
-        rep = np.asarray(replace, dtype=np.uint8)
-        rr = K.csr_residual_multi(self.indptr, self.indices, self.data, self.B, self.x, self.r,
-                                  rep, self.part)
-        if rep.any():
-            self._rho_cached = None
-        return np.sqrt(rr)
+        else:
+            gap = np.sqrt(np.einsum("ij,ij->j", d, d))
+            if np.any(replace):
+                self.r[:, replace] = self.rt[:, replace]
+                self._rho_cached = None
+        return np.sqrt(rr), gap
 
     def precondition(self, active):
         if self.M is None:
@@ -361,40 +371,44 @@ class _CsrOps:
 
     def _dot(self, u, v):
         if self.vec:
-            return np.array([K.dot_chunked(u, v, self.part)])
-        return K.dot_multi(u, v, self.part)
+            return np.array([self.k["dot_chunked"](u, v, self.part)])
+        return self.k["dot_multi"](u, v, self.part)
 
     def direction(self, beta, active):
+        k = self.k
         if self.vec:
-            pq = K.csr_direction_matvec(self.indptr, self.indices, self.data, self.z, self.p_old,
-                                        float(beta[0]), self.p_new, self.q, self.part)
+            pq = k["csr_direction_matvec"](self.indptr, self.indices, self.data, self.z,
+                                           self.p_old, float(beta[0]), self.p_new, self.q,
+                                           self.part)
             pq = np.array([pq])
         else:
-            pq = K.csr_direction_matmat(self.indptr, self.indices, self.data, self.z, self.p_old,
-                                        np.ascontiguousarray(beta, dtype=self.dtype), self.p_new,
-                                        self.q, np.asarray(active, dtype=np.uint8), self.part)
+            pq = k["csr_direction_matmat"](self.indptr, self.indices, self.data, self.z,
+                                           self.p_old, np.ascontiguousarray(beta, self.dtype),
+                                           self.p_new, self.q, np.asarray(active, np.uint8),
+                                           self.part)
         self.p_old, self.p_new = self.p_new, self.p_old
         return pq
 
     def update(self, alpha, active):
+        k = self.k
         p = self.p_old  # the direction just formed (buffers were swapped)
         if self.vec:
             a = float(alpha[0])
             if self.dinv is not None:
-                rr, rz = K.update_xr_jacobi(self.x, self.r, p, self.q, a, self.dinv, self.z,
-                                            self.part, self.part2)
+                rr, rz = k["update_xr_jacobi"](self.x, self.r, p, self.q, a, self.dinv, self.z,
+                                               self.part, self.part2)
                 self._rho_cached = np.array([rz])
             else:
-                rr = K.update_xr(self.x, self.r, p, self.q, a, self.part)
+                rr = k["update_xr"](self.x, self.r, p, self.q, a, self.part)
             return np.sqrt(np.array([rr]))
         a = np.ascontiguousarray(alpha, dtype=self.dtype)
         act = np.asarray(active, dtype=np.uint8)
         if self.dinv is not None:
-            rr, rz = K.update_xr_jacobi_multi(self.x, self.r, p, self.q, a, self.dinv, self.z,
-                                              act, self.part, self.part2)
+            rr, rz = k["update_xr_jacobi_multi"](self.x, self.r, p, self.q, a, self.dinv,
+                                                 self.z, act, self.part, self.part2)
             self._rho_cached = rz
         else:
-            rr = K.update_xr_multi(self.x, self.r, p, self.q, a, act, self.part)
+            rr = k["update_xr_multi"](self.x, self.r, p, self.q, a, act, self.part)
         return np.sqrt(rr)
 
     def current_x(self):
@@ -544,8 +558,9 @@ def _solve_small(pb: _Problem, maxiter, check_every, tol) -> _Raw:
     status = np.zeros(N, dtype=np.int8)
     tnorm = np.zeros(N)
     hist = np.zeros((N, maxiter + 1))
-    K.pcg_small_batch(A, B, Mm, use_m, x, np.ascontiguousarray(tol, dtype=np.float64),
-                      int(maxiter), int(check_every), iters, status, tnorm, hist)
+    kern = K.pick(K.pcg_small_batch, N * n * n * 8)
+    kern(A, B, Mm, use_m, x, np.ascontiguousarray(tol, dtype=np.float64), int(maxiter),
+         int(check_every), iters, status, tnorm, hist)
     kmax = int(iters.max()) if N else 0
     return _Raw(x, iters, np.ascontiguousarray(hist[:, : kmax + 1].T), status, tnorm)
 

@@ -370,11 +370,12 @@ def _run_kernel(H, b, split, threshold, kappa_target, u, rtol, atol, maxiter, ch
         "hist": np.zeros((N, maxiter + 1) if do_solve else (1, 1)),
         "fallback": np.zeros(N if do_solve else 1, np.bool_),
     }
-    K.dcreg_batch(Hf, bf, do_solve, k, _perm_table(k), _perm_table(m), float(threshold),
-                  float(kappa_target), float(u), float(rtol), float(atol), int(maxiter),
-                  int(check_every), o["SR"], o["St"], o["lamR"], o["VR"], o["lamt"], o["Vt"],
-                  o["degR"], o["degt"], o["condH"], o["condR"], o["condt"], o["reg"], o["P"],
-                  o["x"], o["xf"], o["iters"], o["status"], o["tnorm"], o["hist"], o["fallback"])
+    kern = K.pick(K.dcreg_batch, N * 256)
+    kern(Hf, bf, do_solve, k, _perm_table(k), _perm_table(m), float(threshold),
+         float(kappa_target), float(u), float(rtol), float(atol), int(maxiter),
+         int(check_every), o["SR"], o["St"], o["lamR"], o["VR"], o["lamt"], o["Vt"],
+         o["degR"], o["degt"], o["condH"], o["condR"], o["condt"], o["reg"], o["P"],
+         o["x"], o["xf"], o["iters"], o["status"], o["tnorm"], o["hist"], o["fallback"])
     o["batch"] = batch
     return o
 

@@ -1,13 +1,16 @@
-"""Numba kernel: Householder QR of a stack of small matrices, one matrix per loop iteration.
+"""Numba kernel: Householder QR of a stack of small matrices, 16 matrices per SIMD lane group.
 
-A fused small factorization (not a matrix product): for each matrix of the stack, copy it into a
-thread-local work array, compute the reflectors column by column (LAPACK ``xGEQR2``/``xLARFG``
-conventions: β = −sign(α)‖x‖, τ = (β − α)/β, norms scaled by max|x|), and form Q by backward
-accumulation (``xORG2R``). ``prange`` runs over chunks of the batch, so the threads share the
-stack; nothing inside calls BLAS. Meant for matrices up to about 32×32, where LAPACK's per-call
-overhead dominates; any size is correct.
+A fused small factorization (not a matrix product). Matrices are processed 16 at a time in an
+interleaved fp64 work array W[column, row, lane], so every operation of the algorithm is a loop
+over the 16 lanes that the compiler vectorizes; ``prange`` runs over groups of lanes. Per matrix
+it follows LAPACK ``xGEQR2``/``xLARFG`` (β = −sign(α)‖x‖, τ = (β − α)/β, H = I − τvvᵀ) and forms
+Q by backward accumulation (``xORG2R``), so the factors match ``numpy.linalg.qr`` to rounding.
+The work array has the input's precision (as LAPACK); a sum of squares near underflow or
+overflow is recomputed scaled by max|x|. Nothing calls BLAS. Meant for matrices up to about
+32×32, where LAPACK's per-call overhead dominates; any size is correct.
 
-Cost per matrix: 2mn² − 2n³/3 flops for R, the same again for Q; memory m·n + n per thread.
+Cost per matrix: 2mn² − 2n³/3 flops for R, the same again for Q; scratch 2·16·m·max(m, n)
+words per thread.
 """
 
 from __future__ import annotations
@@ -17,86 +20,122 @@ from numba import njit, prange
 
 __all__ = ["batched_householder"]
 
-_CHUNK = 256
+#: Matrices processed side by side in SIMD lanes (the innermost loop runs over them).
+_L = 16
+#: Lane groups per parallel task (scratch arrays are allocated once per task).
+_SUPER = 64
+#: Below this many matrices the serial kernel runs (thread start-up costs more than it saves).
+PARALLEL_MIN_BATCH = 1024
 
 
-@njit(cache=True, inline="always")
-def _qr_one(A, W, tau, Q, R, m, n, k, ncols, want_q):
-    for i in range(m):
-        for j in range(n):
-            W[i, j] = A[i, j]
-    for j in range(k):
-        # reflector for W[j:, j]
-        alpha = W[j, j]
-        s = 0.0
-        for i in range(j + 1, m):
-            a = abs(W[i, j])
-            if a > s:
-                s = a
-        if s == 0.0:
-            tau[j] = 0.0
-            continue
-        ss = 0.0
-        for i in range(j + 1, m):
-            t = W[i, j] / s
-            ss += t * t
-        tnorm = s * np.sqrt(ss)
-        big = max(abs(alpha), tnorm)
-        a_s = alpha / big
-        t_s = tnorm / big
-        norm = big * np.sqrt(a_s * a_s + t_s * t_s)
-        beta = -norm if alpha >= 0 else norm
-        tj = (beta - alpha) / beta
-        scal = 1.0 / (alpha - beta)
-        for i in range(j + 1, m):
-            W[i, j] *= scal
-        W[j, j] = beta
-        tau[j] = tj
-        # apply H_j = I - tau v vᵀ (v[j] = 1) to W[j:, j+1:]
-        for c in range(j + 1, n):
-            acc = W[j, c]
-            for i in range(j + 1, m):
-                acc += W[i, j] * W[i, c]
-            acc *= tj
-            W[j, c] -= acc
-            for i in range(j + 1, m):
-                W[i, c] -= acc * W[i, j]
-    # R: upper trapezoid of the first rows
-    rrows = R.shape[0]
-    for i in range(rrows):
-        for j in range(n):
-            R[i, j] = W[i, j] if (i <= j and i < k) else 0.0
-    if not want_q:
-        return
-    # Q = H_0 H_1 ... H_{k-1} applied to the first ncols columns of I (backward accumulation)
-    for i in range(m):
-        for j in range(ncols):
-            Q[i, j] = 1.0 if i == j else 0.0
-    for j in range(k - 1, -1, -1):
-        tj = tau[j]
-        if tj == 0.0:
-            continue
-        for c in range(j, ncols):
-            acc = Q[j, c]
-            for i in range(j + 1, m):
-                acc += W[i, j] * Q[i, c]
-            acc *= tj
-            Q[j, c] -= acc
-            for i in range(j + 1, m):
-                Q[i, c] -= acc * W[i, j]
-
-
-@njit(parallel=True, cache=True)
-def _batched(A, Q, R, want_q):
+def _lanes_impl(A, Q, R, want_q, lo, hi):
     nb, m, n = A.shape
     k = min(m, n)
     ncols = Q.shape[2]
-    nchunks = (nb + _CHUNK - 1) // _CHUNK
-    for c in prange(nchunks):
-        W = np.empty((m, n), dtype=A.dtype)
-        tau = np.empty(max(k, 1), dtype=A.dtype)
-        for b in range(c * _CHUNK, min(nb, (c + 1) * _CHUNK)):
-            _qr_one(A[b], W, tau, Q[b], R[b], m, n, k, ncols, want_q)
+    rrows = R.shape[1]
+    L = _L
+    nchunks = (nb + L - 1) // L
+    nsuper = (nchunks + _SUPER - 1) // _SUPER
+    for sc in prange(nsuper):
+        W = np.zeros((n, m, L), dtype=A.dtype)
+        QT = np.zeros((max(ncols, 1), m, L), dtype=A.dtype)
+        tau = np.zeros((max(k, 1), L), dtype=A.dtype)
+        ss = np.empty(L, dtype=A.dtype)
+        scal = np.empty(L, dtype=np.float64)  # 1/(α − β) overflows fp32 for subnormal columns
+        acc = np.empty(L, dtype=A.dtype)
+        for c in range(sc * _SUPER, min(nchunks, (sc + 1) * _SUPER)):
+            _chunk(A, Q, R, want_q, lo, hi, c * L, min(L, nb - c * L), m, n, k, ncols,
+                   rrows, W, QT, tau, ss, scal, acc)
+
+
+@njit(cache=True, inline="always")
+def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, ss, scal,
+           acc):
+    L = _L
+    for l in range(L):
+        for i in range(m):
+            for j in range(n):
+                W[j, i, l] = 0.0
+    for l in range(nl):
+        for i in range(m):
+            for j in range(n):
+                W[j, i, l] = A[b0 + l, i, j]
+    for j in range(k):
+        for l in range(L):
+            ss[l] = 0.0
+        for i in range(j + 1, m):
+            for l in range(L):
+                ss[l] += W[j, i, l] * W[j, i, l]
+        for l in range(L):
+            alpha = W[j, j, l]
+            tn = np.sqrt(np.float64(ss[l]))
+            if not (lo < ss[l] < hi):
+                # possibly under/overflowed (0 included): recompute in fp64, scaled by max|x|
+                s = 0.0
+                for i in range(j + 1, m):
+                    s = max(s, abs(np.float64(W[j, i, l])))
+                t2 = 0.0
+                if s > 0:
+                    for i in range(j + 1, m):
+                        t = np.float64(W[j, i, l]) / s
+                        t2 += t * t
+                tn = s * np.sqrt(t2)
+            big = max(abs(np.float64(alpha)), tn)
+            triv = tn == 0.0
+            bs = 1.0 if triv else big
+            a_s = alpha / bs
+            t_s = tn / bs
+            nrm = big * np.sqrt(a_s * a_s + t_s * t_s)
+            beta = -nrm if alpha >= 0 else nrm
+            beta = alpha if triv else beta
+            tau[j, l] = 0.0 if triv else (beta - alpha) / beta
+            scal[l] = 1.0 if triv else 1.0 / (alpha - beta)
+            W[j, j, l] = beta
+        for i in range(j + 1, m):
+            for l in range(L):
+                W[j, i, l] *= scal[l]
+        for cc in range(j + 1, n):
+            for l in range(L):
+                acc[l] = W[cc, j, l]
+            for i in range(j + 1, m):
+                for l in range(L):
+                    acc[l] += W[j, i, l] * W[cc, i, l]
+            for l in range(L):
+                acc[l] *= tau[j, l]
+                W[cc, j, l] -= acc[l]
+            for i in range(j + 1, m):
+                for l in range(L):
+                    W[cc, i, l] -= acc[l] * W[j, i, l]
+    for l in range(nl):
+        for i in range(rrows):
+            for j in range(n):
+                R[b0 + l, i, j] = W[j, i, l] if (i <= j and i < k) else 0.0
+    if want_q:
+        for cc in range(ncols):
+            for i in range(m):
+                for l in range(L):
+                    QT[cc, i, l] = 1.0 if cc == i else 0.0
+        for j in range(k - 1, -1, -1):
+            for cc in range(j, ncols):
+                for l in range(L):
+                    acc[l] = QT[cc, j, l]
+                for i in range(j + 1, m):
+                    for l in range(L):
+                        acc[l] += W[j, i, l] * QT[cc, i, l]
+                for l in range(L):
+                    acc[l] *= tau[j, l]
+                    QT[cc, j, l] -= acc[l]
+                for i in range(j + 1, m):
+                    for l in range(L):
+                        QT[cc, i, l] -= acc[l] * W[j, i, l]
+        for l in range(nl):
+            for i in range(m):
+                for cc in range(ncols):
+                    Q[b0 + l, i, cc] = QT[cc, i, l]
+
+
+_lanes_par = njit(parallel=True, cache=True)(_lanes_impl)
+_lanes_seq = njit(cache=True)(_lanes_impl)
 
 
 def batched_householder(A: np.ndarray, mode: str = "reduced"):
@@ -115,7 +154,11 @@ def batched_householder(A: np.ndarray, mode: str = "reduced"):
     ncols = m if mode == "complete" else k
     want_q = mode != "r"
     R = np.empty((nb, rrows, n), dtype=A.dtype)
-    Q = np.empty((nb, m, ncols) if want_q else (nb, 1, 1), dtype=A.dtype)
+    Q = np.empty((nb, m, ncols) if want_q else (nb, 0, 0), dtype=A.dtype)
     if nb:
-        _batched(A, Q, R, want_q)
+        kern = _lanes_par if nb >= PARALLEL_MIN_BATCH else _lanes_seq
+        fi = np.finfo(A.dtype)
+        # sums of squares outside [lo, hi] may have under/overflowed: rescale those columns
+        lo, hi = float(fi.tiny) / float(fi.eps), float(fi.max) * float(fi.eps)
+        kern(A, Q, R, want_q, lo, hi)
     return (Q if want_q else None), R

@@ -38,8 +38,8 @@ extern "C" __global__ void lpc_batched_qr(const T* __restrict__ A, T* __restrict
         T nrm = big * sqrt(as_ * as_ + ts_ * ts_);
         T beta = alpha >= 0 ? -nrm : nrm;
         T tj = (beta - alpha) / beta;
-        T scal = T(1) / (alpha - beta);
-        for (int i = j + 1; i < M; ++i) W[i * N + j] *= scal;
+        double scal = 1.0 / ((double)alpha - (double)beta);  /* fp32 overflows when subnormal */
+        for (int i = j + 1; i < M; ++i) W[i * N + j] = (T)((double)W[i * N + j] * scal);
         W[j * N + j] = beta;
         tau[j] = tj;
         for (int c = j + 1; c < N; ++c) {

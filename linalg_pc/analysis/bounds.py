@@ -47,6 +47,7 @@ __all__ = [
     "qr_bound",
     "qr_kappa_limit",
     "storage_floor",
+    "storage_resid_floor",
 ]
 
 BOUND_KINDS = ("algorithm", "deterministic", "probabilistic")
@@ -228,3 +229,19 @@ def storage_floor(m: int, n: int, fmt) -> float:
         return 0.0
     k = min(m, n)
     return C_STORAGE_ROUNDING * u * math.sqrt(k / max(m, k))
+
+
+def storage_resid_floor(m: int, n: int, fmt) -> float:
+    """Bound on the extra ‖A − QR‖_F/‖A‖_F from rounding Q (m×k, orthonormal) and R to ``fmt``.
+
+    Deterministic: ‖ΔQ·R‖_F <= u‖Q‖_F‖R‖₂ <= u√k‖A‖_F and ‖Q·ΔR‖_F <= (1 + ‖I − QᵀQ‖)u‖R‖_F,
+    so the floor is u(√k + 1)(1 + u), k = min(m, n).
+
+    Examples
+    --------
+    >>> storage_resid_floor(100, 16, "bf16") < 0.02
+    True
+    """
+    u = get_format(fmt, argname="fmt").unit_roundoff
+    k = min(max(int(m), 0), max(int(n), 0))
+    return u * (math.sqrt(k) + 1.0) * (1.0 + u)

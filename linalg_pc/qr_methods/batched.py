@@ -13,6 +13,8 @@ matrix to rounding. Bound: Householder's, ‖I − QᵀQ‖ ≤ γ̃_{mn}, ‖A 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _backend as B
@@ -31,17 +33,18 @@ def batched_core(ctx: Ctx, A):
     mode = ctx.mode
     batch = tuple(A.shape[:-2])
     m, n = A.shape[-2], A.shape[-1]
+    nb = math.prod(batch)
     if ctx.emulate is None and B.is_numpy(xp) and A.dtype in (np.float32, np.float64):
         from .._kernels.cpu_qr import batched_householder
 
-        Q, R = batched_householder(np.reshape(A, (-1, m, n)), mode)
+        Q, R = batched_householder(np.reshape(A, (nb, m, n)), mode)
         ctx.trace.backend = "numba"
         Q = None if Q is None else Q.reshape(batch + Q.shape[1:])
         return Q, R.reshape(batch + R.shape[1:])
     if ctx.emulate is None and B.is_cupy(xp) and max(m, n) <= BATCHED_MAX_DIM:
         from .._kernels.gpu_qr import batched_householder_gpu
 
-        Q, R = batched_householder_gpu(xp.reshape(A, (-1, m, n)), mode)
+        Q, R = batched_householder_gpu(xp.reshape(A, (nb, m, n)), mode)
         ctx.trace.backend = "cuda"
         Q = None if Q is None else xp.reshape(Q, batch + tuple(Q.shape[1:]))
         return Q, xp.reshape(R, batch + tuple(R.shape[1:]))

@@ -81,10 +81,10 @@ def _numpy_fast(ctx: Ctx, X) -> bool:
 def gram(ctx: Ctx, X):
     """XᵀX in the compute dtype (NumPy dispatches ``X.T @ X`` to BLAS SYRK)."""
     xp = ctx.xp
-    if B.is_numpy(xp):
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and rescaled
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and rescaled
+        if B.is_numpy(xp):
             return X.T @ X if X.ndim == 2 else np.matmul(np.swapaxes(X, -1, -2), X)
-    return xp.matmul(mT(xp, X), X)
+        return xp.matmul(mT(xp, X), X)
 
 
 def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):

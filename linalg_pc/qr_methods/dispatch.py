@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _backend as B
@@ -149,8 +151,8 @@ def _loop(Ac, method: str, kwargs) -> QRResult:
     xp = B.array_namespace(Ac)
     batch = tuple(Ac.shape[:-2])
     m, n = Ac.shape[-2], Ac.shape[-1]
-    flat = xp.reshape(Ac, (-1, m, n))
-    nb = flat.shape[0]
+    nb = math.prod(batch)
+    flat = xp.reshape(Ac, (nb, m, n))
     if nb == 0:
         ctx, _ = prepare(Ac, method=method, mode=kwargs["mode"], storage=kwargs["storage"],
                          compute=kwargs["compute"], emulate=kwargs["emulate"])

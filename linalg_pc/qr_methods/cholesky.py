@@ -184,7 +184,7 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
                 if A_raw is not None:
                     B.check_finite(xp, A_raw, "A")
                 scale = _pow2_scale(xp, X)
-            elif 0 < dmax < ctx.compute.tiny / u_acc or dmax > ctx.compute.max * u_acc:
+            elif dmax < ctx.compute.tiny / u_acc or dmax > ctx.compute.max * u_acc:
                 scale = _pow2_scale(xp, X)
             if scale != 1.0:
                 X = ctx.em(X * scale)

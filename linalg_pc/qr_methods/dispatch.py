@@ -111,7 +111,8 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
     requested = method
     if method == "auto" and getattr(A, "ndim", 0) >= 2:
         method = _choose(A)
-    direct = getattr(A, "ndim", 0) == 2 or (method == "householder" and options)
+    direct = method != "batched" and (getattr(A, "ndim", 0) == 2
+                                      or (method == "householder" and bool(options)))
     # A single matrix goes straight to the method's function, which checks finiteness itself
     # (CholeskyQR on NumPy reads it off the Gram matrix's diagonal instead of another pass).
     ctx, Ac = prepare(A, method=method, mode=mode, storage=storage, compute=compute,

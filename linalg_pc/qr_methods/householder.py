@@ -239,8 +239,8 @@ def _vendor_qr(ctx: Ctx, A, mode: str):
 
             smode = {"reduced": "economic", "complete": "full", "r": "r"}[mode]
             out = sla.qr(A, mode=smode, check_finite=False, overwrite_a=False)
-            if mode == "r":
-                return None, out[0], "lapack"
+            if mode == "r":  # scipy's mode="r" returns the full m×n R
+                return None, out[0][:min(A.shape), :], "lapack"
             return out[0], out[1], "lapack"
         out = np.linalg.qr(A, mode=mode)
         if mode == "r":

@@ -150,7 +150,7 @@ def cases(quick: bool) -> list[Case]:
     if quick:
         return ([_refresh_case(2048, 256, rng, 3)]
                 + _update_cases(512, 64, rng, 3)
-                + _drift_cases(128, 16, 1000)
+                + _drift_cases(64, 8, 1000)
                 + [_equal_compute_case(256, 32, 200, 3)]
                 + _complete_cases(512, 448, rng, 3))
     return ([_refresh_case(2048, 256, rng, 7), _refresh_case(1024, 128, rng, 7)]

@@ -83,18 +83,18 @@ def spectral_norm_sym(E) -> float:
     return float(np.max(np.abs(w)))
 
 
-def check_orthonormal(xp, U, *, argname: str, tol: float | None) -> float:
+def check_orthonormal(xp, U, *, argname: str, tol: float | None, gram=None) -> float:
     """Raise ValueError if ‖UᵀU − I‖₂ > tol for U (..., d, k) in a compute format.
 
     Returns an upper bound on the measured loss (the exact value when the cheap bound exceeds
     ``tol``). ``tol=None`` or ``inf`` skips the check (returns NaN: not measured). Cost 2dk²
     flops plus, only when the cheap upper bound exceeds ``tol``, a k×k symmetric eigenvalue
-    solve in fp64 on the host.
+    solve in fp64 on the host. ``gram`` may pass a precomputed UᵀU.
     """
     if tol is None or math.isinf(tol):
         return float("nan")
     k = U.shape[-1]
-    E = mT(xp, U) @ U - eye_like(xp, k, U)
+    E = (mT(xp, U) @ U if gram is None else gram) - eye_like(xp, k, U)
     lo, hi = spectral_loss_bounds(xp, E)  # lo ≤ ‖E‖₂ ≤ hi
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{argname} has non-finite entries (NaN or inf)")

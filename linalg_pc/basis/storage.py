@@ -120,8 +120,10 @@ class StoredBasis:
     shifted : bool
         Alternate the block offset between 0 and ⌊k/2⌋ at every re-basing (block-rotation).
     rebase_every : int or None
-        Re-base automatically after this many updates (block-rotation); default 2·(m/k), i.e.
-        every second sweep over the blocks. 0 or None-with-``shifted=False`` disables it.
+        Re-base automatically after this many updates (block-rotation); default m/k, one sweep
+        over the blocks (measured on the drifting factor: re-basing every second sweep lets
+        the eigenbasis quality fall behind the overlapping cyclic sweeps of the other
+        schemes). 0 disables it.
     orth_tol : float or None
         Tolerance of the input checks (default :data:`ORTHONORMALITY_TOL`).
 
@@ -183,7 +185,7 @@ class StoredBasis:
         self.block_size = k
         self.shifted = bool(shifted)
         nb = m // k
-        self.rebase_every = 2 * nb if rebase_every is None else int(rebase_every)
+        self.rebase_every = nb if rebase_every is None else int(rebase_every)
         self.offset = 0
         self._since_rebase = 0
         self._Q0 = self._to_bf16(Q)
@@ -354,13 +356,20 @@ class StoredBasis:
             J = _check_cols(cols, m)
             if self.scheme == "block-rotation":
                 b = self.block_index(J)
-                J = self.blocks()[b]
+                blk = self.blocks()[b]  # the block's local order (rolled by the offset)
+                # refresh in ascending column order, so that sorting puts the largest Rayleigh
+                # quotient on the smallest column index whatever the offset (the wrap-around
+                # block would otherwise move the dominant directions to the end of the basis)
+                loc = np.argsort(blk, kind="stable")
+                J = blk[loc]
             matvec = _operator(K, xp, d, (), comp)
             dev = B.device_of(self._W if self.scheme == "block-rotation" else self._Q)
             Jx = xp.asarray(J, device=dev)
             if self.scheme == "block-rotation":
-                Wb = decode(self._W[b, ...], comp)
-                QJ = decode(xp.take(self._Q0, Jx, axis=-1), comp) @ Wb
+                Wb = xp.take(decode(self._W[b, ...], comp), xp.asarray(loc, device=dev),
+                             axis=-1)
+                Q0b = xp.take(self._Q0, xp.asarray(blk, device=dev), axis=-1)
+                QJ = decode(Q0b, comp) @ Wb
             else:
                 V = decode(self._Q, comp)
                 VJ = xp.take(V, Jx, axis=-1)
@@ -369,7 +378,8 @@ class StoredBasis:
             Vrot, eig, perm_l, R = _rotate_block(xp, QJ, matvec(QJ), sort=sort)
             if self.scheme == "block-rotation":
                 Wn, _ = qr_pos(xp, Wb @ Vrot)
-                self._W[b, ...] = xp.astype(Wn, self._W.dtype)
+                back = xp.asarray(np.argsort(loc), device=dev)
+                self._W[b, ...] = xp.astype(xp.take(Wn, back, axis=-1), self._W.dtype)
             else:
                 self._Q = _scatter_columns(xp, self._Q, J, encode(QJ @ Vrot, "bf16"))
             ratio = _r_ratio(xp, R)

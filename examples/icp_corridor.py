@@ -1,11 +1,11 @@
 """Degeneracy of point-to-plane ICP in a corridor, found with block Schur complements (DCReg).
 
 A LiDAR scan (10 m range) of a long straight corridor sees two walls (normals ±y), a floor
-and a ceiling (normals ±z): nothing constrains a translation along the corridor axis x. The Gauss–Newton
-Hessian H = JᵀJ of point-to-plane ICP (unknowns roll, pitch, yaw, x, y, z) is nearly singular in
-that direction. ``lpc.block_degeneracy`` finds it from the Schur complements of H, the targeted
-preconditioner raises only that eigenvalue, and ``lpc.solve_degenerate`` solves the step.
-Then 2000 scans are analysed and solved in one batched call.
+and a ceiling (normals ±z): nothing constrains a translation along the corridor axis x. The
+Gauss–Newton Hessian H = JᵀJ of point-to-plane ICP (unknowns roll, pitch, yaw, x, y, z) is
+nearly singular in that direction. ``lpc.block_degeneracy`` finds it from the Schur complements
+of H, the targeted preconditioner raises only that eigenvalue, and ``lpc.solve_degenerate``
+solves the step. Then 2000 scans are analysed and solved in one batched call.
 
 Run: ``python examples/icp_corridor.py`` (a few seconds).
 """

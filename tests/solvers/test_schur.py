@@ -389,3 +389,25 @@ def test_bad_input():
         lpc.schur_complements(H, 0)
     with pytest.raises(TypeError):
         lpc.targeted_preconditioner(H)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 9), seed=st.integers(0, 2**31 - 1), logc=st.floats(0, 12),
+       kind=st.sampled_from(["spd", "indefinite", "diagonal", "clustered"]))
+def test_sym_eigvals_matches_lapack(n, seed, logc, kind):
+    """The tridiagonal-QL eigenvalues used for cond(H) in the DCReg kernel."""
+    from linalg_pc._kernels.cpu_solvers import sym_eigvals
+
+    g = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(g.standard_normal((n, n)))
+    lam = np.logspace(0, logc, n)
+    if kind == "indefinite":
+        lam *= g.choice([-1.0, 1.0], n)
+    if kind == "clustered":
+        lam = 1.0 + 1e-9 * g.standard_normal(n)
+    A = np.diag(lam) if kind == "diagonal" else (Q * lam) @ Q.T
+    A = 0.5 * (A + A.T)
+    d, e = np.empty(n), np.empty(n)
+    assert sym_eigvals(A.copy(), d, e, n, U64)
+    ref = np.linalg.eigvalsh(A)
+    assert np.allclose(np.sort(d), ref, rtol=0, atol=20 * n * U64 * np.abs(ref).max())

@@ -28,6 +28,10 @@ class StudyOutput:
     #: (file name, function(path) that writes the PNG)
     figures: list[tuple[str, Callable[[pathlib.Path], None]]] = field(default_factory=list)
     seconds: float = 0.0
+    #: tables printed on the terminal (None: all); the others are in report.md only
+    printed: tuple[str, ...] | None = None
+    #: tables written as JSON only (raw per-step records), linked from report.md
+    json_only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ def write_report(outputs: dict[str, StudyOutput], out_dir: pathlib.Path, *, seed
         for tname, recs in o.tables.items():
             fname = f"{name}_{tname}.json"
             recs.to_json(out_dir / fname)
+            if tname in o.json_only:
+                lines += ["", f"All records ({len(recs)}): [{fname}]({fname})"]
+                continue
             lines += ["", f"### {recs.title or tname}", "", recs.to_markdown(), "",
                       f"Records: [{fname}]({fname})"]
         for fig_name, make in o.figures:
@@ -139,8 +146,10 @@ def run_studies(names: list[str], *, quick: bool = False, seed: int = 0, out=Non
             o.seconds = time.perf_counter() - t0
             outputs[name] = o
             stream.write(f"\n## {o.title} ({o.seconds:.1f} s)\n\n{o.paragraph}\n")
-            for recs in o.tables.values():
-                stream.write(f"\n{recs.title}\n{recs.to_markdown()}\n")
+            for tname, recs in o.tables.items():
+                if (o.printed is None and tname not in o.json_only) or (
+                        o.printed is not None and tname in o.printed):
+                    stream.write(f"\n{recs.title}\n{recs.to_markdown()}\n")
             stream.flush()
     except KeyboardInterrupt:
         interrupted = True

@@ -51,8 +51,9 @@ def _run_qr(*, quick: bool, seed: int, progress) -> StudyOutput:
                      progress=progress)
     recs.title = "QR: loss of orthogonality vs κ (shape per row)"
     return StudyOutput("QR: loss of orthogonality against the bounds",
-                       {"qr": recs, "summary": summarize_qr(recs)}, interpret_qr(recs),
-                       [("qr_orthogonality.png", lambda p: plots.plot_qr_orthogonality(recs, p))])
+                       {"summary": summarize_qr(recs), "qr": recs}, interpret_qr(recs),
+                       [("qr_orthogonality.png", lambda p: plots.plot_qr_orthogonality(recs, p))],
+                       printed=("summary",))
 
 
 @register_study("drift", "bf16 basis re-rounded under partial updates vs an fp32 master")
@@ -63,3 +64,34 @@ def _run_drift(*, quick: bool, seed: int, progress) -> StudyOutput:
     return StudyOutput("Drift of a bf16-stored basis under partial updates", {"drift": recs},
                        interpret_drift(recs),
                        [("drift.png", lambda p: plots.plot_drift(recs, p))])
+
+
+@register_study("basis", "basis storage schemes on a drifting factor, and equal-compute refreshes")
+def _run_basis(*, quick: bool, seed: int, progress) -> StudyOutput:
+    from ..basis import study as basis_study
+    from .records import Records
+
+    if quick:
+        cfg = dict(basis_study.QUICK)
+        policies = ("cyclic", "topk-cyclic")
+    else:
+        # The default report: d = 128, k = d/8, 200 updates, two policies (a minute on 2 cores).
+        # The issue-scale configuration (d in {256, 1024}, 1000 steps) is
+        # ``lpc.basis.study.basis_study(quick=False)`` and takes many minutes.
+        cfg = {"d": 128, "k": 16, "steps": 200, "record_every": 20}
+        policies = ("cyclic", "topk-cyclic")
+    progress.update("basis", 0, 2)
+    drift = basis_study.basis_drift_study(cfg["d"], cfg["k"], cfg["steps"], rng=seed,
+                                          policies=policies, record_every=cfg["record_every"])
+    progress.update("basis", 1, 2)
+    eq = basis_study.equal_compute_study(cfg["d"], cfg["k"], cfg["steps"], rng=seed,
+                                         record_every=max(1, cfg["record_every"] // 2))
+    progress.update("basis", 2, 2)
+    recs = Records(drift + eq, title=f"Basis schemes, d={cfg['d']}, k={cfg['k']}")
+    summary = Records(basis_study.summarize_basis(recs), title="Basis schemes: summary")
+    return StudyOutput("Subspace basis updates and bf16 basis storage",
+                       {"summary": summary, "records": recs},
+                       basis_study.interpret_basis(recs),
+                       [("basis_drift.png",
+                         lambda p: basis_study.plot_basis_drift(recs, p, policy="cyclic"))],
+                       json_only=("records",))

@@ -389,11 +389,12 @@ _STYLE = {"fp32": ("k", "-"), "bf16": ("tab:red", "-"), "bf16-project": ("tab:bl
 
 
 def plot_basis_drift(records: list[dict], path, *, policy: str = "cyclic", d: int | None = None,
-                     dpi: int = 90):
+                     eq_policy: str | None = None, dpi: int = 90):
     """Figure of a study: orthogonality and eigenbasis quality vs step, equal-compute quality.
 
     One line per scheme for the given ``policy`` (and d: default the largest in the records);
-    the one-rounding floor dashed; a third panel with the equal-compute curves when present.
+    the one-rounding floor dotted; a third panel with the equal-compute curves when present
+    (for ``eq_policy``, default "topk-cyclic" when recorded, else the first recorded).
     Writes ``path`` (PNG) and returns it. Needs matplotlib (imported lazily, Agg backend).
     """
     try:
@@ -412,6 +413,10 @@ def plot_basis_drift(records: list[dict], path, *, policy: str = "cyclic", d: in
     d = ds[-1] if d is None else d
     drift = [r for r in drift if r["d"] == d and r["policy"] == policy]
     eq = [r for r in eq if r["d"] == d]
+    if eq:
+        pols = sorted({r["policy"] for r in eq})
+        eq_policy = eq_policy or ("topk-cyclic" if "topk-cyclic" in pols else pols[0])
+        eq = [r for r in eq if r["policy"] == eq_policy]
     ncol = 3 if eq else 2
     fig, axes = plt.subplots(1, ncol, figsize=(4.2 * ncol, 3.4), constrained_layout=True)
     schemes = [s for s in STORAGE_SCHEMES if any(r["scheme"] == s for r in drift)]
@@ -421,8 +426,9 @@ def plot_basis_drift(records: list[dict], path, *, policy: str = "cyclic", d: in
         steps = [r["step"] for r in rs]
         axes[0].semilogy(steps, [max(r["orthogonality"], 1e-12) for r in rs], color=c,
                          ls=ls, label=s)
-        axes[1].semilogy(steps, [max(r["quality"], 1e-12) for r in rs], color=c, ls=ls,
-                         label=s)
+        later = [r for r in rs if r["step"] > 0]  # step 0 is the exact eigenbasis
+        axes[1].semilogy([r["step"] for r in later], [max(r["quality"], 1e-12) for r in later],
+                         color=c, ls=ls, label=s)
     if drift:
         axes[0].axhline(drift[0]["floor"], color="gray", ls=":", lw=1,
                         label="one bf16 rounding")
@@ -435,15 +441,16 @@ def plot_basis_drift(records: list[dict], path, *, policy: str = "cyclic", d: in
     axes[1].legend(fontsize=7)
     if eq:
         for method, c in (("subspace", "tab:green"), ("full", "tab:orange"), ("none", "gray")):
-            rs = sorted((r for r in eq if r["method"] == method), key=lambda r: r["step"])
+            rs = sorted((r for r in eq if r["method"] == method and r["step"] > 0),
+                        key=lambda r: r["step"])
             if not rs:
                 continue
             lab = {"subspace": f"k={rs[0]['k']} every step",
                    "full": f"full qr(KQ) every {rs[0]['period']}", "none": "no refresh"}[method]
             axes[2].semilogy([r["step"] for r in rs], [max(r["quality"], 1e-12) for r in rs],
                              color=c, label=lab)
-        axes[2].set(xlabel="step", ylabel="eigenbasis quality",
-                    title="equal compute: subspace vs full")
+        axes[2].set(xlabel="update step", ylabel="‖offdiag(QᵀKQ)‖_F / ‖QᵀKQ‖_F",
+                    title=f"equal compute ({eq_policy}), fp32")
         axes[2].legend(fontsize=7)
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)

@@ -297,8 +297,9 @@ def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort
     ------
     ValueError
         cols out of range, repeated or empty; K not square or not matching Q; Q not nearly
-        orthonormal on cols (the message reports the measured loss); non-finite K or Q;
-        unknown method.
+        orthonormal on cols (the message reports the measured loss); non-finite Q columns, or
+        non-finite K (detected on the d×k product K Q_J, which any NaN or inf of K reaches,
+        instead of an O(d²) scan); unknown method.
     TypeError
         K of an unsupported type or of another array library than Q.
 

@@ -227,3 +227,25 @@ def test_drift_1000_updates():
     assert res["block-rotation"][0] < 1.5 * floor
     assert res["bf16-project"][0] < 2.0 * floor
     assert res["bf16"][0] > 4.0 * floor
+
+
+def test_block_rotation_wrap_block_keeps_order(rng):
+    """With offset k/2 the last block wraps around; a sorted refresh still puts the largest
+    Rayleigh quotient on the smallest column index, exactly as subspace_refresh does."""
+    d, k = 32, 8
+    w = np.linspace(10.0, 1.0, d)
+    V = orthogonal(d, rng)
+    K = (V * w) @ V.T
+    sb = lpc.StoredBasis(V, "block-rotation", block_size=k, rebase_every=0)
+    sb.rebase()
+    wrap = sb.blocks()[-1]
+    assert wrap.tolist() == [28, 29, 30, 31, 0, 1, 2, 3]
+    up = sb.update(K, wrap)
+    assert up.cols.tolist() == [0, 1, 2, 3, 28, 29, 30, 31]
+    ev = np64(up.eigenvalues)
+    assert np.all(np.diff(ev) <= 1e-6 * ev[0])  # descending along ascending columns
+    ref = lpc.subspace_refresh(K, np64(sb.materialize("fp64")), up.cols, compute="fp64")
+    np.testing.assert_allclose(ev, ref.eigenvalues, rtol=3e-2)
+    Qm = np64(sb.materialize("fp64"))
+    rq = np.einsum("ij,ij->j", Qm, K @ Qm)
+    assert rq[0] > rq[31]

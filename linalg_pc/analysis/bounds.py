@@ -163,8 +163,8 @@ def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algori
 
     Examples
     --------
-    >>> b = qr_bound("cholqr2", 2000, 50, 1e3, "fp32")
-    >>> 1e-6 < b < 1e-4
+    >>> b = qr_bound("cholqr2", 2000, 50, 1e3, "fp32")  # 8·√(2000·50)·2⁻²⁴
+    >>> 1e-5 < b < 1e-3
     True
     >>> qr_bound("householder", 4000, 64, 1.0, "bf16", kind="deterministic")
     inf

@@ -189,6 +189,8 @@ def _blocks(F: HouseholderFactors):
 def apply_q(F: HouseholderFactors, C, *, em=None):
     """Q @ C from the factors, without forming Q (C is (..., m, p); 4·m·k·p flops).
 
+    A C with k = min(m, n) rows is taken as padded with zeros: ``apply_q(F, F.R)`` is A.
+
     Examples
     --------
     >>> import numpy as np
@@ -199,7 +201,12 @@ def apply_q(F: HouseholderFactors, C, *, em=None):
     """
     em = em or _ident
     xp = B.array_namespace(F.Y, C)
-    C = xp.asarray(C, copy=True)
+    m, k = F.Y.shape[-2], F.Y.shape[-1]
+    if C.shape[-2] == k and k < m:
+        pad = zeros(xp, tuple(C.shape[:-2]) + (m - k, C.shape[-1]), like=C)
+        C = xp.concat([C, pad], axis=-2)
+    else:
+        C = xp.asarray(C, copy=True)
     for j0, Yb, Tb in reversed(_blocks(F)):
         Cb = C[..., j0:, :]
         Z = em(xp.matmul(Tb, em(xp.matmul(mT(xp, Yb), Cb))))

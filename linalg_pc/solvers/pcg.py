@@ -651,7 +651,8 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
         sparse).
     M : same kinds as A, optional
         Preconditioner approximating A⁻¹ (SciPy's convention: z = M r). For batched systems a
-        dense (N, n, n) batch, one dense (n, n) matrix shared by all, or a callable on (N, n).
+        dense (N, n, n) batch, one dense (n, n) matrix shared by all, or a callable applied
+        to each system's vector.
     x0 : array shaped like b, optional
         Starting guess (zero by default).
     rtol, atol : float

@@ -411,3 +411,23 @@ def test_sym_eigvals_matches_lapack(n, seed, logc, kind):
     assert sym_eigvals(A.copy(), d, e, n, U64)
     ref = np.linalg.eigvalsh(A)
     assert np.allclose(np.sort(d), ref, rtol=0, atol=20 * n * U64 * np.abs(ref).max())
+
+
+def test_cond_lanes_kernel(rng):
+    """κ(H) from the lane-vectorized Jacobi used by the DCReg kernel, ragged last group."""
+    from linalg_pc._kernels import cpu_solvers as K
+
+    N, n = 37, 6
+    J = rng.standard_normal((N, 12, n))
+    J[::4, :, 2] *= 1e-5
+    H = J.transpose(0, 2, 1) @ J
+    H[5] = np.diag([1.0, 2.0, 3.0, -1.0, 5.0, 6.0])
+    out = np.empty(N)
+    L = K.LANES
+    K._cond_lanes(H, 0, N, out, np.empty((n, n, L)), np.empty(L), np.empty(L), np.empty(L),
+                  np.empty((n, n)), np.empty(n), np.empty(n), U64)
+    ev = np.linalg.eigvalsh(H)
+    ref = np.where(ev[:, 0] > 0, ev[:, -1] / ev[:, 0], np.inf)
+    fin = np.isfinite(ref)
+    assert np.array_equal(np.isfinite(out), fin)
+    assert np.allclose(out[fin], ref[fin], rtol=IDENT_C * ref[fin].max() * U64)

@@ -70,7 +70,7 @@ def _timed(store):
 # --------------------------------------------------------------------------- Poisson cases
 def poisson_cases(quick: bool) -> list[Case]:
     n = 40 if quick else 100
-    iters = 30 if quick else 60
+    iters = 20 if quick else 60
     A = poisson3d(n)
     N = A.shape[0]
     rng = np.random.default_rng(0)
@@ -133,7 +133,7 @@ def poisson_cases(quick: bool) -> list[Case]:
                 "rel_diff_x": float(np.linalg.norm(o.x - X) / np.linalg.norm(X))}
 
     cases.append(Case(f"poisson3d_cg_s8 n={n}^3", ours_multi, base_multi, "8 x scipy cg",
-                      accuracy=acc_m, repeats=3, extra={"unknowns": N, "rhs": 8}))
+                      accuracy=acc_m, repeats=2 if quick else 3, extra={"unknowns": N, "rhs": 8}))
     return cases
 
 
@@ -242,7 +242,7 @@ def dcreg_problem(N: int, seed: int = 0):
 
 
 def dcreg_cases(quick: bool) -> list[Case]:
-    N = 20_000 if quick else 100_000
+    N = 10_000 if quick else 100_000
     H, b = dcreg_problem(N)
 
     def ours():
@@ -267,7 +267,7 @@ def dcreg_cases(quick: bool) -> list[Case]:
 
     cases = [Case(f"dcreg_batch_vs_stacked N={N}", ours, stacked, "stacked NumPy (eigh)",
                   accuracy=acc, repeats=3 if quick else 5)]
-    Nl = 2_000 if quick else N
+    Nl = 1_000 if quick else N
     Hl, bl = H[:Nl], b[:Nl]
 
     def ours_l():

@@ -55,6 +55,14 @@ def pick(kernel, size: int):
     """The parallel kernel when ``size >= PARALLEL_MIN``, else its serial twin."""
     return kernel if size >= PARALLEL_MIN else _SERIAL[kernel.py_func.__name__]
 
+
+def trim_history(hist: np.ndarray, iters: np.ndarray) -> np.ndarray:
+    """(k_max + 1, N) history from per-system rows hist (N, ≥ k_max + 1) valid up to iters[s],
+    each row continued with its last value."""
+    kmax = int(iters.max()) if iters.size else 0
+    cols = np.minimum(np.arange(kmax + 1)[None, :], iters[:, None])
+    return np.ascontiguousarray(np.take_along_axis(hist[:, : kmax + 1], cols, axis=1).T)
+
 # status codes shared with linalg_pc.solvers.pcg
 CONVERGED, MAXITER, BREAKDOWN, INDEFINITE, NONFINITE = 0, 1, 2, 3, 4
 STATUS_NAMES = ("converged", "maxiter", "breakdown", "indefinite", "nonfinite")
@@ -344,6 +352,40 @@ def dot_multi(u, v, partial):
         for t in range(s):
             out[t] += partial[c, t]
     return out
+
+
+# --------------------------------------------------------------------------- batch validation
+@_dual
+def symmetrize_batch(H, out):
+    """out = (H + Hᵀ)/2 for H (N, n, n); returns (max|H − Hᵀ|, max|H|, all finite)."""
+    N, n, _ = H.shape
+    nch = min(N, NCHUNKS * 4)
+    chunk = (N + nch - 1) // nch
+    asym = np.zeros(nch)
+    amax = np.zeros(nch)
+    fin = np.ones(nch, dtype=np.bool_)
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(N, lo + chunk)
+        a1 = 0.0
+        a2 = 0.0
+        f = True
+        for s in range(lo, hi):
+            for i in range(n):
+                for j in range(i, n):
+                    x = H[s, i, j]
+                    y = H[s, j, i]
+                    if not (np.isfinite(x) and np.isfinite(y)):
+                        f = False
+                    a1 = max(a1, abs(x - y))
+                    a2 = max(a2, abs(x), abs(y))
+                    m = 0.5 * (x + y)
+                    out[s, i, j] = m
+                    out[s, j, i] = m
+        asym[c] = a1
+        amax[c] = a2
+        fin[c] = f
+    return asym.max(), amax.max(), fin.all()
 
 
 # --------------------------------------------------------------------------- small dense helpers
@@ -708,7 +750,7 @@ def _pcg_one(A, b, M, use_m, x, r, z, p, q, rt, n, tol, maxiter, check_every, hi
     """Preconditioned CG on one small dense system; the same rules as linalg_pc.pcg.
 
     x holds x0 on entry; ``tol`` is the absolute tolerance on ‖r‖. Returns (iterations,
-    status, true residual norm); hist[k] = ‖r_k‖.
+    status, true residual norm); hist[k] = ‖r_k‖ for k <= iterations (later entries untouched).
     """
     bn = np.sqrt(_dot(b, b, n))
     if bn == 0.0:
@@ -816,8 +858,6 @@ def pcg_small_batch(A, b, M, use_m, x, tol, maxiter, check_every, iters, status,
             iters[s] = k
             status[s] = st
             tnorm[s] = tn
-            for j in range(k + 1, hist.shape[1]):
-                hist[s, j] = hist[s, k]
 
 
 # --------------------------------------------------------------------------- DCReg pipeline
@@ -960,8 +1000,6 @@ def dcreg_batch(H, b, do_solve, split, perms_r, perms_t, threshold, kappa_target
                 iters[s] = kk
                 status[s] = st
                 tnorm[s] = tn
-                for j in range(kk + 1, hist.shape[1]):
-                    hist[s, j] = hist[s, kk]
                 fallback[s] = False
                 for i in range(n):
                     xf[s, i] = x[s, i]

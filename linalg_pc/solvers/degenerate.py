@@ -124,8 +124,7 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
         o = _run_kernel(Hs, np.asarray(bs), split, threshold, kappa_target, u, rtol, atol,
                         maxiter, check_every)
         report = _report_from_kernel(xp, o, batch, labs, split, threshold, kappa_target)
-        kmax = int(o["iters"].max())
-        hist = np.ascontiguousarray(o["hist"][:, : kmax + 1].T)
+        hist = K.trim_history(o["hist"], o["iters"])
         x = o["xf"].reshape(batch + (n,))
         xres = o["x"].reshape(batch + (n,))
         status, iters, tnorm, fb = o["status"], o["iters"], o["tnorm"], o["fallback"]

@@ -560,12 +560,11 @@ def _solve_small(pb: _Problem, maxiter, check_every, tol) -> _Raw:
     iters = np.zeros(N, dtype=np.int64)
     status = np.zeros(N, dtype=np.int8)
     tnorm = np.zeros(N)
-    hist = np.zeros((N, maxiter + 1))
+    hist = np.empty((N, maxiter + 1))
     kern = K.pick(K.pcg_small_batch, N * n * n * 8)
     kern(A, B, Mm, use_m, x, np.ascontiguousarray(tol, dtype=np.float64), int(maxiter),
          int(check_every), iters, status, tnorm, hist)
-    kmax = int(iters.max()) if N else 0
-    return _Raw(x, iters, np.ascontiguousarray(hist[:, : kmax + 1].T), status, tnorm)
+    return _Raw(x, iters, K.trim_history(hist, iters), status, tnorm)
 
 
 # --------------------------------------------------------------------------- refinement

@@ -128,6 +128,17 @@ def _validate_H(H, split, name="H"):
     if not 1 <= split < n:
         raise ValueError(f"split must satisfy 1 <= split < n = {n}, got {split}")
     fmt = format_of(H, argname=name)
+    if is_numpy(xp) and fmt.name in ("fp32", "fp64") and H.size:
+        # one fused pass: finiteness, symmetry defect and the symmetrized copy
+        Hf = np.ascontiguousarray(H).reshape((-1, n, n))
+        out = np.empty_like(Hf)
+        asym, scale, finite = K.pick(K.symmetrize_batch, Hf.size)(Hf, out)
+        if not finite:
+            raise ValueError(f"{name} has non-finite entries (NaN or inf)")
+        if asym > SYMMETRY_FACTOR * n * fmt.unit_roundoff * scale:
+            raise ValueError(f"{name} must be symmetric: max|{name} − {name}ᵀ| = {asym:.3g} "
+                             f"exceeds {SYMMETRY_FACTOR:g}·n·u·max|{name}|")
+        return xp, out.reshape(H.shape), fmt.unit_roundoff
     check_finite(xp, H, name)
     if fmt.name in ("bf16", "fp16"):
         H = xp.astype(H, xp.float32)
@@ -367,7 +378,7 @@ def _run_kernel(H, b, split, threshold, kappa_target, u, rtol, atol, maxiter, ch
         "iters": np.zeros(N if do_solve else 1, np.int64),
         "status": np.zeros(N if do_solve else 1, np.int8),
         "tnorm": np.zeros(N if do_solve else 1),
-        "hist": np.zeros((N, maxiter + 1) if do_solve else (1, 1)),
+        "hist": np.empty((N, maxiter + 1) if do_solve else (1, 1)),
         "fallback": np.zeros(N if do_solve else 1, np.bool_),
     }
     kern = K.pick(K.dcreg_batch, N * 256)

@@ -313,7 +313,7 @@ def kappa_est(xp, R) -> float:
         return 1.0
     if R.ndim > 2:
         Rn = B.to_numpy(R).reshape((-1,) + tuple(R.shape[-2:]))
-        return max(kappa_est(np, Rn[i]) for i in range(Rn.shape[0]))
+        return max((kappa_est(np, Rn[i]) for i in range(Rn.shape[0])), default=1.0)
     Rk = R[:k, :k]
     if B.is_numpy(xp):
         from scipy.linalg import lapack

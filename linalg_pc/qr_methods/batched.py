@@ -25,6 +25,9 @@ __all__ = ["batched_qr", "BATCHED_MAX_DIM"]
 
 #: Size up to which ``method="auto"`` sends a stack of matrices to the batched kernels.
 BATCHED_MAX_DIM = 32
+#: ``info.kappa_est`` (the largest over the stack) is computed for stacks up to this many
+#: matrices; beyond, it would cost more than the factorization and is left nan.
+KAPPA_EST_MAX_BATCH = 4096
 
 
 def batched_core(ctx: Ctx, A):
@@ -86,7 +89,6 @@ def batched_qr(A, *, mode: str = "reduced", storage=None, compute=None,
     ctx, Ac = prepare(A, method="batched", mode=mode, storage=storage, compute=compute,
                       emulate=emulate)
     Q, R = batched_core(ctx, Ac)
-    nbatch = int(np.prod(Ac.shape[:-2])) if Ac.ndim > 2 else 1
-    if nbatch <= 4096:
+    if math.prod(Ac.shape[:-2]) <= KAPPA_EST_MAX_BATCH:
         ctx.trace.kappa_est = kappa_est(ctx.xp, R)
     return finish(ctx, Q, R)

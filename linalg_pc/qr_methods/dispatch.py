@@ -16,8 +16,8 @@ import math
 import numpy as np
 
 from .. import _backend as B
-from ._common import METHODS, QRInfo, QRResult, finish, prepare
-from .batched import BATCHED_MAX_DIM, batched_core, batched_qr
+from ._common import METHODS, QRInfo, QRResult, finish, kappa_est, prepare
+from .batched import BATCHED_MAX_DIM, KAPPA_EST_MAX_BATCH, batched_core, batched_qr
 from .cholesky import cholqr, cholqr2, scholqr3
 from .gram_schmidt import bcgs2, cgs2, mgs
 from .householder import householder_core, householder_qr
@@ -126,13 +126,11 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
         kwargs["rng"] = rng
     if Ac.ndim > 2 and method not in ("householder", "batched"):
         res = _loop(Ac, method, kwargs)
-    elif method == "batched" and not options:
-        ctx.trace.method = "batched"
-        Q, R = batched_core(ctx, Ac)
-        res = finish(ctx, Q, R)
-    elif method == "householder" and not options and Ac.ndim > 2:
-        ctx.trace.method = "householder"
-        Q, R = householder_core(ctx, Ac)
+    elif (method == "batched" or (method == "householder" and Ac.ndim > 2)) and not options:
+        ctx.trace.method = method
+        Q, R = (batched_core if method == "batched" else householder_core)(ctx, Ac)
+        if math.prod(Ac.shape[:-2]) <= KAPPA_EST_MAX_BATCH:
+            ctx.trace.kappa_est = kappa_est(ctx.xp, R)
         res = finish(ctx, Q, R)
     else:
         res = _FUNCS[method](Ac, **kwargs)

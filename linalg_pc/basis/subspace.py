@@ -194,17 +194,37 @@ def _take_rows(xp, A, idx):
     return xp.take_along_axis(A, full, axis=-2)
 
 
+def _runs(cols: np.ndarray) -> list[tuple[int, int, int]]:
+    """Maximal runs of consecutive increasing indices: (first column, stop column, position)."""
+    breaks = np.flatnonzero(np.diff(cols) != 1) + 1
+    starts = np.r_[0, breaks]
+    stops = np.r_[breaks, cols.size]
+    return [(int(cols[a]), int(cols[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
+
+
+def _gather_columns(xp, Q, cols: np.ndarray):
+    """Q[..., :, cols]: slices for runs of consecutive columns (strided gathers are slow)."""
+    runs = _runs(cols)
+    if len(runs) <= 4 and (B.is_numpy(xp) or B.is_torch(xp) or B.is_cupy(xp)):
+        parts = [Q[..., a:b] for a, b, _ in runs]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
+    return xp.take(Q, xp.asarray(cols, device=B.device_of(Q)), axis=-1)
+
+
 def _scatter_columns(xp, Q, cols: np.ndarray, new):
     """Q with columns ``cols`` replaced by ``new``; the other columns are copied bit for bit."""
-    if B.is_numpy(xp):
-        out = np.array(Q, copy=True)
-        out[..., cols] = new
-        return out
-    if B.is_torch(xp):
-        import torch
+    if B.is_numpy(xp) or B.is_torch(xp) or B.is_cupy(xp):
+        out = Q.clone() if B.is_torch(xp) else Q.copy()
+        runs = _runs(cols)
+        if len(runs) <= 8:
+            for a, b, pos in runs:
+                out[..., a:b] = new[..., pos:pos + (b - a)]
+        elif B.is_torch(xp):
+            import torch
 
-        out = Q.clone()
-        out[..., torch.as_tensor(cols, device=Q.device)] = new
+            out[..., torch.as_tensor(cols, device=Q.device)] = new
+        else:
+            out[..., cols] = new
         return out
     m = Q.shape[-1]
     src = np.arange(m, dtype=np.int64)
@@ -341,8 +361,7 @@ def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort
     batch = tuple(Q.shape[:-2])
     matvec = _operator(K, xp, d, batch, comp)
     dev = B.device_of(Q)
-    Jx = xp.asarray(J, device=dev)
-    QJ = decode(xp.take(Q, Jx, axis=-1), comp)
+    QJ = decode(_gather_columns(xp, Q, J), comp)
     B.check_finite(xp, QJ, "Q")
     loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol)
     BJ = matvec(QJ)
@@ -361,7 +380,7 @@ def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort
             # block, so the result is orthogonal to the kept columns to O(u) even when K Q_J
             # is ill-conditioned or rank deficient (the first QR then returns arbitrary
             # directions, which the second projection brings back into span(Q_J))
-            Qc = decode(xp.take(Q, xp.asarray(Jc, device=dev), axis=-1), comp)
+            Qc = decode(_gather_columns(xp, Q, Jc), comp)
             B.check_finite(xp, Qc, "Q")
             Bp = Bp - Qc @ (mT(xp, Qc) @ Bp)
             Bp, R = qr_pos(xp, Bp)

@@ -130,3 +130,29 @@ def test_reference_calibration_fp32():
     T = randsvd(2000, 50, 1e4, dtype="fp32", rng=4)
     res = lpc.qr(T.A, method="cholqr2")
     assert orthogonality_loss(res.Q) < 100 * u and not res.info.fallbacks
+
+
+#: Safety factor on the typical one-rounding storage floor (it is a typical value, not a max).
+STORAGE_FLOOR_SAFETY = 4.0
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "fp16"])
+@pytest.mark.parametrize("method", ALL)
+def test_suite_16bit_storage(method, fmt):
+    """16-bit A, fp32 arithmetic, 16-bit Q and R: bound in fp32 plus one rounding to storage."""
+    from linalg_pc.analysis.bounds import storage_floor, storage_resid_floor
+
+    for m, n in [(0, 2), (1, 1), (5, 3), (10, 10), (50, 10), (5, 10)]:
+        if m < n and method not in ANY_SHAPE:
+            continue
+        for T in matrix_suite(m, n, dtype=fmt, rng=11, kappas=(1.0, 10.0, 100.0)):
+            Q, R, info = lpc.qr(T.A, method=method, **_options(method))
+            assert Q.dtype == T.A.dtype and R.dtype == T.A.dtype and info.compute == "fp32"
+            kap = T.kappa_stored
+            b_orth = (qr_bound(method, m, n, kap, "fp32")
+                      + STORAGE_FLOOR_SAFETY * storage_floor(m, n, fmt))
+            b_res = (qr_bound(method, m, n, kap, "fp32", quantity="resid")
+                     + storage_resid_floor(m, n, fmt))
+            where = f"{method} {fmt} {m}x{n} {T.name} (kappa {kap:.2g}) used {info.method}"
+            assert orthogonality_loss(Q) <= b_orth, where
+            assert factorization_error(T.A, Q, R) <= b_res, where

@@ -82,8 +82,8 @@ def poisson_cases(quick: bool) -> list[Case]:
     # bytes per iteration: matrix stream (values + column indices + row pointers) plus the
     # vector passes of each implementation (see linalg_pc.solvers.pcg module docstring)
     mat = nnz * (8 + idx) + (N + 1) * A.indptr.dtype.itemsize
-    ours_bytes = mat + 84 * N
-    scipy_bytes = mat + 200 * N
+    ours_bytes = mat + 72 * N
+    scipy_bytes = mat + 168 * N
     ours_t: list[float] = []
     base_t: list[float] = []
 
@@ -126,7 +126,7 @@ def poisson_cases(quick: bool) -> list[Case]:
 
     def acc_m(o, s):
         t_o = statistics.median(ours_m) / iters
-        mat_m = mat + 8 * 84 * N
+        mat_m = mat + 8 * 80 * N
         X = np.stack(s, axis=1)
         return {"iters": iters, "ms_per_iter_ours": t_o * 1e3,
                 "ours_GBps": mat_m / t_o / 1e9, "ours_bw_frac": mat_m / t_o / bw,

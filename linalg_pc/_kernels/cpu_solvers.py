@@ -3,7 +3,9 @@
 Two families live here; neither does dense linear algebra on large matrices (that stays in BLAS).
 
 **Fused CSR CG steps** (one right-hand side, or ``s`` right-hand sides stored row-major as an
-``(n, s)`` array). One CG iteration touches memory in two passes instead of SciPy's dozen:
+``(n, s)`` array). One CG iteration touches memory in two passes instead of SciPy's dozen
+(for one right-hand side the x update is deferred into the next pass 1, see
+:func:`csr_direction_matvec_x`, so pass 2 streams only r and q):
 
 1. :func:`csr_direction_matvec`: ``p_new = z + beta * p_old``, ``q = A p_new`` and ``p_newᵀ q``
    in one pass over the rows. The direction is formed on the fly inside the row loop
@@ -99,6 +101,98 @@ def csr_direction_matvec(indptr, indices, data, z, p_old, beta, p_new, q, partia
     for c in range(nch):
         tot += partial[c]
     return tot
+
+
+@_dual
+def csr_direction_matvec_x(indptr, indices, data, z, p_old, beta, p_new, q, x, alpha_prev,
+                           partial):
+    """As :func:`csr_direction_matvec`, and x += alpha_prev · p_old in the same pass (the x
+    update of the previous iteration, deferred so that x and p_old are streamed once)."""
+    n = z.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        for i in range(lo, hi):
+            acc = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                acc += data[k] * (z[j] + beta * p_old[j])
+            po = p_old[i]
+            x[i] += alpha_prev * po
+            pi = z[i] + beta * po
+            p_new[i] = pi
+            q[i] = acc
+            s += pi * acc
+        partial[c] = s
+    tot = 0.0
+    for c in range(nch):
+        tot += partial[c]
+    return tot
+
+
+@_dual
+def update_r(r, q, alpha, partial):
+    """r -= alpha q; returns rᵀr."""
+    n = r.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        for i in range(lo, hi):
+            ri = r[i] - alpha * q[i]
+            r[i] = ri
+            s += ri * ri
+        partial[c] = s
+    tot = 0.0
+    for c in range(nch):
+        tot += partial[c]
+    return tot
+
+
+@_dual
+def update_r_jacobi(r, q, alpha, dinv, z, partial, partial2):
+    """r -= alpha q; z = dinv * r; returns (rᵀr, rᵀz)."""
+    n = r.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        s2 = 0.0
+        for i in range(lo, hi):
+            ri = r[i] - alpha * q[i]
+            r[i] = ri
+            zi = dinv[i] * ri
+            z[i] = zi
+            s += ri * ri
+            s2 += ri * zi
+        partial[c] = s
+        partial2[c] = s2
+    tot = 0.0
+    tot2 = 0.0
+    for c in range(nch):
+        tot += partial[c]
+        tot2 += partial2[c]
+    return tot, tot2
+
+
+@_dual
+def axpy(x, alpha, p):
+    """x += alpha p."""
+    n = x.shape[0]
+    nch = NCHUNKS
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for i in range(lo, hi):
+            x[i] += alpha * p[i]
 
 
 @_dual

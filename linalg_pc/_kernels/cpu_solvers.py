@@ -53,9 +53,26 @@ def _dual(f):
     return njit(parallel=True, cache=True)(f)
 
 
+# Memory-bound kernels (the CSR CG passes) go parallel only with at least this many Numba
+# threads: on the 2-core machines we measured, one thread already saturates the memory
+# bandwidth (Numba copy 11.5 GB/s serial vs 11.2 GB/s on 2 threads) and the second thread only
+# adds synchronization (a 100³ CG iteration took 19 ms serial vs 36 ms on 2 threads). Results do
+# not depend on this choice (fixed chunked reductions).
+BW_PARALLEL_THREADS = 4
+
+
 def pick(kernel, size: int):
     """The parallel kernel when ``size >= PARALLEL_MIN``, else its serial twin."""
     return kernel if size >= PARALLEL_MIN else _SERIAL[kernel.py_func.__name__]
+
+
+def pick_bandwidth(kernel, size: int):
+    """As :func:`pick` for memory-bound kernels: parallel only with >= BW_PARALLEL_THREADS."""
+    import numba
+
+    if numba.get_num_threads() < BW_PARALLEL_THREADS:
+        return _SERIAL[kernel.py_func.__name__]
+    return pick(kernel, size)
 
 
 def trim_history(hist: np.ndarray, iters: np.ndarray) -> np.ndarray:

@@ -313,7 +313,7 @@ class _CsrOps:
                  "csr_direction_matvec", "update_xr", "update_xr_jacobi", "csr_residual",
                  "dot_chunked", "csr_direction_matmat", "update_xr_multi",
                  "update_xr_jacobi_multi", "csr_residual_multi", "dot_multi")
-        self.k = {nm: K.pick(getattr(K, nm), size) for nm in names}
+        self.k = {nm: K.pick_bandwidth(getattr(K, nm), size) for nm in names}
 
     def _residual(self, out):
         k = self.k

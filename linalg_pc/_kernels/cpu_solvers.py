@@ -890,6 +890,8 @@ def _pcg_one(A, b, M, use_m, x, r, z, p, q, rt, n, tol, maxiter, check_every, hi
                 rt[i] = b[i] - rt[i]
                 gap += (r[i] - rt[i]) ** 2
             tn = np.sqrt(_dot(rt, rt, n))
+            if np.isfinite(tn):
+                hist[k] = tn
             if cand and (tn < tol or tn == 0.0):
                 return k, CONVERGED, tn
             if tn <= 0.5 * best:

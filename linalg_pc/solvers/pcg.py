@@ -129,6 +129,7 @@ def _drive(ops, tol: np.ndarray, maxiter: int, check_every: int, callback) -> _R
             cand = active & ((rn < tol) | (rn == 0))
             periodic = k > 0 and k % check_every == 0
             if cand.any() or periodic:
+                was = active.copy()
                 tn, gap = ops.true_residual(active)
                 ok = cand & ((tn < tol) | (tn == 0))
                 status[ok] = K.CONVERGED
@@ -144,7 +145,7 @@ def _drive(ops, tol: np.ndarray, maxiter: int, check_every: int, callback) -> _R
                 nf = active & ~np.isfinite(tn)
                 status[nf] = K.NONFINITE
                 active &= ~nf
-                rn = np.where(active, tn, rn)
+                rn = np.where(was & np.isfinite(tn), tn, rn)
                 hist[-1] = rn.copy()
             if not active.any() or k >= maxiter:
                 break
@@ -365,6 +366,8 @@ class _CsrOps:
     def precondition(self, active):
         if self.M is None:
             self.z = self.r
+            if self._rho_cached is not None:  # rᵀr from the update pass
+                return self._rho_cached
             return self._dot(self.r, self.r)
         if self.dinv is not None:
             if self._rho_cached is not None:
@@ -412,6 +415,7 @@ class _CsrOps:
                 self._rho_cached = np.array([rz])
             else:
                 rr = k["update_r"](self.r, self.q, a, self.part)
+                self._rho_cached = np.array([rr])
             self.pending = a  # x += a · p is applied by the next pass over p (or _sync)
             return np.sqrt(np.array([rr]))
         a = np.ascontiguousarray(alpha, dtype=self.dtype)
@@ -422,6 +426,7 @@ class _CsrOps:
             self._rho_cached = rz
         else:
             rr = k["update_xr_multi"](self.x, self.r, p, self.q, a, act, self.part)
+            self._rho_cached = rr
         return np.sqrt(rr)
 
     def current_x(self):

@@ -44,6 +44,8 @@ __all__ = [
     "C_CHOLQR_ORTH",
     "C_MGS_ORTH",
     "C_STORAGE_ROUNDING",
+    "FLOOR_C",
+    "floor_prediction",
     "qr_bound",
     "qr_kappa_limit",
     "storage_floor",
@@ -76,10 +78,16 @@ C_CHOLQR_ORTH = 4.0
 #: 1.0e-4 / 6.9e-4 at κ = 10 / 1e3 / 1e4 / 1e5, i.e. 0.74 / 0.29 / 0.17 / 0.12 · uκ.
 C_MGS_ORTH = 4.0
 
+#: c = E[δ²]/u² of round to nearest on log-uniform (Benford) significands: (1/3)·(3/8)/ln 2
+#: ≈ 0.180. The one-rounding model of :func:`storage_floor` is derived from it (see
+#: :mod:`linalg_pc.analysis.floor_study`, whose study reproduces it).
+FLOOR_C = (3.0 / 8.0) / math.log(2.0) / 3.0
+
 #: One rounding of an orthonormal m×n Q to a format with unit roundoff u costs
-#: ‖QᵀQ − I‖₂ ≈ C·u·√(n/m): measured (REFERENCE §1) 1.2u for square bf16 Q (d >= 128) and
-#: 6e-4 = 0.15u_bf16 at m = 4000, n = 64 (model: 1.2·√(64/4000) = 0.152).
-C_STORAGE_ROUNDING = 1.2
+#: ‖QᵀQ − I‖₂ ≈ C·u·√(n/m) with C = 2√(2·FLOOR_C) ≈ 1.20 (derived, not fitted): measured
+#: (REFERENCE §1) 1.2u for square bf16 Q (d >= 128) and 6e-4 = 0.15u_bf16 at m = 4000, n = 64
+#: (model: 1.2·√(64/4000) = 0.152).
+C_STORAGE_ROUNDING = 2.0 * math.sqrt(2.0 * FLOOR_C)
 
 # ---------------------------------------------------------------- κ limits
 #: Largest κ(A) for which each method's "algorithm" bound is meant (times u^(-1) or u^(-1/2)).
@@ -213,22 +221,44 @@ def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algori
     return e if quantity == "resid" else e * math.sqrt(k)
 
 
-def storage_floor(m: int, n: int, fmt) -> float:
-    """‖QᵀQ − I‖₂ of an exactly orthonormal m×n Q (n <= m) after one rounding to ``fmt``.
+def floor_prediction(m: int, n: int, fmt, norm: str = "2") -> float:
+    """Predicted ‖fl(Q)ᵀfl(Q) − I‖ of an m×n (m >= n) Haar-orthonormal Q rounded once to ``fmt``.
 
-    Model C·u·√(n/m) with :data:`C_STORAGE_ROUNDING` (measured: 1.2u square, 0.15u at
-    4000×64 in bf16). Zero for an empty Q.
+    S = fl(Q)ᵀfl(Q) − I is a symmetric random matrix with off-diagonal variance 2c·u²/m
+    (c = :data:`FLOOR_C`), so ‖S‖₂ ≈ 2u·√(2c·n/m) (semicircle edge) and
+    ‖S‖_F ≈ u·n·√(2c/m). Zero for an empty Q.
+
+    Examples
+    --------
+    >>> round(floor_prediction(256, 256, "bf16") / 2**-8, 2)
+    1.2
+    """
+    u = get_format(fmt, argname="fmt").unit_roundoff
+    if m <= 0 or n <= 0:
+        return 0.0
+    if norm == "2":
+        return 2.0 * u * math.sqrt(2.0 * FLOOR_C * n / m)
+    if norm == "fro":
+        return u * n * math.sqrt(2.0 * FLOOR_C / m)
+    raise ValueError(f"norm must be '2' or 'fro', got {norm!r}")
+
+
+def storage_floor(m: int, n: int, fmt) -> float:
+    """‖QᵀQ − I‖₂ of an exactly orthonormal m×n Q after one rounding to ``fmt``.
+
+    The 2-norm of :func:`floor_prediction` for the k = min(m, n) orthonormal columns:
+    C·u·√(k/max(m, k)) with C = :data:`C_STORAGE_ROUNDING` ≈ 1.2 (measured: 1.2u square,
+    0.15u at 4000×64 in bf16). Zero for an empty Q.
 
     Examples
     --------
     >>> round(storage_floor(128, 128, "bf16") / 2**-8, 2)
     1.2
     """
-    u = get_format(fmt, argname="fmt").unit_roundoff
     if m <= 0 or n <= 0:
         return 0.0
     k = min(m, n)
-    return C_STORAGE_ROUNDING * u * math.sqrt(k / max(m, k))
+    return floor_prediction(max(m, k), k, fmt)
 
 
 def storage_resid_floor(m: int, n: int, fmt) -> float:

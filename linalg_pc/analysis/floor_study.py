@@ -22,22 +22,10 @@ import numpy as np
 
 from .._formats import get_format
 from ..precision import round_to
+from .bounds import FLOOR_C, floor_prediction
 from .records import Records
 
-#: c = E[δ²]/u² of round to nearest on log-uniform significands: (1/3)·(3/8)/ln 2.
-FLOOR_C = (3.0 / 8.0) / math.log(2.0) / 3.0
-
-
-def floor_prediction(m: int, n: int, fmt, norm: str = "2") -> float:
-    """Predicted ‖fl(Q)ᵀfl(Q) − I‖ of an m×n Haar-orthonormal Q rounded once to ``fmt``."""
-    u = get_format(fmt).unit_roundoff
-    if m <= 0 or n <= 0:
-        return 0.0
-    if norm == "2":
-        return 2.0 * u * math.sqrt(2.0 * FLOOR_C * n / m)
-    if norm == "fro":
-        return u * n * math.sqrt(2.0 * FLOOR_C / m)
-    raise ValueError(f"norm must be '2' or 'fro', got {norm!r}")
+__all__ = ["FLOOR_C", "floor_prediction", "haar_orthonormal", "rounding_floor_study"]
 
 
 def haar_orthonormal(m: int, n: int, rng) -> np.ndarray:

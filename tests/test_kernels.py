@@ -69,3 +69,50 @@ def test_cupy_kernels_match_ml_dtypes():
     lo = x.view(np.uint32) & 0xFFFF0000
     fin = np.isfinite(x)
     assert np.all(((sr == lo) | (sr == lo + 0x10000))[fin])
+
+
+# --------------------------------------------------------------------------- column kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, BF16, np.float16])
+@pytest.mark.parametrize("shape", [(37, 29), (3, 21, 17), (2, 2, 9, 12)])
+def test_column_kernels_bit_exact_against_numpy(dtype, shape):
+    from linalg_pc._kernels import cpu_columns
+
+    rng = np.random.default_rng(7)
+    Q = (rng.standard_normal(shape) * 1e3).astype(dtype)
+    Q.reshape(-1)[::5] = np.asarray(np.nan, dtype=dtype)  # NaN payloads, -0 copied as bits
+    Q.reshape(-1)[1::7] = np.asarray(-0.0, dtype=dtype)
+    m = shape[-1]
+    for cols in (np.arange(m), np.array([0]), np.array([m - 1, 2, 5, 3]),
+                 np.sort(rng.choice(m, m // 2, replace=False))):
+        g = cpu_columns.gather_columns(Q, cols)
+        assert g.flags.c_contiguous and g.dtype == Q.dtype
+        np.testing.assert_array_equal(_ubits(g), _ubits(Q[..., cols]))
+        new = (rng.standard_normal((*shape[:-1], cols.size))).astype(dtype)
+        ref = Q.copy()
+        ref[..., cols] = new
+        out = cpu_columns.scatter_columns(Q, cols, new)
+        assert out.flags.c_contiguous and not np.shares_memory(out, Q)
+        np.testing.assert_array_equal(_ubits(out), _ubits(ref))
+
+
+def test_column_kernels_strided_inputs_broadcast_and_parallel(monkeypatch):
+    from linalg_pc._kernels import cpu_columns
+
+    rng = np.random.default_rng(8)
+    Q = rng.standard_normal((2, 60, 80)).astype(np.float32)[:, ::2, 1::2]  # not contiguous
+    cols = np.array([1, 4, 5, 6, 30, 39])
+    new = rng.standard_normal((30, 6)).astype(np.float32)  # broadcast over the batch
+    ref = Q.copy()
+    ref[..., cols] = new
+    serial = cpu_columns.scatter_columns(Q, cols, new)
+    np.testing.assert_array_equal(serial, ref)
+    np.testing.assert_array_equal(cpu_columns.gather_columns(Q, cols), Q[..., cols])
+    monkeypatch.setattr(cpu_columns, "_parallel", lambda size: True)
+    np.testing.assert_array_equal(cpu_columns.scatter_columns(Q, cols, new), ref)
+    np.testing.assert_array_equal(cpu_columns.gather_columns(Q, cols), Q[..., cols])
+    with pytest.raises(TypeError):
+        cpu_columns.scatter_columns(Q, cols, new.astype(np.float64))
+
+
+def _ubits(a):
+    return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])

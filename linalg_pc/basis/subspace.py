@@ -26,6 +26,7 @@ import array_api_compat
 import numpy as np
 
 from .. import _backend as B
+from .._kernels import cpu_columns as _cols_kernel
 from ..precision import unit_roundoff
 from ._common import (
     ORTHONORMALITY_TOL,
@@ -203,8 +204,16 @@ def _runs(cols: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _gather_columns(xp, Q, cols: np.ndarray):
-    """Q[..., :, cols]: slices for runs of consecutive columns (strided gathers are slow)."""
+    """Q[..., :, cols]: slices for runs of consecutive columns (strided gathers are slow).
+
+    NumPy: one run is returned as a view (BLAS reads it with its row stride), several runs
+    through the one-pass Numba gather.
+    """
     runs = _runs(cols)
+    if B.is_numpy(xp) and isinstance(Q, np.ndarray):
+        if len(runs) == 1:
+            return Q[..., runs[0][0]:runs[0][1]]
+        return _cols_kernel.gather_columns(Q, cols)
     if len(runs) <= 4 and (B.is_numpy(xp) or B.is_torch(xp) or B.is_cupy(xp)):
         parts = [Q[..., a:b] for a, b, _ in runs]
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)
@@ -212,7 +221,13 @@ def _gather_columns(xp, Q, cols: np.ndarray):
 
 
 def _scatter_columns(xp, Q, cols: np.ndarray, new):
-    """Q with columns ``cols`` replaced by ``new``; the other columns are copied bit for bit."""
+    """Q with columns ``cols`` replaced by ``new``; the other columns are copied bit for bit.
+
+    NumPy: one fused pass over Q (Numba), which writes every output row once.
+    """
+    if (B.is_numpy(xp) and isinstance(Q, np.ndarray) and isinstance(new, np.ndarray)
+            and new.dtype == Q.dtype):
+        return _cols_kernel.scatter_columns(Q, cols, new)
     if B.is_numpy(xp) or B.is_torch(xp) or B.is_cupy(xp):
         out = Q.clone() if B.is_torch(xp) else Q.copy()
         runs = _runs(cols)
@@ -248,28 +263,70 @@ def _r_ratio(xp, R) -> float:
 
 
 # --------------------------------------------------------------------------- the refresh
+def _permute_sym(xp, M, perm):
+    """Pᵀ M P: ``M[..., perm, :][..., :, perm]`` (k×k)."""
+    if B.is_numpy(xp) and M.ndim == 2:
+        return M[np.ix_(perm, perm)]
+    return _take_rows(xp, _take_last(xp, M, perm), perm)
+
+
+def _unpermute_rows(xp, W, perm):
+    """P W: the rows of W put back in the old local order (row perm[i] of the result is W[i])."""
+    if B.is_numpy(xp) and W.ndim == 2:
+        V = np.empty_like(W)
+        V[perm] = W
+        return V
+    return _take_rows(xp, W, xp.argsort(perm, axis=-1))
+
+
+def _small_qr(xp, A):
+    """qr_pos of the k×k block: LAPACK xGEQRF + xORGQR through SciPy for a 2-D NumPy array.
+
+    The same Householder factorization as ``numpy.linalg.qr`` (O(u) orthogonality), without its
+    per-call workspace queries and copies; the blocked code runs (lwork ≥ 64·k). Other inputs
+    go through :func:`qr_pos`.
+    """
+    if not (B.is_numpy(xp) and A.ndim == 2 and A.dtype in (np.float32, np.float64)
+            and A.shape[0] == A.shape[1] and A.shape[0] > 0):
+        return qr_pos(xp, A)
+    from scipy.linalg import lapack
+
+    k = A.shape[0]
+    geqrf, orgqr = lapack.get_lapack_funcs(("geqrf", "orgqr"), (A,))
+    lwork = 64 * k
+    qr, tau, _, info = geqrf(np.array(A, order="F"), lwork=lwork, overwrite_a=1)
+    if info != 0:  # pragma: no cover - LAPACK reports only illegal arguments here
+        return qr_pos(xp, A)
+    R = np.triu(qr)
+    W, _, info = orgqr(qr, tau, lwork=lwork, overwrite_a=1)
+    if info != 0:  # pragma: no cover
+        return qr_pos(xp, A)
+    s = np.where(np.diagonal(R) < 0, -1, 1).astype(A.dtype)
+    W *= s
+    R *= s[:, None]
+    return W, R
+
+
 def _rotate_block(xp, QJ, BJ, *, sort: bool):
     """Rotate step on decoded columns QJ with BJ = K QJ: returns (V, eigenvalues, perm, R).
 
     QJ_new = QJ @ V, V = P W with W = qr(Pᵀ M P).Q, M = QJᵀ BJ (symmetrized), P the sorting
-    permutation (perm[i] is the old local column that becomes new local column i).
+    permutation (perm[i] is the old local column that becomes new local column i). The
+    Rayleigh quotients wᵢᵀ(PᵀMP)wᵢ are read off the factors, diag(R W) (PᵀMP = W R, so
+    Wᵀ(PᵀMP)W = R W): O(k²) instead of a k×k×k product, equal to O(k·u·‖M‖).
     """
     k = QJ.shape[-1]
     M = mT(xp, QJ) @ BJ
     M = 0.5 * (M + mT(xp, M))
     if sort:
         perm = _argsort_desc(xp, _diag(xp, M))
-        Ms = _take_rows(xp, _take_last(xp, M, perm), perm)
+        Ms = _permute_sym(xp, M, perm)
     else:
         perm = xp.broadcast_to(xp.arange(k, device=B.device_of(M)), M.shape[:-1])
         Ms = M
-    W, R = qr_pos(xp, Ms)
-    eig = xp.sum(W * (Ms @ W), axis=-2)
-    if sort:
-        inv = xp.argsort(perm, axis=-1)
-        V = _take_rows(xp, W, inv)
-    else:
-        V = W
+    W, R = _small_qr(xp, Ms)
+    eig = xp.sum(R * mT(xp, W), axis=-1)
+    V = _unpermute_rows(xp, W, perm) if sort else W
     return V, eig, perm, R
 
 

@@ -337,3 +337,26 @@ def test_select_bad_input():
         lpc.select_columns("residual", 2, ncols=5)
     with pytest.raises(ValueError, match="number of columns is unknown"):
         lpc.select_columns("random", 2)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_numpy_layouts_and_scattered_columns(rng, layout):
+    """The NumPy path (one-pass gather/scatter, LAPACK k×k QR) on any memory layout and bf16."""
+    d = 48
+    K = spd_with_spectrum(rng.uniform(0.1, 5.0, d), rng)
+    Q0 = orthogonal(d, rng)
+    Q = {"C": Q0, "F": np.asfortranarray(Q0),
+         "strided": np.repeat(Q0, 2, axis=1)[:, ::2]}[layout]
+    J = np.array([0, 3, 4, 9, 10, 11, 20, 31, 40, 47])  # 7 runs
+    res = lpc.subspace_refresh(K, Q, J, compute="fp64")
+    ref, perm = _ref_rotate(K, Q0, J, True)
+    assert np.abs(res.Q[:, J] - ref).max() < LAPACK_RATIO * d * 2.0**-53
+    rest = np.setdiff1d(np.arange(d), J)
+    np.testing.assert_array_equal(res.Q[:, rest].view(np.uint64), Q0[:, rest].view(np.uint64))
+    np.testing.assert_allclose(res.eigenvalues, np.einsum("ij,ij->j", ref, K @ ref),
+                               rtol=1e-12, atol=1e-12)
+    Qb = to_storage(Q.astype(np.float32), "bf16")
+    out = lpc.subspace_refresh(K.astype(np.float32), Qb, J).Q
+    a, b = out.view(np.uint16), np.asarray(Qb).view(np.uint16)
+    np.testing.assert_array_equal(a[:, rest], b[:, rest])
+    assert not np.array_equal(a[:, J], b[:, J])

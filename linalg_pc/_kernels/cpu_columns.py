@@ -1,0 +1,128 @@
+"""Numba kernels: column gather and fused copy-and-scatter on stacks of row-major matrices.
+
+A basis refresh reads k columns of a (..., d, m) basis and returns a new basis whose other
+m − k columns are the input's, bit for bit. In a C-ordered array a column is a strided vector,
+so NumPy's fancy indexing (``Q[..., cols]`` and ``out[..., cols] = new``) walks the matrix once
+per index array with a general iterator; the kernels here make one pass over the rows instead:
+
+- :func:`gather_columns`: ``out[b, i, p] = Q[b, i, cols[p]]``;
+- :func:`scatter_columns`: ``out = Q`` with ``out[b, i, cols[p]] = new[b, i, p]``, the copy and
+  the scatter fused in one pass (each output row is written once, from cache).
+
+Both move bits, not numbers: the wrappers view the arrays as unsigned integers of the same
+width, so NaN payloads, signed zeros and 16-bit storage formats (bf16, which Numba cannot
+type) are copied exactly. The NumPy expressions above are the references the tests compare
+against, bit for bit. The kernels are memory bound; like the CSR kernels of
+:mod:`linalg_pc._kernels.cpu_solvers` they run their serial twin unless Numba has at least
+``BW_PARALLEL_THREADS`` threads (on two cores one thread already saturates the bandwidth).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["gather_columns", "scatter_columns"]
+
+#: Memory-bound kernels go parallel only with at least this many Numba threads.
+BW_PARALLEL_THREADS = 4
+#: ... and at least this many entries moved (thread start-up costs more below).
+PARALLEL_MIN = 1 << 18
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _gather_impl(Q, cols, out):
+    nb, d, _ = Q.shape
+    k = cols.size
+    for r in prange(nb * d):
+        b = r // d
+        i = r - b * d
+        for p in range(k):
+            out[b, i, p] = Q[b, i, cols[p]]
+
+
+def _scatter_impl(Q, cols, new, out):
+    nb, d, m = Q.shape
+    k = cols.size
+    for r in prange(nb * d):
+        b = r // d
+        i = r - b * d
+        for j in range(m):
+            out[b, i, j] = Q[b, i, j]
+        for p in range(k):
+            out[b, i, cols[p]] = new[b, i, p]
+
+
+_gather_par = njit(parallel=True, cache=True)(_gather_impl)
+_scatter_par = njit(parallel=True, cache=True)(_scatter_impl)
+_gather_seq = njit(cache=True)(_gather_impl)
+_scatter_seq = njit(cache=True)(_scatter_impl)
+
+
+def _parallel(size: int) -> bool:
+    import numba
+
+    return size >= PARALLEL_MIN and numba.get_num_threads() >= BW_PARALLEL_THREADS
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """``a`` as a 3-D (batch, rows, cols) view of unsigned integers of its item size."""
+    u = a.view(_UINT[a.dtype.itemsize])
+    return u.reshape((-1, *u.shape[-2:])) if u.ndim != 3 else u
+
+
+def gather_columns(Q: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``Q[..., cols]`` as a new C-contiguous array (bit-exact copy).
+
+    Parameters
+    ----------
+    Q : numpy.ndarray (..., d, m)
+        Any dtype with an item size of 1, 2, 4 or 8 bytes (bf16 included); any strides.
+    cols : numpy.ndarray of int64 (k,)
+        Column indices in [0, m) (not checked here; may repeat).
+
+    Returns
+    -------
+    numpy.ndarray (..., d, k)
+        Same dtype as Q, C-contiguous.
+    """
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    out = np.empty((*Q.shape[:-1], cols.size), dtype=Q.dtype)
+    if out.size == 0:
+        return out
+    kern = _gather_par if _parallel(out.size) else _gather_seq
+    kern(_bits(Q), cols, _bits(out))
+    return out
+
+
+def scatter_columns(Q: np.ndarray, cols: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """A copy of Q with the columns ``cols`` replaced by those of ``new``, in one pass.
+
+    Equal bit for bit to ``out = Q.copy(); out[..., cols] = new``: the columns outside ``cols``
+    are the input's bits.
+
+    Parameters
+    ----------
+    Q : numpy.ndarray (..., d, m)
+        Any dtype with an item size of 1, 2, 4 or 8 bytes; any strides.
+    cols : numpy.ndarray of int64 (k,)
+        Distinct column indices in [0, m) (not checked here).
+    new : numpy.ndarray (..., d, k)
+        Same dtype as Q; broadcast against Q's batch shape.
+
+    Returns
+    -------
+    numpy.ndarray (..., d, m)
+        A new C-contiguous array.
+    """
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    if new.dtype != Q.dtype:
+        raise TypeError(f"new has dtype {new.dtype}, Q has {Q.dtype}")
+    new = np.broadcast_to(new, (*Q.shape[:-1], cols.size))
+    out = np.empty(Q.shape, dtype=Q.dtype)
+    if out.size == 0:
+        return out
+    kern = _scatter_par if _parallel(out.size) else _scatter_seq
+    kern(_bits(Q), cols, _bits(new), _bits(out))
+    return out

@@ -322,11 +322,15 @@ def kappa_est(xp, R) -> float:
         if Rk.dtype not in (np.float32, np.float64):
             Rk = Rk.astype(np.float64)
         d = np.abs(np.diagonal(Rk))
-        if not np.all(np.isfinite(Rk)) or np.min(d) == 0:
+        if not np.all(np.isfinite(d)) or np.min(d) == 0:
             return float("inf")
         trcon = lapack.get_lapack_funcs("trcon", (Rk,))
-        rcond, info = trcon(np.asfortranarray(Rk), norm="1", uplo="U", diag="N")
-        return float("inf") if rcond <= 0 else float(1.0 / rcond)
+        if Rk.flags.c_contiguous:  # κ₁(R) = κ_∞(Rᵀ), and Rᵀ is Fortran-ordered: no copy
+            rcond, info = trcon(Rk.T, norm="I", uplo="L", diag="N")
+        else:
+            rcond, info = trcon(np.asfortranarray(Rk), norm="1", uplo="U", diag="N")
+        # an inf entry gives rcond = 0 and a NaN gives rcond = NaN: both mean "not usable"
+        return float(1.0 / rcond) if rcond > 0 else float("inf")
     d = xp.abs(diagonal(xp, Rk))
     dmin = to_float(xp.min(d))
     if dmin == 0 or not np.isfinite(dmin) or not bool(xp.all(xp.isfinite(Rk))):

@@ -24,6 +24,9 @@ __all__ = ["batched_householder"]
 _L = 16
 #: Lane groups per parallel task (scratch arrays are allocated once per task).
 _SUPER = 64
+#: LLVM fast-math flags: only fused multiply-add contraction (one rounding instead of two, ~10%
+#: faster on 8×8). No flag that assumes finite values: the kernel detects overflow itself.
+_FMA = {"contract"}
 #: Below this many matrices the serial kernel runs (thread start-up costs more than it saves).
 PARALLEL_MIN_BATCH = 1024
 
@@ -48,7 +51,7 @@ def _lanes_impl(A, Q, R, want_q, lo, hi):
                    rrows, W, QT, tau, ss, scal, acc)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=_FMA)
 def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, ss, scal,
            acc):
     L = _L
@@ -134,8 +137,8 @@ def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, s
                     Q[b0 + l, i, cc] = QT[cc, i, l]
 
 
-_lanes_par = njit(parallel=True, cache=True)(_lanes_impl)
-_lanes_seq = njit(cache=True)(_lanes_impl)
+_lanes_par = njit(parallel=True, cache=True, fastmath=_FMA)(_lanes_impl)
+_lanes_seq = njit(cache=True, fastmath=_FMA)(_lanes_impl)
 
 
 def batched_householder(A: np.ndarray, mode: str = "reduced"):

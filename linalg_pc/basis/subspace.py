@@ -20,6 +20,7 @@ iteration) and §8.5 (Jacobi orderings).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -330,6 +331,31 @@ def _rotate_block(xp, QJ, BJ, *, sort: bool):
     return V, eig, perm, R
 
 
+def _rotate_into(xp, Q, J, QJ, V):
+    """NumPy, one run of columns a:b, no format change: Q with Q[..., a:b] ← QJ @ V, the
+    product written by BLAS straight into the new array and the other columns copied once.
+    None when the shortcut does not apply (the caller then scatters)."""
+    if not (B.is_numpy(xp) and isinstance(Q, np.ndarray) and isinstance(QJ, np.ndarray)
+            and isinstance(V, np.ndarray) and Q.dtype == QJ.dtype == V.dtype):
+        return None
+    runs = _runs(J)
+    if len(runs) != 1:
+        return None
+    try:
+        if np.broadcast_shapes(QJ.shape[:-2], V.shape[:-2]) != Q.shape[:-2]:
+            return None
+    except ValueError:
+        return None
+    a, b, _ = runs[0]
+    out = np.empty(Q.shape, dtype=Q.dtype)
+    np.matmul(QJ, V, out=out[..., a:b])
+    if a:
+        out[..., :a] = Q[..., :a]
+    if b < Q.shape[-1]:
+        out[..., b:] = Q[..., b:]
+    return out
+
+
 def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort: bool = True,
                      orth_tol: float | None = ORTHONORMALITY_TOL) -> SubspaceRefresh:
     """Refresh the columns ``cols`` of the basis Q of the symmetric factor K.
@@ -419,12 +445,16 @@ def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort
     matvec = _operator(K, xp, d, batch, comp)
     dev = B.device_of(Q)
     QJ = decode(_gather_columns(xp, Q, J), comp)
-    B.check_finite(xp, QJ, "Q")
+    if orth_tol is None or math.isinf(orth_tol):
+        B.check_finite(xp, QJ, "Q")
+    # otherwise the check rejects a non-finite Q_J itself: a NaN or inf reaches the diagonal
+    # of Q_JᵀQ_J (Σ q²), and a non-finite Gram matrix raises the same ValueError
     loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol)
     BJ = matvec(QJ)
     if method == "rotate":
         V, eig, perm, R = _rotate_block(xp, QJ, BJ, sort=sort)
-        QJn = QJ @ V
+        Qout = _rotate_into(xp, Q, J, QJ, V)
+        QJn = QJ @ V if Qout is None else None
     else:
         Jc = np.setdiff1d(np.arange(m, dtype=np.int64), J)
         if sort:
@@ -452,7 +482,8 @@ def subspace_refresh(K, Q, cols, *, method: str = "rotate", compute="fp32", sort
             eig = xp.sum(V * (mT(xp, BJ) @ QJn), axis=-2)
         else:
             eig = xp.sum(QJn * matvec(QJn), axis=-2)
-    Qout = _scatter_columns(xp, Q, J, encode(QJn, qfmt))
+    if QJn is not None:
+        Qout = _scatter_columns(xp, Q, J, encode(QJn, qfmt))
     perm_h = np.asarray(B.to_numpy(perm), dtype=np.int64)
     full = np.broadcast_to(np.arange(m, dtype=np.int64), (*perm_h.shape[:-1], m)).copy()
     full[..., J] = J[perm_h]

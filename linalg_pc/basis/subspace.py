@@ -267,25 +267,24 @@ def _r_ratio(xp, R) -> float:
 def _permute_sym(xp, M, perm):
     """Pᵀ M P: ``M[..., perm, :][..., :, perm]`` (k×k)."""
     if B.is_numpy(xp) and M.ndim == 2:
-        return M[np.ix_(perm, perm)]
+        return M.take(perm, axis=0).take(perm, axis=1)
     return _take_rows(xp, _take_last(xp, M, perm), perm)
 
 
 def _unpermute_rows(xp, W, perm):
     """P W: the rows of W put back in the old local order (row perm[i] of the result is W[i])."""
     if B.is_numpy(xp) and W.ndim == 2:
-        V = np.empty_like(W)
-        V[perm] = W
-        return V
+        return W.take(np.argsort(perm), axis=0)
     return _take_rows(xp, W, xp.argsort(perm, axis=-1))
 
 
-def _small_qr(xp, A):
+def _small_qr(xp, A, *, overwrite: bool = False):
     """qr_pos of the k×k block: LAPACK xGEQRF + xORGQR through SciPy for a 2-D NumPy array.
 
     The same Householder factorization as ``numpy.linalg.qr`` (O(u) orthogonality), without its
-    per-call workspace queries and copies; the blocked code runs (lwork ≥ 64·k). Other inputs
-    go through :func:`qr_pos`.
+    per-call workspace queries and copies; the blocked code runs (lwork ≥ 64·k). A
+    Fortran-ordered ``A`` is factored in place when ``overwrite`` is true. Other inputs go
+    through :func:`qr_pos`.
     """
     if not (B.is_numpy(xp) and A.ndim == 2 and A.dtype in (np.float32, np.float64)
             and A.shape[0] == A.shape[1] and A.shape[0] > 0):
@@ -295,7 +294,8 @@ def _small_qr(xp, A):
     k = A.shape[0]
     geqrf, orgqr = lapack.get_lapack_funcs(("geqrf", "orgqr"), (A,))
     lwork = 64 * k
-    qr, tau, _, info = geqrf(np.array(A, order="F"), lwork=lwork, overwrite_a=1)
+    a = A if overwrite and A.flags.f_contiguous else np.array(A, order="F")
+    qr, tau, _, info = geqrf(a, lwork=lwork, overwrite_a=1)
     if info != 0:  # pragma: no cover - LAPACK reports only illegal arguments here
         return qr_pos(xp, A)
     R = np.triu(qr)
@@ -325,7 +325,10 @@ def _rotate_block(xp, QJ, BJ, *, sort: bool):
     else:
         perm = xp.broadcast_to(xp.arange(k, device=B.device_of(M)), M.shape[:-1])
         Ms = M
-    W, R = _small_qr(xp, Ms)
+    # Ms is exactly symmetric (0.5·(M + Mᵀ) rounds both triangles alike, and a symmetric
+    # permutation keeps it so): its transpose, Fortran-ordered for NumPy, is Ms itself, and it
+    # is a temporary the QR may overwrite
+    W, R = _small_qr(xp, mT(xp, Ms), overwrite=True)
     eig = xp.sum(R * mT(xp, W), axis=-1)
     V = _unpermute_rows(xp, W, perm) if sort else W
     return V, eig, perm, R

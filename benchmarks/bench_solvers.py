@@ -8,8 +8,8 @@ Cases (full sizes; ``--quick`` shrinks them to finish in well under a minute):
   (bytes moved per iteration by each implementation's passes over the data, divided by the
   time per iteration) as a fraction of a copy bandwidth measured in the same run (the better
   of a serial and a 2-thread Numba copy of 2·128 MB, read + write counted). The CG kernels run
-  serially on machines with fewer than 4 Numba threads (``BW_PARALLEL_THREADS``); the full run
-  adds a case with the 2-thread kernels forced.
+  on all Numba threads when there are at least ``BW_PARALLEL_THREADS`` (2) of them, serially
+  otherwise; the full run adds a case with the serial kernels forced.
 * ``poisson3d_cg_s8``: the same matrix with 8 right-hand sides solved together against 8
   separate SciPy solves, same number of iterations each.
 * ``dcreg_batch_vs_stacked``: ``solve_degenerate`` on 100 000 random 6×6 SPD systems (a third
@@ -27,6 +27,7 @@ import itertools
 import statistics
 import time
 
+import numba
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -84,9 +85,11 @@ def poisson_cases(quick: bool) -> list[Case]:
     nnz = A.nnz
     idx = A.indices.dtype.itemsize
     # bytes per iteration: matrix stream (values + column indices + row pointers) plus the
-    # vector passes of each implementation (see linalg_pc.solvers.pcg module docstring)
+    # vector passes of each implementation (see linalg_pc.solvers.pcg module docstring): ours
+    # x, p, z read and x, p written (40 n), p read and q written (16 n), r, q read and r
+    # written (24 n)
     mat = nnz * (8 + idx) + (N + 1) * A.indptr.dtype.itemsize
-    ours_bytes = mat + 72 * N
+    ours_bytes = mat + 80 * N
     scipy_bytes = mat + 168 * N
     ours_t: list[float] = []
     base_t: list[float] = []
@@ -114,35 +117,38 @@ def poisson_cases(quick: bool) -> list[Case]:
             "rel_diff_x": float(np.linalg.norm(o.x - s[0]) / np.linalg.norm(s[0])),
         }
 
+    threads = numba.get_num_threads() if numba.get_num_threads() >= K.BW_PARALLEL_THREADS else 1
     cases = [Case(f"poisson3d_cg n={n}^3", ours, base, "scipy.sparse.linalg.cg", accuracy=acc,
-                  repeats=5, extra={"unknowns": N, "threads": 1})]
+                  repeats=5, extra={"unknowns": N, "threads": threads})]
 
-    # the same with the 2-thread kernels forced (see cpu_solvers.BW_PARALLEL_THREADS)
-    ours2_t: list[float] = []
-    base2_t: list[float] = []
+    # the same with the serial kernels forced (see cpu_solvers.BW_PARALLEL_THREADS)
+    ours_s_t: list[float] = []
+    base_s_t: list[float] = []
 
-    @_timed(ours2_t)
-    def ours2():
+    @_timed(ours_s_t)
+    def ours_serial():
         saved = K.BW_PARALLEL_THREADS
-        K.BW_PARALLEL_THREADS = 2
+        K.BW_PARALLEL_THREADS = 10**6
         try:
             return lpc.pcg(A, b, rtol=1e-30, maxiter=iters)
         finally:
             K.BW_PARALLEL_THREADS = saved
 
-    @_timed(base2_t)
-    def base2():
+    @_timed(base_s_t)
+    def base_serial():
         return spl.cg(A, b, rtol=1e-30, maxiter=iters)
 
-    def acc2(o, s):
-        t_o = statistics.median(ours2_t) / iters
-        t_b = statistics.median(base2_t) / iters
+    def acc_s(o, s):
+        t_o = statistics.median(ours_s_t) / iters
+        t_b = statistics.median(base_s_t) / iters
         return {"iters": iters, "ms_per_iter_ours": t_o * 1e3, "ms_per_iter_scipy": t_b * 1e3,
-                "ours_GBps": ours_bytes / t_o / 1e9, "ours_bw_frac": ours_bytes / t_o / bw}
+                "ours_GBps": ours_bytes / t_o / 1e9, "ours_bw_frac": ours_bytes / t_o / bw,
+                "rel_diff_x": float(np.linalg.norm(o.x - s[0]) / np.linalg.norm(s[0]))}
 
-    if not quick:
-        cases.append(Case(f"poisson3d_cg n={n}^3 2thr", ours2, base2, "scipy.sparse.linalg.cg",
-                          accuracy=acc2, repeats=3, extra={"unknowns": N, "threads": 2}))
+    if not quick and threads > 1:
+        cases.append(Case(f"poisson3d_cg n={n}^3 1thr", ours_serial, base_serial,
+                          "scipy.sparse.linalg.cg", accuracy=acc_s, repeats=3,
+                          extra={"unknowns": N, "threads": 1}))
 
     ours_m: list[float] = []
     base_m: list[float] = []

@@ -3,17 +3,21 @@
 Two families live here; neither does dense linear algebra on large matrices (that stays in BLAS).
 
 **Fused CSR CG steps** (one right-hand side, or ``s`` right-hand sides stored row-major as an
-``(n, s)`` array). One CG iteration touches memory in two passes instead of SciPy's dozen
-(for one right-hand side the x update is deferred into the next pass 1, see
-:func:`csr_direction_matvec_x`, so pass 2 streams only r and q):
+``(n, s)`` array). One right-hand side takes three passes per CG iteration instead of SciPy's
+dozen, each streaming its vectors once:
 
-1. :func:`csr_direction_matvec`: ``p_new = z + beta * p_old``, ``q = A p_new`` and ``p_newᵀ q``
-   in one pass over the rows. The direction is formed on the fly inside the row loop
-   (``sum_j a_ij (z_j + beta p_old_j)``, the same floating-point expression that is stored in
-   ``p_new[j]``, so ``q`` is bit-for-bit ``A @ p_new``); ``p`` is double-buffered so no row reads a
-   neighbour's already-updated entry.
-2. :func:`update_xr` / :func:`update_xr_jacobi`: ``x += alpha p``, ``r -= alpha q`` and ``rᵀr``
-   (and for a diagonal preconditioner ``z = d * r`` and ``rᵀz``) in one pass.
+1. :func:`update_xp`: ``x += alpha_prev p`` (the previous iteration's x update, deferred to this
+   pass because it streams p anyway) and ``p = z + beta p``, in place;
+2. :func:`csr_matvec_dot`: ``q = A p`` and ``pᵀq``; each row is summed in index order, so ``q``
+   is bit for bit ``A @ p`` of scipy.sparse;
+3. :func:`update_r` / :func:`update_r_jacobi`: ``r -= alpha q`` and ``rᵀr`` (and for a diagonal
+   preconditioner ``z = d * r`` and ``rᵀz``).
+
+``s`` right-hand sides use :func:`csr_direction_matmat`, which forms ``p_new = z + beta p_old``
+on the fly inside the SpMV row loop (``p`` double-buffered so that no row reads a neighbour's
+updated entry; one read of A for all columns), and :func:`update_xr_multi` /
+:func:`update_xr_jacobi_multi`. :func:`csr_residual_gap` recomputes the true residual and its
+drift from the recursive one in one pass.
 
 Reductions use a fixed number of row chunks (``NCHUNKS``), each summed in order and then added
 in chunk order, so results do not depend on the number of threads.
@@ -54,11 +58,12 @@ def _dual(f):
 
 
 # Memory-bound kernels (the CSR CG passes) go parallel only with at least this many Numba
-# threads: on the 2-core machines we measured, one thread already saturates the memory
-# bandwidth (Numba copy 11.5 GB/s serial vs 11.2 GB/s on 2 threads) and the second thread only
-# adds synchronization (a 100³ CG iteration took 19 ms serial vs 36 ms on 2 threads). Results do
-# not depend on this choice (fixed chunked reductions).
-BW_PARALLEL_THREADS = 4
+# threads. On an idle 2-core machine one thread streams about 10 GB/s and two about 17 GB/s, and
+# a 100³ CG iteration takes about 16 ms serial against 8–10 ms on 2 threads. On a loaded machine
+# the 2-thread kernels can be slower than the serial ones (each pass waits for its slower
+# thread); set this above numba.get_num_threads() to force the serial kernels. Results do not
+# depend on this choice (fixed chunked reductions).
+BW_PARALLEL_THREADS = 2
 
 
 def pick(kernel, size: int):
@@ -95,37 +100,28 @@ GAP_RATIO = 0.1
 
 # --------------------------------------------------------------------------- CSR, one RHS
 @_dual
-def csr_direction_matvec(indptr, indices, data, z, p_old, beta, p_new, q, partial):
-    """p_new = z + beta p_old; q = A p_new; returns p_newᵀ q."""
-    n = z.shape[0]
-    nch = partial.shape[0]
+def update_xp(x, p, z, alpha_prev, beta):
+    """x += alpha_prev · p, then p = z + beta · p, in place (one pass over x, p, z).
+
+    ``alpha_prev`` is the step of the previous iteration: the x update is deferred to this pass,
+    which streams p anyway.
+    """
+    n = x.shape[0]
+    nch = NCHUNKS
     chunk = (n + nch - 1) // nch
     for c in prange(nch):
         lo = c * chunk
         hi = min(n, lo + chunk)
-        s = 0.0
         for i in range(lo, hi):
-            acc = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                acc += data[k] * (z[j] + beta * p_old[j])
-            pi = z[i] + beta * p_old[i]
-            p_new[i] = pi
-            q[i] = acc
-            s += pi * acc
-        partial[c] = s
-    tot = 0.0
-    for c in range(nch):
-        tot += partial[c]
-    return tot
+            pi = p[i]
+            x[i] += alpha_prev * pi
+            p[i] = z[i] + beta * pi
 
 
 @_dual
-def csr_direction_matvec_x(indptr, indices, data, z, p_old, beta, p_new, q, x, alpha_prev,
-                           partial):
-    """As :func:`csr_direction_matvec`, and x += alpha_prev · p_old in the same pass (the x
-    update of the previous iteration, deferred so that x and p_old are streamed once)."""
-    n = z.shape[0]
+def csr_matvec_dot(indptr, indices, data, p, q, partial):
+    """q = A p; returns pᵀq (each row summed in index order, as scipy.sparse does)."""
+    n = p.shape[0]
     nch = partial.shape[0]
     chunk = (n + nch - 1) // nch
     for c in prange(nch):
@@ -135,14 +131,9 @@ def csr_direction_matvec_x(indptr, indices, data, z, p_old, beta, p_new, q, x, a
         for i in range(lo, hi):
             acc = 0.0
             for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                acc += data[k] * (z[j] + beta * p_old[j])
-            po = p_old[i]
-            x[i] += alpha_prev * po
-            pi = z[i] + beta * po
-            p_new[i] = pi
+                acc += data[k] * p[indices[k]]
             q[i] = acc
-            s += pi * acc
+            s += p[i] * acc
         partial[c] = s
     tot = 0.0
     for c in range(nch):
@@ -213,57 +204,6 @@ def axpy(x, alpha, p):
 
 
 @_dual
-def update_xr(x, r, p, q, alpha, partial):
-    """x += alpha p; r -= alpha q; returns rᵀr."""
-    n = x.shape[0]
-    nch = partial.shape[0]
-    chunk = (n + nch - 1) // nch
-    for c in prange(nch):
-        lo = c * chunk
-        hi = min(n, lo + chunk)
-        s = 0.0
-        for i in range(lo, hi):
-            x[i] += alpha * p[i]
-            ri = r[i] - alpha * q[i]
-            r[i] = ri
-            s += ri * ri
-        partial[c] = s
-    tot = 0.0
-    for c in range(nch):
-        tot += partial[c]
-    return tot
-
-
-@_dual
-def update_xr_jacobi(x, r, p, q, alpha, dinv, z, partial, partial2):
-    """x += alpha p; r -= alpha q; z = dinv * r; returns (rᵀr, rᵀz)."""
-    n = x.shape[0]
-    nch = partial.shape[0]
-    chunk = (n + nch - 1) // nch
-    for c in prange(nch):
-        lo = c * chunk
-        hi = min(n, lo + chunk)
-        s = 0.0
-        s2 = 0.0
-        for i in range(lo, hi):
-            x[i] += alpha * p[i]
-            ri = r[i] - alpha * q[i]
-            r[i] = ri
-            zi = dinv[i] * ri
-            z[i] = zi
-            s += ri * ri
-            s2 += ri * zi
-        partial[c] = s
-        partial2[c] = s2
-    tot = 0.0
-    tot2 = 0.0
-    for c in range(nch):
-        tot += partial[c]
-        tot2 += partial2[c]
-    return tot, tot2
-
-
-@_dual
 def csr_residual(indptr, indices, data, b, x, r, partial):
     """r = b - A x; returns rᵀr."""
     n = b.shape[0]
@@ -285,6 +225,37 @@ def csr_residual(indptr, indices, data, b, x, r, partial):
     for c in range(nch):
         tot += partial[c]
     return tot
+
+
+@_dual
+def csr_residual_gap(indptr, indices, data, b, x, r, rt, partial, partial2):
+    """rt = b - A x; returns (rtᵀrt, ‖r - rt‖²): the true residual and its drift from the
+    recursive residual r, in one pass."""
+    n = b.shape[0]
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        s = 0.0
+        s2 = 0.0
+        for i in range(lo, hi):
+            acc = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                acc += data[k] * x[indices[k]]
+            ri = b[i] - acc
+            rt[i] = ri
+            s += ri * ri
+            d = r[i] - ri
+            s2 += d * d
+        partial[c] = s
+        partial2[c] = s2
+    tot = 0.0
+    tot2 = 0.0
+    for c in range(nch):
+        tot += partial[c]
+        tot2 += partial2[c]
+    return tot, tot2
 
 
 @_dual

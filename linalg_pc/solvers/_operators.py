@@ -128,7 +128,12 @@ def as_operator(A, *, argname: str, n: int | None = None, xp=None) -> Operator:
             raise TypeError(f"{argname} must be real; complex dtype {A.dtype} is not supported")
         data = A.tocsr().data if A.format not in ("csr", "csc", "coo", "bsr") else A.data
         mod = np if kind == "scipy_sparse" else __import__("cupy")
-        if not bool(mod.all(mod.isfinite(data))):
+        # dataᵀdata is finite when every entry is (one fast pass); only when it is not (a NaN or
+        # inf entry, or overflow of finite ones) are the entries tested one by one
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = data.ravel()
+            fast_ok = bool(mod.isfinite(v @ v))
+        if not fast_ok and not bool(mod.all(mod.isfinite(data))):
             raise ValueError(f"{argname} has non-finite entries (NaN or inf)")
         op = Operator(kind, A, int(shape[0]), A.dtype)
     elif _is_linear_operator(A):

@@ -23,8 +23,9 @@ and iteration counts, with four additions:
 
 Cost per iteration: one application of A and of M, 2 dot products and 3 vector updates (5n
 flops + the matvec); memory 5 vectors per right-hand side. For scipy.sparse input on the CPU the
-iteration runs in two fused Numba passes over the data (linalg_pc._kernels.cpu_solvers): about
-12·nnz + 76·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy.
+iteration runs in three fused Numba passes over the data (linalg_pc._kernels.cpu_solvers), on
+all Numba threads from ``BW_PARALLEL_THREADS`` (2) of them: about 12·nnz + 84·n bytes per
+iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy.
 
 Error bound: the computed x satisfies ‖b − A x‖ < max(rtol·‖b‖, atol) on the *true* residual
 evaluated in the working precision, i.e. up to the rounding of that evaluation,
@@ -309,11 +310,10 @@ class _CsrOps:
         self._rho_cached = None
         self.single = True
         size = Acsr.nnz * self.s
-        self.pending = 0.0  # deferred x += pending · p_old (one right-hand side)
-        names = ("csr_direction_matvec_x", "update_r", "update_r_jacobi", "axpy",
-                 "csr_direction_matvec", "update_xr", "update_xr_jacobi", "csr_residual",
-                 "dot_chunked", "csr_direction_matmat", "update_xr_multi",
-                 "update_xr_jacobi_multi", "csr_residual_multi", "dot_multi")
+        self.pending = 0.0  # deferred x += pending · p (one right-hand side)
+        names = ("update_xp", "csr_matvec_dot", "update_r", "update_r_jacobi", "axpy",
+                 "csr_residual", "csr_residual_gap", "dot_chunked", "csr_direction_matmat",
+                 "update_xr_multi", "update_xr_jacobi_multi", "csr_residual_multi", "dot_multi")
         self.k = {nm: K.pick_bandwidth(getattr(K, nm), size) for nm in names}
 
     def _residual(self, out):
@@ -332,11 +332,17 @@ class _CsrOps:
                 self.x[:] = 0
         else:
             self.x[:, self.zero] = 0
-        self.r = np.empty_like(B)
-        rn = self._residual(self.r)
+        if self.vec and self.X0 is None:  # r = b − A·0 = b exactly: no matvec
+            self.r = B.copy()
+            rn = self._dot(self.r, self.r)
+        else:
+            self.r = np.empty_like(B)
+            rn = self._residual(self.r)
         self.rt = np.empty_like(B)
-        self.p_old = np.zeros_like(B)
-        self.p_new = np.empty_like(B)
+        # one RHS: p is updated in place; several: p is double-buffered (the fused pass forms
+        # p_new inside the SpMV row loop, so no row may see a neighbour's updated entry)
+        self.p = np.zeros_like(B)
+        self.p_new = None if self.vec else np.empty_like(B)
         self.q = np.empty_like(B)
         self.z = self.r if (self.M is None) else np.empty_like(B)
         self._rho_cached = None
@@ -344,23 +350,25 @@ class _CsrOps:
 
     def _sync(self):
         if self.vec and self.pending != 0.0:
-            self.k["axpy"](self.x, self.pending, self.p_old)
+            self.k["axpy"](self.x, self.pending, self.p)
         self.pending = 0.0
 
     def true_residual(self, replace):
         self._sync()
+        if self.vec:
+            rr, gg = self.k["csr_residual_gap"](self.indptr, self.indices, self.data, self.B,
+                                                self.x, self.r, self.rt, self.part, self.part2)
+            if replace[0]:
+                self.r, self.rt = self.rt, self.r
+                # rᵀr of the new r, summed as dot_chunked would (only M = None has rho = rᵀr)
+                self._rho_cached = np.array([rr]) if self.M is None else None
+            return np.sqrt(np.array([rr])), np.sqrt(np.array([gg]))
         rr = self._residual(self.rt)
         d = self.r - self.rt
-        if self.vec:
-            gap = np.array([np.sqrt(d @ d)])
-            if replace[0]:
-                self.r[:] = self.rt
-                self._rho_cached = None
-        else:
-            gap = np.sqrt(np.einsum("ij,ij->j", d, d))
-            if np.any(replace):
-                self.r[:, replace] = self.rt[:, replace]
-                self._rho_cached = None
+        gap = np.sqrt(np.einsum("ij,ij->j", d, d))
+        if np.any(replace):
+            self.r[:, replace] = self.rt[:, replace]
+            self._rho_cached = None
         return np.sqrt(rr), gap
 
     def precondition(self, active):
@@ -391,22 +399,21 @@ class _CsrOps:
     def direction(self, beta, active):
         k = self.k
         if self.vec:
-            pq = k["csr_direction_matvec_x"](self.indptr, self.indices, self.data, self.z,
-                                             self.p_old, float(beta[0]), self.p_new, self.q,
-                                             self.x, self.pending, self.part)
+            # pass 1: x += alpha_prev p (deferred from the previous step), p = z + beta p;
+            # pass 2: q = A p and pᵀq
+            k["update_xp"](self.x, self.p, self.z, self.pending, float(beta[0]))
             self.pending = 0.0
-            pq = np.array([pq])
-        else:
-            pq = k["csr_direction_matmat"](self.indptr, self.indices, self.data, self.z,
-                                           self.p_old, np.ascontiguousarray(beta, self.dtype),
-                                           self.p_new, self.q, np.asarray(active, np.uint8),
-                                           self.part)
-        self.p_old, self.p_new = self.p_new, self.p_old
+            return np.array([k["csr_matvec_dot"](self.indptr, self.indices, self.data, self.p,
+                                                 self.q, self.part)])
+        pq = k["csr_direction_matmat"](self.indptr, self.indices, self.data, self.z, self.p,
+                                       np.ascontiguousarray(beta, self.dtype), self.p_new,
+                                       self.q, np.asarray(active, np.uint8), self.part)
+        self.p, self.p_new = self.p_new, self.p
         return pq
 
     def update(self, alpha, active):
         k = self.k
-        p = self.p_old  # the direction just formed (buffers were swapped)
+        p = self.p  # the direction just formed
         if self.vec:
             a = float(alpha[0])
             if self.dinv is not None:

@@ -117,6 +117,29 @@ def test_jacobi_preconditioner_fused_vs_operator(rng):
     assert np.allclose(fused.x, generic.x, rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("precond", [None, "jacobi"])
+def test_csr_kernels_serial_equals_parallel(precond, rng, monkeypatch):
+    """The fused CSR passes give the same bits with the serial and the parallel kernels
+    (fixed chunked reductions), true-residual replacement included."""
+    from linalg_pc._kernels import cpu_solvers as K
+
+    A = poisson(14, 3)
+    b = rng.standard_normal(A.shape[0])
+    M = None if precond is None else sp.diags(1.0 / np.linspace(5.0, 7.0, A.shape[0]))
+    out = []
+    for threads in (10**6, 1):  # serial kernels, then parallel ones at any size
+        monkeypatch.setattr(K, "BW_PARALLEL_THREADS", threads)
+        monkeypatch.setattr(K, "PARALLEL_MIN", 0)
+        out.append(lpc.pcg(A, b, M=M, rtol=1e-10, check_every=7))
+    ser, par = out
+    assert ser.status == par.status == "converged"
+    assert ser.iterations == par.iterations
+    assert np.array_equal(ser.x, par.x)
+    assert np.array_equal(ser.residual_norms, par.residual_norms)
+    x_ref, _ = spl.cg(A, b, rtol=1e-10, M=M)
+    assert np.linalg.norm(ser.x - x_ref) <= 1e-6 * np.linalg.norm(x_ref)
+
+
 # --------------------------------------------------------------------------- multi-RHS, batches
 @pytest.mark.parametrize("form", ["csr", "dense", "jacobi"])
 def test_multi_rhs_equals_columns(form, rng):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._twins import twins
+
 # Below this many elements the threads cost more than they save.
 PARALLEL_THRESHOLD = 1 << 16
 
@@ -56,64 +58,36 @@ def _sr_bits(b, i, seed):
     return np.uint16((b + r) >> np.uint32(16))
 
 
-@njit(parallel=True, cache=True)
-def _f32_to_bf16_rne_par(src, dst):
+def _f32_to_bf16_rne(src, dst):
     for i in prange(src.size):
         dst[i] = _rne_bits(src[i])
 
 
-@njit(cache=True)
-def _f32_to_bf16_rne_seq(src, dst):
-    for i in range(src.size):
-        dst[i] = _rne_bits(src[i])
-
-
-@njit(parallel=True, cache=True)
-def _f32_to_bf16_sr_par(src, dst, seed):
+def _f32_to_bf16_sr(src, dst, seed):
     for i in prange(src.size):
         dst[i] = _sr_bits(src[i], i, seed)
 
 
-@njit(cache=True)
-def _f32_to_bf16_sr_seq(src, dst, seed):
-    for i in range(src.size):
-        dst[i] = _sr_bits(src[i], i, seed)
-
-
-@njit(parallel=True, cache=True)
-def _bf16_to_f32_par(src, dst):
+def _bf16_to_f32(src, dst):
     for i in prange(src.size):
         dst[i] = np.uint32(src[i]) << np.uint32(16)
 
 
-@njit(cache=True)
-def _bf16_to_f32_seq(src, dst):
-    for i in range(src.size):
-        dst[i] = np.uint32(src[i]) << np.uint32(16)
-
-
-@njit(parallel=True, cache=True)
-def _f32_round_bf16_rne_par(src, dst):
+def _f32_round_bf16_rne(src, dst):
     for i in prange(src.size):
         dst[i] = np.uint32(_rne_bits(src[i])) << np.uint32(16)
 
 
-@njit(cache=True)
-def _f32_round_bf16_rne_seq(src, dst):
-    for i in range(src.size):
-        dst[i] = np.uint32(_rne_bits(src[i])) << np.uint32(16)
-
-
-@njit(parallel=True, cache=True)
-def _f32_round_bf16_sr_par(src, dst, seed):
+def _f32_round_bf16_sr(src, dst, seed):
     for i in prange(src.size):
         dst[i] = np.uint32(_sr_bits(src[i], i, seed)) << np.uint32(16)
 
 
-@njit(cache=True)
-def _f32_round_bf16_sr_seq(src, dst, seed):
-    for i in range(src.size):
-        dst[i] = np.uint32(_sr_bits(src[i], i, seed)) << np.uint32(16)
+_f32_to_bf16_rne_par, _f32_to_bf16_rne_seq = twins(_f32_to_bf16_rne)
+_f32_to_bf16_sr_par, _f32_to_bf16_sr_seq = twins(_f32_to_bf16_sr)
+_bf16_to_f32_par, _bf16_to_f32_seq = twins(_bf16_to_f32)
+_f32_round_bf16_rne_par, _f32_round_bf16_rne_seq = twins(_f32_round_bf16_rne)
+_f32_round_bf16_sr_par, _f32_round_bf16_sr_seq = twins(_f32_round_bf16_sr)
 
 
 def _flat(a: np.ndarray, dtype) -> np.ndarray:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._twins import twins
+
 __all__ = ["batched_householder"]
 
 #: Matrices processed side by side in SIMD lanes (the innermost loop runs over them).
@@ -137,8 +139,7 @@ def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, s
                     Q[b0 + l, i, cc] = QT[cc, i, l]
 
 
-_lanes_par = njit(parallel=True, cache=True, fastmath=_FMA)(_lanes_impl)
-_lanes_seq = njit(cache=True, fastmath=_FMA)(_lanes_impl)
+_lanes_par, _lanes_seq = twins(_lanes_impl, fastmath=_FMA)
 
 
 def batched_householder(A: np.ndarray, mode: str = "reduced"):

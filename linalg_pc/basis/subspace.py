@@ -278,39 +278,6 @@ def _unpermute_rows(xp, W, perm):
     return _take_rows(xp, W, xp.argsort(perm, axis=-1))
 
 
-def _small_qr(xp, A, *, overwrite: bool = False):
-    """qr_pos of the k×k block: LAPACK xGEQRF + xORGQR through SciPy for a 2-D NumPy array.
-
-    The factorization ``numpy.linalg.qr`` computes, fp32 promoted to fp64 as NumPy does (W is
-    then orthogonal to the rounding of its fp32 entries, ≈ u; an fp32 Householder QR would
-    leave c·k·u, 15× more at k = 256), without NumPy's per-call workspace queries; the
-    blocked code runs (lwork ≥ 64·k). A Fortran-ordered fp64 ``A`` is factored in place when
-    ``overwrite`` is true. Other inputs go through :func:`qr_pos`.
-    """
-    if not (B.is_numpy(xp) and A.ndim == 2 and A.dtype in (np.float32, np.float64)
-            and A.shape[0] == A.shape[1] and A.shape[0] > 0):
-        return qr_pos(xp, A)
-    from scipy.linalg import lapack
-
-    k = A.shape[0]
-    lwork = 64 * k
-    if overwrite and A.dtype == np.float64 and A.flags.f_contiguous:
-        a = A
-    else:
-        a = np.array(A, dtype=np.float64, order="F")
-    qr, tau, _, info = lapack.dgeqrf(a, lwork=lwork, overwrite_a=1)
-    if info != 0:  # pragma: no cover - LAPACK reports only illegal arguments here
-        return qr_pos(xp, A)
-    R = np.triu(qr)
-    W, _, info = lapack.dorgqr(qr, tau, lwork=lwork, overwrite_a=1)
-    if info != 0:  # pragma: no cover
-        return qr_pos(xp, A)
-    s = np.where(np.diagonal(R) < 0, -1.0, 1.0)
-    W *= s
-    R *= s[:, None]
-    return W.astype(A.dtype, copy=False), R.astype(A.dtype, copy=False)
-
-
 def _rotate_block(xp, QJ, BJ, *, sort: bool):
     """Rotate step on decoded columns QJ with BJ = K QJ: returns (V, eigenvalues, perm, R).
 
@@ -328,10 +295,11 @@ def _rotate_block(xp, QJ, BJ, *, sort: bool):
     else:
         perm = xp.broadcast_to(xp.arange(k, device=B.device_of(M)), M.shape[:-1])
         Ms = M
-    # Ms is exactly symmetric (0.5·(M + Mᵀ) rounds both triangles alike, and a symmetric
-    # permutation keeps it so): its transpose, Fortran-ordered for NumPy, is Ms itself, and it
-    # is a temporary the QR may overwrite
-    W, R = _small_qr(xp, mT(xp, Ms), overwrite=True)
+    # NumPy: numpy.linalg.qr (an fp32 block is factored in fp64, so W is orthogonal to the
+    # rounding of its entries). Not SciPy's LAPACK: SciPy loads a second OpenBLAS whose idle
+    # threads spin after a call and take a core from the next NumPy GEMM (K Q_J measured
+    # 20 ms instead of 11 ms on 2 cores when every refresh called it)
+    W, R = qr_pos(xp, Ms)
     eig = xp.sum(R * mT(xp, W), axis=-1)
     V = _unpermute_rows(xp, W, perm) if sort else W
     return V, eig, perm, R

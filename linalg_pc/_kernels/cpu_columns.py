@@ -12,15 +12,17 @@ per index array with a general iterator; the kernels here make one pass over the
 Both move bits, not numbers: the wrappers view the arrays as unsigned integers of the same
 width, so NaN payloads, signed zeros and 16-bit storage formats (bf16, which Numba cannot
 type) are copied exactly. The NumPy expressions above are the references the tests compare
-against, bit for bit. The kernels are memory bound; like the CSR kernels of
-:mod:`linalg_pc._kernels.cpu_solvers` they run their serial twin unless Numba has at least
-``BW_PARALLEL_THREADS`` threads (on two cores one thread already saturates the bandwidth).
+against, bit for bit. The kernels are memory bound and run their serial twin unless Numba has
+at least ``BW_PARALLEL_THREADS`` threads: on a shared 2-core machine the parallel copy of a
+2048×2048 fp32 basis measured 8–12 ms against 1.6 ms serial.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from ._twins import twins
 
 __all__ = ["gather_columns", "scatter_columns"]
 
@@ -54,10 +56,9 @@ def _scatter_impl(Q, cols, new, out):
             out[b, i, cols[p]] = new[b, i, p]
 
 
-_gather_par = njit(parallel=True, cache=True)(_gather_impl)
-_scatter_par = njit(parallel=True, cache=True)(_scatter_impl)
-_gather_seq = njit(cache=True)(_gather_impl)
-_scatter_seq = njit(cache=True)(_scatter_impl)
+# separate functions for the two compilations: see _twins (Numba's cache keys on the name)
+_gather_par, _gather_seq = twins(_gather_impl)
+_scatter_par, _scatter_seq = twins(_scatter_impl)
 
 
 def _parallel(size: int) -> bool:

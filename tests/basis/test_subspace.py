@@ -341,7 +341,7 @@ def test_select_bad_input():
 
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
 def test_numpy_layouts_and_scattered_columns(rng, layout):
-    """The NumPy path (one-pass gather/scatter, LAPACK k×k QR) on any memory layout and bf16."""
+    """The NumPy path (one-pass gather/scatter, product written into the result), any layout."""
     d = 48
     K = spd_with_spectrum(rng.uniform(0.1, 5.0, d), rng)
     Q0 = orthogonal(d, rng)

@@ -2,9 +2,18 @@
 
 A suite is a module ``benchmarks/bench_<suite>.py`` with a function ``cases(quick: bool)`` that
 returns a list of :class:`Case`. Each case is timed as: one warm-up call of each function (Numba
-compilation, caches), then ``repeats`` alternating timed calls, median reported. ``speedup`` is
-``baseline_s / ours_s`` (> 1: ours is faster). ``accuracy`` (optional) is called once on the two
-results and returns a dict of plain numbers merged into the record.
+compilation, caches), then timed calls, median reported. ``speedup`` is ``baseline_s / ours_s``
+(> 1: ours is faster). ``accuracy`` (optional) is called once on the two results and returns a
+dict of plain numbers merged into the record.
+
+Order of the timed calls. Cases whose two warm-up calls took less than
+:data:`BLOCK_BELOW_S` run in blocks: ``BLOCKS`` rounds of (one untimed call of ours, then its
+timed calls; one untimed call of the baseline, then its timed calls). NumPy and SciPy each load
+their own OpenBLAS, whose worker threads keep spinning for a while after a call; a call that
+directly follows the other library's call runs with those threads competing for the cores
+(measured: K·Q_J at twice its time right after a SciPy QR). The untimed call absorbs that, so
+each side is timed in its steady state, as a user calling it repeatedly sees it; alternating
+blocks still spread slow load changes over both sides. Slower cases alternate call by call.
 """
 
 from __future__ import annotations
@@ -36,21 +45,40 @@ def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+#: Cases faster than this (both warm-up calls together, seconds) are timed in blocks.
+BLOCK_BELOW_S = 2.0
+#: Rounds of (ours block, baseline block).
+BLOCKS = 2
+
+
 def run_case(suite: str, case: Case) -> dict:
     """Time one case; returns the JSON record."""
-    _, ours_out = _time(case.ours)
-    _, base_out = _time(case.baseline)
+    t_ours, ours_out = _time(case.ours)
+    t_base, base_out = _time(case.baseline)
     ours_t: list[float] = []
     base_t: list[float] = []
     gc.collect()
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(case.repeats):
-            t, ours_out = _time(case.ours)
-            ours_t.append(t)
-            t, base_out = _time(case.baseline)
-            base_t.append(t)
+        if t_ours + t_base < BLOCK_BELOW_S:
+            per_block = -(-case.repeats // BLOCKS)
+            for _ in range(BLOCKS):
+                for fn, times in ((case.ours, ours_t), (case.baseline, base_t)):
+                    out = fn()  # untimed: the other library's spinning threads settle
+                    for _ in range(per_block):
+                        t, out = _time(fn)
+                        times.append(t)
+                    if fn is case.ours:
+                        ours_out = out
+                    else:
+                        base_out = out
+        else:
+            for _ in range(case.repeats):
+                t, ours_out = _time(case.ours)
+                ours_t.append(t)
+                t, base_out = _time(case.baseline)
+                base_t.append(t)
     finally:
         if gc_was:
             gc.enable()

@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 
-MODULES = ["linalg_pc._kernels.cpu", "linalg_pc._kernels.cpu_qr"]
+MODULES = ["linalg_pc._kernels.cpu", "linalg_pc._kernels.cpu_qr", "linalg_pc._kernels.cpu_columns"]
 
 
 def _pairs(mod):

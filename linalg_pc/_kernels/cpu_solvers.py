@@ -13,11 +13,15 @@ dozen, each streaming its vectors once:
 3. :func:`update_r` / :func:`update_r_jacobi`: ``r -= alpha q`` and ``rᵀr`` (and for a diagonal
    preconditioner ``z = d * r`` and ``rᵀz``).
 
-``s`` right-hand sides use :func:`csr_direction_matmat`, which forms ``p_new = z + beta p_old``
-on the fly inside the SpMV row loop (``p`` double-buffered so that no row reads a neighbour's
-updated entry; one read of A for all columns), and :func:`update_xr_multi` /
-:func:`update_xr_jacobi_multi`. :func:`csr_residual_gap` recomputes the true residual and its
-drift from the recursive one in one pass.
+``s`` right-hand sides (``(n, s)`` row-major blocks, the ``s`` entries of a row adjacent) take the
+same three passes with per-column coefficients and masks (finished columns stop updating):
+:func:`update_xp_multi`; :func:`csr_matmat8_dot` when ``s`` is a multiple of 8 (eight columns
+per group in scalar accumulators, which the compiler keeps in vector registers) or
+:func:`csr_matmat_dot`, both reading each row of A once for all columns; and
+:func:`update_r_multi` / :func:`update_r_jacobi_multi`. Every column goes through the same
+operations in the same order as in the one-column kernels, so a multi-RHS solve equals the
+one-column solves bit for bit. :func:`csr_residual_gap` / :func:`csr_residual_gap_multi`
+recompute the true residual and its drift from the recursive one in one pass.
 
 Reductions use a fixed number of row chunks (``NCHUNKS``), each summed in order and then added
 in chunk order, so results do not depend on the number of threads.
@@ -31,10 +35,10 @@ Householder-QR direct solve as the fallback.
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 from numba import njit, prange
+
+from ._twins import twins
 
 NCHUNKS = 64
 # below this many entries per pass the serial twin of a kernel runs (no thread start-up)
@@ -44,17 +48,14 @@ _SERIAL: dict = {}
 
 
 def _dual(f):
-    """Compile ``f`` with ``parallel=True`` and register a serial twin (see :func:`pick`).
+    """Compile ``f`` with ``parallel=True`` and register its serial twin (see :func:`pick`).
 
-    The twin is a copy of the function under another qualified name, so the two compiled
-    versions have separate on-disk cache entries.
+    The twin comes from :func:`linalg_pc._kernels._twins.twins`: a copy of the function named
+    ``<name>_seq``, so the two compilations have separate on-disk cache entries.
     """
-    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_seq", f.__defaults__,
-                           f.__closure__)
-    g.__qualname__ = f.__qualname__ + "_seq"
-    g.__doc__ = f.__doc__
-    _SERIAL[f.__name__] = njit(cache=True)(g)
-    return njit(parallel=True, cache=True)(f)
+    par, seq = twins(f)
+    _SERIAL[f.__name__] = seq
+    return par
 
 
 # Memory-bound kernels (the CSR CG passes) go parallel only with at least this many Numba
@@ -291,21 +292,59 @@ def copy_kernel(src, dst):
 
 
 # --------------------------------------------------------------------------- CSR, s RHS
+# The s right-hand sides are (n, s) C-contiguous arrays: the s entries of a row are adjacent, so
+# each pass streams whole rows and the SpMV reads each row of A once for all columns. The passes
+# are those of one right-hand side with per-column coefficients (float64 arrays, as the scalar
+# coefficients of the one-column kernels are float64) and masks; every column is computed with
+# the same operations in the same order as the one-column kernels, so column t of a multi-RHS
+# solve is bit for bit the solve of column t alone.
 @_dual
-def csr_direction_matmat(indptr, indices, data, z, p_old, beta, p_new, q, active, partial):
-    """Column-wise p_new = z + beta p_old; q = A p_new; returns p_newᵀ q per column (s,).
+def update_xp_multi(x, p, z, alpha_prev, xmask, beta, active):
+    """Column-wise x += alpha_prev · p where ``xmask``, then p = z + beta · p where ``active``.
 
-    Arrays are (n, s) C-contiguous; ``active`` (s,) uint8 skips finished columns.
+    (n, s) arrays updated in place (one pass over x, p, z); ``alpha_prev``, ``beta`` (s,) float64,
+    ``xmask``, ``active`` (s,) uint8. Masked-out entries are left as they are.
     """
-    n, s = z.shape
+    n, s = x.shape
+    nch = NCHUNKS
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for i in range(lo, hi):
+            for t in range(s):
+                pi = p[i, t]
+                xi = x[i, t]
+                x[i, t] = xi + alpha_prev[t] * pi if xmask[t] else xi
+                p[i, t] = z[i, t] + beta[t] * pi if active[t] else pi
+
+
+@_dual
+def axpy_multi(x, alpha, p, mask):
+    """Column-wise x += alpha · p where ``mask`` ((n, s) x, p; (s,) alpha, mask)."""
+    n, s = x.shape
+    nch = NCHUNKS
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        for i in range(lo, hi):
+            for t in range(s):
+                xi = x[i, t]
+                x[i, t] = xi + alpha[t] * p[i, t] if mask[t] else xi
+
+
+@_dual
+def csr_matmat_dot(indptr, indices, data, p, q, partial):
+    """Q = A P for (n, s) P; returns the column-wise Pᵀ Q (s,) (rows summed in index order)."""
+    n, s = p.shape
     nch = partial.shape[0]
     chunk = (n + nch - 1) // nch
     for c in prange(nch):
         lo = c * chunk
         hi = min(n, lo + chunk)
-        acc = np.empty(s, dtype=z.dtype)
-        for t in range(s):
-            partial[c, t] = 0.0
+        tot = np.zeros(s)
+        acc = np.empty(s)
         for i in range(lo, hi):
             for t in range(s):
                 acc[t] = 0.0
@@ -313,14 +352,13 @@ def csr_direction_matmat(indptr, indices, data, z, p_old, beta, p_new, q, active
                 j = indices[k]
                 a = data[k]
                 for t in range(s):
-                    acc[t] += a * (z[j, t] + beta[t] * p_old[j, t])
+                    acc[t] += a * p[j, t]
             for t in range(s):
-                pi = z[i, t] + beta[t] * p_old[i, t]
-                p_new[i, t] = pi
                 q[i, t] = acc[t]
-                if active[t]:
-                    partial[c, t] += pi * acc[t]
-    out = np.zeros(s, dtype=np.float64)
+                tot[t] += p[i, t] * acc[t]
+        for t in range(s):
+            partial[c, t] = tot[t]
+    out = np.zeros(s)
     for c in range(nch):
         for t in range(s):
             out[t] += partial[c, t]
@@ -328,24 +366,89 @@ def csr_direction_matmat(indptr, indices, data, z, p_old, beta, p_new, q, active
 
 
 @_dual
-def update_xr_multi(x, r, p, q, alpha, active, partial):
-    """Column-wise x += alpha p; r -= alpha q on active columns; returns rᵀr per column."""
-    n, s = x.shape
+def csr_matmat8_dot(indptr, indices, data, p, q, partial):
+    """As :func:`csr_matmat_dot` for s = 8·m columns viewed as (n, m, 8) arrays.
+
+    The eight columns of a group are accumulated in eight scalars with constant indices, which
+    the compiler keeps in vector registers; the loop over a runtime ``s`` of
+    :func:`csr_matmat_dot` cannot. ``partial`` is (nchunks, 8·m); returns (8·m,).
+    """
+    n, m, _ = p.shape
     nch = partial.shape[0]
     chunk = (n + nch - 1) // nch
     for c in prange(nch):
         lo = c * chunk
         hi = min(n, lo + chunk)
-        for t in range(s):
-            partial[c, t] = 0.0
+        tot = np.zeros(8 * m)
+        for i in range(lo, hi):
+            k0 = indptr[i]
+            k1 = indptr[i + 1]
+            for g in range(m):
+                a0 = 0.0
+                a1 = 0.0
+                a2 = 0.0
+                a3 = 0.0
+                a4 = 0.0
+                a5 = 0.0
+                a6 = 0.0
+                a7 = 0.0
+                for k in range(k0, k1):
+                    a = data[k]
+                    pj = p[indices[k], g]
+                    a0 += a * pj[0]
+                    a1 += a * pj[1]
+                    a2 += a * pj[2]
+                    a3 += a * pj[3]
+                    a4 += a * pj[4]
+                    a5 += a * pj[5]
+                    a6 += a * pj[6]
+                    a7 += a * pj[7]
+                qi = q[i, g]
+                qi[0] = a0
+                qi[1] = a1
+                qi[2] = a2
+                qi[3] = a3
+                qi[4] = a4
+                qi[5] = a5
+                qi[6] = a6
+                qi[7] = a7
+                pi = p[i, g]
+                o = 8 * g
+                tot[o] += pi[0] * a0
+                tot[o + 1] += pi[1] * a1
+                tot[o + 2] += pi[2] * a2
+                tot[o + 3] += pi[3] * a3
+                tot[o + 4] += pi[4] * a4
+                tot[o + 5] += pi[5] * a5
+                tot[o + 6] += pi[6] * a6
+                tot[o + 7] += pi[7] * a7
+        for t in range(8 * m):
+            partial[c, t] = tot[t]
+    out = np.zeros(8 * m)
+    for c in range(nch):
+        for t in range(8 * m):
+            out[t] += partial[c, t]
+    return out
+
+
+@_dual
+def update_r_multi(r, q, alpha, active, partial):
+    """Column-wise r -= alpha q where ``active``; returns rᵀr per column (s,)."""
+    n, s = r.shape
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        tot = np.zeros(s)
         for i in range(lo, hi):
             for t in range(s):
-                if active[t]:
-                    x[i, t] += alpha[t] * p[i, t]
-                    r[i, t] -= alpha[t] * q[i, t]
-                ri = r[i, t]
-                partial[c, t] += ri * ri
-    out = np.zeros(s, dtype=np.float64)
+                ri = r[i, t] - alpha[t] * q[i, t] if active[t] else r[i, t]
+                r[i, t] = ri
+                tot[t] += ri * ri
+        for t in range(s):
+            partial[c, t] = tot[t]
+    out = np.zeros(s)
     for c in range(nch):
         for t in range(s):
             out[t] += partial[c, t]
@@ -353,30 +456,70 @@ def update_xr_multi(x, r, p, q, alpha, active, partial):
 
 
 @_dual
-def update_xr_jacobi_multi(x, r, p, q, alpha, dinv, z, active, partial, partial2):
-    """As :func:`update_xr_multi`, plus z = dinv * r and rᵀz per column."""
-    n, s = x.shape
+def update_r_jacobi_multi(r, q, alpha, dinv, z, active, partial, partial2):
+    """As :func:`update_r_multi`, then z = dinv * r (row-wise scale, every column); returns
+    (rᵀr, rᵀz) per column."""
+    n, s = r.shape
     nch = partial.shape[0]
     chunk = (n + nch - 1) // nch
     for c in prange(nch):
         lo = c * chunk
         hi = min(n, lo + chunk)
-        for t in range(s):
-            partial[c, t] = 0.0
-            partial2[c, t] = 0.0
+        tot = np.zeros(s)
+        tot2 = np.zeros(s)
         for i in range(lo, hi):
             d = dinv[i]
             for t in range(s):
-                if active[t]:
-                    x[i, t] += alpha[t] * p[i, t]
-                    r[i, t] -= alpha[t] * q[i, t]
-                ri = r[i, t]
+                ri = r[i, t] - alpha[t] * q[i, t] if active[t] else r[i, t]
+                r[i, t] = ri
                 zi = d * ri
                 z[i, t] = zi
-                partial[c, t] += ri * ri
-                partial2[c, t] += ri * zi
-    out = np.zeros(s, dtype=np.float64)
-    out2 = np.zeros(s, dtype=np.float64)
+                tot[t] += ri * ri
+                tot2[t] += ri * zi
+        for t in range(s):
+            partial[c, t] = tot[t]
+            partial2[c, t] = tot2[t]
+    out = np.zeros(s)
+    out2 = np.zeros(s)
+    for c in range(nch):
+        for t in range(s):
+            out[t] += partial[c, t]
+            out2[t] += partial2[c, t]
+    return out, out2
+
+
+@_dual
+def csr_residual_gap_multi(indptr, indices, data, b, x, r, rt, partial, partial2):
+    """rt = b - A x for (n, s) arrays; returns (‖rt‖², ‖r - rt‖²) per column: the true residual
+    and its drift from the recursive residual r, in one pass."""
+    n, s = b.shape
+    nch = partial.shape[0]
+    chunk = (n + nch - 1) // nch
+    for c in prange(nch):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        tot = np.zeros(s)
+        tot2 = np.zeros(s)
+        acc = np.empty(s)
+        for i in range(lo, hi):
+            for t in range(s):
+                acc[t] = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                a = data[k]
+                for t in range(s):
+                    acc[t] += a * x[j, t]
+            for t in range(s):
+                ri = b[i, t] - acc[t]
+                rt[i, t] = ri
+                tot[t] += ri * ri
+                d = r[i, t] - ri
+                tot2[t] += d * d
+        for t in range(s):
+            partial[c, t] = tot[t]
+            partial2[c, t] = tot2[t]
+    out = np.zeros(s)
+    out2 = np.zeros(s)
     for c in range(nch):
         for t in range(s):
             out[t] += partial[c, t]
@@ -393,7 +536,7 @@ def csr_residual_multi(indptr, indices, data, b, x, r, partial):
     for c in prange(nch):
         lo = c * chunk
         hi = min(n, lo + chunk)
-        acc = np.empty(s, dtype=b.dtype)
+        acc = np.empty(s)  # float64, as the one-column kernel's accumulator
         for t in range(s):
             partial[c, t] = 0.0
         for i in range(lo, hi):

@@ -117,14 +117,16 @@ def test_jacobi_preconditioner_fused_vs_operator(rng):
     assert np.allclose(fused.x, generic.x, rtol=1e-7, atol=0)
 
 
+@pytest.mark.parametrize("s", [None, 5, 8])
 @pytest.mark.parametrize("precond", [None, "jacobi"])
-def test_csr_kernels_serial_equals_parallel(precond, rng, monkeypatch):
+def test_csr_kernels_serial_equals_parallel(precond, s, rng, monkeypatch):
     """The fused CSR passes give the same bits with the serial and the parallel kernels
-    (fixed chunked reductions), true-residual replacement included."""
+    (fixed chunked reductions), true-residual replacement included; one and several
+    right-hand sides."""
     from linalg_pc._kernels import cpu_solvers as K
 
     A = poisson(14, 3)
-    b = rng.standard_normal(A.shape[0])
+    b = rng.standard_normal(A.shape[0] if s is None else (A.shape[0], s))
     M = None if precond is None else sp.diags(1.0 / np.linspace(5.0, 7.0, A.shape[0]))
     out = []
     for threads in (10**6, 1):  # serial kernels, then parallel ones at any size
@@ -132,12 +134,37 @@ def test_csr_kernels_serial_equals_parallel(precond, rng, monkeypatch):
         monkeypatch.setattr(K, "PARALLEL_MIN", 0)
         out.append(lpc.pcg(A, b, M=M, rtol=1e-10, check_every=7))
     ser, par = out
-    assert ser.status == par.status == "converged"
-    assert ser.iterations == par.iterations
+    assert np.all(ser.status == "converged") and np.all(par.status == "converged")
+    assert np.array_equal(ser.iterations, par.iterations)
     assert np.array_equal(ser.x, par.x)
     assert np.array_equal(ser.residual_norms, par.residual_norms)
-    x_ref, _ = spl.cg(A, b, rtol=1e-10, M=M)
-    assert np.linalg.norm(ser.x - x_ref) <= 1e-6 * np.linalg.norm(x_ref)
+    assert np.array_equal(ser.true_residual_norm, par.true_residual_norm)
+    for j in range(1 if s is None else s):
+        bj = b if s is None else b[:, j]
+        xj = ser.x if s is None else ser.x[:, j]
+        x_ref, _ = spl.cg(A, bj, rtol=1e-10, M=M)
+        assert np.linalg.norm(xj - x_ref) <= 1e-6 * np.linalg.norm(x_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("s", [3, 8, 16])
+@pytest.mark.parametrize("precond", [None, "jacobi"])
+def test_multi_rhs_csr_bitwise_equals_columns(dtype, s, precond, rng):
+    """Each column of a multi-RHS CSR solve runs the one-column operations in the same order:
+    while no column finishes (each finishing column triggers a true-residual check on all active
+    columns), iterates, histories and true residuals are the one-column solves' bit for bit."""
+    A = poisson(10, 3).astype(dtype)
+    n = A.shape[0]
+    B = rng.standard_normal((n, s)).astype(dtype)
+    M = None if precond is None else sp.diags((1.0 / np.linspace(5.0, 7.0, n)).astype(dtype))
+    multi = lpc.pcg(A, B, M=M, rtol=1e-30, maxiter=30, check_every=7)
+    assert np.all(multi.status == "maxiter")
+    for j in range(s):
+        col = lpc.pcg(A, B[:, j], M=M, rtol=1e-30, maxiter=30, check_every=7)
+        assert col.iterations == multi.iterations[j] == 30
+        assert np.array_equal(col.x, multi.x[:, j])
+        assert np.array_equal(col.residual_norms, multi.residual_norms[:, j])
+        assert col.true_residual_norm == multi.true_residual_norm[j]
 
 
 # --------------------------------------------------------------------------- multi-RHS, batches

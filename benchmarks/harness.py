@@ -7,13 +7,14 @@ compilation, caches), then timed calls, median reported. ``speedup`` is ``baseli
 dict of plain numbers merged into the record.
 
 Order of the timed calls. Cases whose two warm-up calls took less than
-:data:`BLOCK_BELOW_S` run in blocks: ``BLOCKS`` rounds of (one untimed call of ours, then its
-timed calls; one untimed call of the baseline, then its timed calls). NumPy and SciPy each load
-their own OpenBLAS, whose worker threads keep spinning for a while after a call; a call that
-directly follows the other library's call runs with those threads competing for the cores
-(measured: K·Q_J at twice its time right after a SciPy QR). The untimed call absorbs that, so
-each side is timed in its steady state, as a user calling it repeatedly sees it; alternating
-blocks still spread slow load changes over both sides. Slower cases alternate call by call.
+:data:`BLOCK_BELOW_S` run in blocks: ``BLOCKS`` rounds of (pause, one untimed call of ours,
+then its timed calls; pause, one untimed call of the baseline, then its timed calls). NumPy and
+SciPy each load their own OpenBLAS, whose worker threads keep spinning for a while after a
+call; a call that directly follows the other library's call runs with those threads competing
+for the cores (measured: K·Q_J at twice its time right after a SciPy QR). The pause of
+:data:`BLOCK_PAUSE_S` and the untimed call absorb that, so each side is timed in its steady
+state, as a user calling it repeatedly sees it; alternating blocks still spread slow load
+changes over both sides. Slower cases alternate call by call.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
 BLOCK_BELOW_S = 2.0
 #: Rounds of (ours block, baseline block).
 BLOCKS = 2
+#: Pause before each block (seconds): OpenBLAS threads spin for up to ~0.1 s after a call.
+BLOCK_PAUSE_S = 0.25
 
 
 def run_case(suite: str, case: Case) -> dict:
@@ -65,7 +68,8 @@ def run_case(suite: str, case: Case) -> dict:
             per_block = -(-case.repeats // BLOCKS)
             for _ in range(BLOCKS):
                 for fn, times in ((case.ours, ours_t), (case.baseline, base_t)):
-                    out = fn()  # untimed: the other library's spinning threads settle
+                    time.sleep(BLOCK_PAUSE_S)  # the other library's BLAS threads go idle
+                    out = fn()  # untimed: caches and this library's threads warm up
                     for _ in range(per_block):
                         t, out = _time(fn)
                         times.append(t)

@@ -247,7 +247,9 @@ def equal_compute_study(d: int = QUICK["d"], k: int | None = None,
     Returns
     -------
     list of dict
-        Keys ``study`` ("equal-compute"), ``d``, ``k``, ``step``, ``method`` ("subspace",
+        Recorded every ``record_every`` steps, raised to the next stride coprime with T (so
+        the full refresh is seen at every phase of its period). Keys ``study``
+        ("equal-compute"), ``d``, ``k``, ``step``, ``method`` ("subspace",
         "full", "none"), ``policy``, ``period``, ``quality``, ``seconds`` (cumulative update
         time of that method), ``t_subspace``, ``t_full`` (the measured unit times).
     """
@@ -275,6 +277,10 @@ def equal_compute_study(d: int = QUICK["d"], k: int | None = None,
             t_full.append(time.perf_counter() - t0)
     ts, tf = float(np.min(t_sub)), float(np.min(t_full))
     T = int(period) if period is not None else max(1, math.ceil(tf / ts))
+    # Record at a stride coprime with T: a stride that T divides would always see the full
+    # refresh right after it ran, biasing its mean quality; a coprime stride visits every phase.
+    while math.gcd(every, T) != 1:
+        every += 1
     Qf = Q0.copy()
     est = w0.astype(np.float32).copy()
     gen = np.random.default_rng(seed + 1)

@@ -57,10 +57,11 @@ def _lanes_impl(A, Q, R, want_q, lo, hi):
 def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, ss, scal,
            acc):
     L = _L
-    for l in range(L):
-        for i in range(m):
-            for j in range(n):
-                W[j, i, l] = 0.0
+    if nl < L:  # a partial last group: the idle lanes must hold finite values
+        for l in range(L):
+            for i in range(m):
+                for j in range(n):
+                    W[j, i, l] = 0.0
     for l in range(nl):
         for i in range(m):
             for j in range(n):

@@ -99,6 +99,51 @@ STALL_LIMIT = 3
 GAP_RATIO = 0.1
 
 
+# --------------------------------------------------------------------------- shared pieces
+# Inlined into the kernels below: one copy of the CSR row product and of the fixed-order
+# reduction of the per-chunk partial sums (the order every result's bits depend on).
+@njit(cache=True, inline="always")
+def _row_dot(indptr, indices, data, x, i):
+    """Row i of the CSR matrix times x, summed in index order."""
+    acc = 0.0
+    for k in range(indptr[i], indptr[i + 1]):
+        acc += data[k] * x[indices[k]]
+    return acc
+
+
+@njit(cache=True, inline="always")
+def _row_dot_cols(indptr, indices, data, x, i, acc):
+    """acc[t] = row i of the CSR matrix times column t of the (n, s) x, in index order."""
+    s = acc.shape[0]
+    for t in range(s):
+        acc[t] = 0.0
+    for k in range(indptr[i], indptr[i + 1]):
+        j = indices[k]
+        a = data[k]
+        for t in range(s):
+            acc[t] += a * x[j, t]
+
+
+@njit(cache=True, inline="always")
+def _total(partial):
+    """Sum of the per-chunk partial sums, in chunk order."""
+    tot = 0.0
+    for c in range(partial.shape[0]):
+        tot += partial[c]
+    return tot
+
+
+@njit(cache=True, inline="always")
+def _column_totals(partial):
+    """Column sums of the (nchunks, s) partial sums, in chunk order (float64)."""
+    nch, s = partial.shape
+    out = np.zeros(s, dtype=np.float64)
+    for c in range(nch):
+        for t in range(s):
+            out[t] += partial[c, t]
+    return out
+
+
 # --------------------------------------------------------------------------- CSR, one RHS
 @_dual
 def update_xp(x, p, z, alpha_prev, beta):
@@ -130,16 +175,11 @@ def csr_matvec_dot(indptr, indices, data, p, q, partial):
         hi = min(n, lo + chunk)
         s = 0.0
         for i in range(lo, hi):
-            acc = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                acc += data[k] * p[indices[k]]
+            acc = _row_dot(indptr, indices, data, p, i)
             q[i] = acc
             s += p[i] * acc
         partial[c] = s
-    tot = 0.0
-    for c in range(nch):
-        tot += partial[c]
-    return tot
+    return _total(partial)
 
 
 @_dual
@@ -157,10 +197,7 @@ def update_r(r, q, alpha, partial):
             r[i] = ri
             s += ri * ri
         partial[c] = s
-    tot = 0.0
-    for c in range(nch):
-        tot += partial[c]
-    return tot
+    return _total(partial)
 
 
 @_dual
@@ -183,12 +220,7 @@ def update_r_jacobi(r, q, alpha, dinv, z, partial, partial2):
             s2 += ri * zi
         partial[c] = s
         partial2[c] = s2
-    tot = 0.0
-    tot2 = 0.0
-    for c in range(nch):
-        tot += partial[c]
-        tot2 += partial2[c]
-    return tot, tot2
+    return _total(partial), _total(partial2)
 
 
 @_dual
@@ -215,17 +247,12 @@ def csr_residual(indptr, indices, data, b, x, r, partial):
         hi = min(n, lo + chunk)
         s = 0.0
         for i in range(lo, hi):
-            acc = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                acc += data[k] * x[indices[k]]
+            acc = _row_dot(indptr, indices, data, x, i)
             ri = b[i] - acc
             r[i] = ri
             s += ri * ri
         partial[c] = s
-    tot = 0.0
-    for c in range(nch):
-        tot += partial[c]
-    return tot
+    return _total(partial)
 
 
 @_dual
@@ -241,9 +268,7 @@ def csr_residual_gap(indptr, indices, data, b, x, r, rt, partial, partial2):
         s = 0.0
         s2 = 0.0
         for i in range(lo, hi):
-            acc = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                acc += data[k] * x[indices[k]]
+            acc = _row_dot(indptr, indices, data, x, i)
             ri = b[i] - acc
             rt[i] = ri
             s += ri * ri
@@ -251,12 +276,7 @@ def csr_residual_gap(indptr, indices, data, b, x, r, rt, partial, partial2):
             s2 += d * d
         partial[c] = s
         partial2[c] = s2
-    tot = 0.0
-    tot2 = 0.0
-    for c in range(nch):
-        tot += partial[c]
-        tot2 += partial2[c]
-    return tot, tot2
+    return _total(partial), _total(partial2)
 
 
 @_dual
@@ -272,10 +292,7 @@ def dot_chunked(u, v, partial):
         for i in range(lo, hi):
             s += u[i] * v[i]
         partial[c] = s
-    tot = 0.0
-    for c in range(nch):
-        tot += partial[c]
-    return tot
+    return _total(partial)
 
 
 @_dual
@@ -346,23 +363,13 @@ def csr_matmat_dot(indptr, indices, data, p, q, partial):
         tot = np.zeros(s)
         acc = np.empty(s)
         for i in range(lo, hi):
-            for t in range(s):
-                acc[t] = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                a = data[k]
-                for t in range(s):
-                    acc[t] += a * p[j, t]
+            _row_dot_cols(indptr, indices, data, p, i, acc)
             for t in range(s):
                 q[i, t] = acc[t]
                 tot[t] += p[i, t] * acc[t]
         for t in range(s):
             partial[c, t] = tot[t]
-    out = np.zeros(s)
-    for c in range(nch):
-        for t in range(s):
-            out[t] += partial[c, t]
-    return out
+    return _column_totals(partial)
 
 
 @_dual
@@ -424,11 +431,7 @@ def csr_matmat8_dot(indptr, indices, data, p, q, partial):
                 tot[o + 7] += pi[7] * a7
         for t in range(8 * m):
             partial[c, t] = tot[t]
-    out = np.zeros(8 * m)
-    for c in range(nch):
-        for t in range(8 * m):
-            out[t] += partial[c, t]
-    return out
+    return _column_totals(partial)
 
 
 @_dual
@@ -448,11 +451,7 @@ def update_r_multi(r, q, alpha, active, partial):
                 tot[t] += ri * ri
         for t in range(s):
             partial[c, t] = tot[t]
-    out = np.zeros(s)
-    for c in range(nch):
-        for t in range(s):
-            out[t] += partial[c, t]
-    return out
+    return _column_totals(partial)
 
 
 @_dual
@@ -479,13 +478,7 @@ def update_r_jacobi_multi(r, q, alpha, dinv, z, active, partial, partial2):
         for t in range(s):
             partial[c, t] = tot[t]
             partial2[c, t] = tot2[t]
-    out = np.zeros(s)
-    out2 = np.zeros(s)
-    for c in range(nch):
-        for t in range(s):
-            out[t] += partial[c, t]
-            out2[t] += partial2[c, t]
-    return out, out2
+    return _column_totals(partial), _column_totals(partial2)
 
 
 @_dual
@@ -502,13 +495,7 @@ def csr_residual_gap_multi(indptr, indices, data, b, x, r, rt, partial, partial2
         tot2 = np.zeros(s)
         acc = np.empty(s)
         for i in range(lo, hi):
-            for t in range(s):
-                acc[t] = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                a = data[k]
-                for t in range(s):
-                    acc[t] += a * x[j, t]
+            _row_dot_cols(indptr, indices, data, x, i, acc)
             for t in range(s):
                 ri = b[i, t] - acc[t]
                 rt[i, t] = ri
@@ -518,13 +505,7 @@ def csr_residual_gap_multi(indptr, indices, data, b, x, r, rt, partial, partial2
         for t in range(s):
             partial[c, t] = tot[t]
             partial2[c, t] = tot2[t]
-    out = np.zeros(s)
-    out2 = np.zeros(s)
-    for c in range(nch):
-        for t in range(s):
-            out[t] += partial[c, t]
-            out2[t] += partial2[c, t]
-    return out, out2
+    return _column_totals(partial), _column_totals(partial2)
 
 
 @_dual
@@ -540,22 +521,12 @@ def csr_residual_multi(indptr, indices, data, b, x, r, partial):
         for t in range(s):
             partial[c, t] = 0.0
         for i in range(lo, hi):
-            for t in range(s):
-                acc[t] = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                a = data[k]
-                for t in range(s):
-                    acc[t] += a * x[j, t]
+            _row_dot_cols(indptr, indices, data, x, i, acc)
             for t in range(s):
                 ri = b[i, t] - acc[t]
                 r[i, t] = ri
                 partial[c, t] += ri * ri
-    out = np.zeros(s, dtype=np.float64)
-    for c in range(nch):
-        for t in range(s):
-            out[t] += partial[c, t]
-    return out
+    return _column_totals(partial)
 
 
 @_dual
@@ -572,11 +543,7 @@ def dot_multi(u, v, partial):
         for i in range(lo, hi):
             for t in range(s):
                 partial[c, t] += u[i, t] * v[i, t]
-    out = np.zeros(s, dtype=np.float64)
-    for c in range(nch):
-        for t in range(s):
-            out[t] += partial[c, t]
-    return out
+    return _column_totals(partial)
 
 
 # --------------------------------------------------------------------------- batch validation

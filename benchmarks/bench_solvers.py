@@ -24,7 +24,6 @@ Cases (full sizes; ``--quick`` shrinks them to finish in well under a minute):
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 
 import numba
@@ -61,15 +60,27 @@ def copy_bandwidth(nbytes: int = 128 << 20, repeats: int = 5) -> float:
     return 2 * src.nbytes / best
 
 
-def _timed(store):
-    def deco(fn):
-        def run():
-            t0 = time.perf_counter()
-            out = fn()
-            store.append(time.perf_counter() - t0)
-            return out
-        return run
-    return deco
+def _per_iteration(iters: int, bw: float, ours_bytes: int, scipy_bytes: int | None = None):
+    """``Case.derived``: time per iteration and achieved bandwidth from the harness's medians.
+
+    ``scipy_bytes`` None: the baseline is not one CG run (no per-iteration baseline fields).
+    """
+    def derive(rec: dict) -> dict:
+        t_o = rec["ours_s"] / iters
+        out = {"iters": iters, "ms_per_iter_ours": t_o * 1e3,
+               "ours_GBps": ours_bytes / t_o / 1e9, "ours_bw_frac": ours_bytes / t_o / bw}
+        if scipy_bytes is not None:
+            t_b = rec["baseline_s"] / iters
+            out.update(ms_per_iter_scipy=t_b * 1e3, scipy_GBps=scipy_bytes / t_b / 1e9,
+                       scipy_bw_frac=scipy_bytes / t_b / bw)
+        return out
+    return derive
+
+
+def _rel_diff_x(o, s) -> dict:
+    """‖x_ours − x_scipy‖/‖x_scipy‖ (one solve, or a list of per-column SciPy solutions)."""
+    X = np.stack(s, axis=1) if isinstance(s, list) else s[0]
+    return {"rel_diff_x": float(np.linalg.norm(o.x - X) / np.linalg.norm(X))}
 
 
 # --------------------------------------------------------------------------- Poisson cases
@@ -91,86 +102,44 @@ def poisson_cases(quick: bool) -> list[Case]:
     mat = nnz * (8 + idx) + (N + 1) * A.indptr.dtype.itemsize
     ours_bytes = mat + 80 * N
     scipy_bytes = mat + 168 * N
-    ours_t: list[float] = []
-    base_t: list[float] = []
 
-    @_timed(ours_t)
     def ours():
         return lpc.pcg(A, b, rtol=1e-30, maxiter=iters)
 
-    @_timed(base_t)
     def base():
         return spl.cg(A, b, rtol=1e-30, maxiter=iters)
 
-    def acc(o, s):
-        t_o = statistics.median(ours_t) / iters
-        t_b = statistics.median(base_t) / iters
-        return {
-            "iters": iters,
-            "ms_per_iter_ours": t_o * 1e3,
-            "ms_per_iter_scipy": t_b * 1e3,
-            "copy_GBps": bw / 1e9,
-            "ours_GBps": ours_bytes / t_o / 1e9,
-            "ours_bw_frac": ours_bytes / t_o / bw,
-            "scipy_GBps": scipy_bytes / t_b / 1e9,
-            "scipy_bw_frac": scipy_bytes / t_b / bw,
-            "rel_diff_x": float(np.linalg.norm(o.x - s[0]) / np.linalg.norm(s[0])),
-        }
-
     threads = numba.get_num_threads() if numba.get_num_threads() >= K.BW_PARALLEL_THREADS else 1
-    cases = [Case(f"poisson3d_cg n={n}^3", ours, base, "scipy.sparse.linalg.cg", accuracy=acc,
-                  repeats=5, extra={"unknowns": N, "threads": threads})]
+    cases = [Case(f"poisson3d_cg n={n}^3", ours, base, "scipy.sparse.linalg.cg",
+                  accuracy=_rel_diff_x, repeats=5, extra={"unknowns": N, "threads": threads,
+                                                          "copy_GBps": bw / 1e9},
+                  derived=_per_iteration(iters, bw, ours_bytes, scipy_bytes))]
 
     # the same with the serial kernels forced (see cpu_solvers.BW_PARALLEL_THREADS)
-    ours_s_t: list[float] = []
-    base_s_t: list[float] = []
-
-    @_timed(ours_s_t)
     def ours_serial():
         saved = K.BW_PARALLEL_THREADS
         K.BW_PARALLEL_THREADS = 10**6
         try:
-            return lpc.pcg(A, b, rtol=1e-30, maxiter=iters)
+            return ours()
         finally:
             K.BW_PARALLEL_THREADS = saved
 
-    @_timed(base_s_t)
-    def base_serial():
-        return spl.cg(A, b, rtol=1e-30, maxiter=iters)
-
-    def acc_s(o, s):
-        t_o = statistics.median(ours_s_t) / iters
-        t_b = statistics.median(base_s_t) / iters
-        return {"iters": iters, "ms_per_iter_ours": t_o * 1e3, "ms_per_iter_scipy": t_b * 1e3,
-                "ours_GBps": ours_bytes / t_o / 1e9, "ours_bw_frac": ours_bytes / t_o / bw,
-                "rel_diff_x": float(np.linalg.norm(o.x - s[0]) / np.linalg.norm(s[0]))}
-
     if not quick and threads > 1:
-        cases.append(Case(f"poisson3d_cg n={n}^3 1thr", ours_serial, base_serial,
-                          "scipy.sparse.linalg.cg", accuracy=acc_s, repeats=3,
-                          extra={"unknowns": N, "threads": 1}))
+        cases.append(Case(f"poisson3d_cg n={n}^3 1thr", ours_serial, base,
+                          "scipy.sparse.linalg.cg", accuracy=_rel_diff_x, repeats=3,
+                          extra={"unknowns": N, "threads": 1},
+                          derived=_per_iteration(iters, bw, ours_bytes, scipy_bytes)))
 
-    ours_m: list[float] = []
-    base_m: list[float] = []
-
-    @_timed(ours_m)
     def ours_multi():
         return lpc.pcg(A, B, rtol=1e-30, maxiter=iters)
 
-    @_timed(base_m)
     def base_multi():
         return [spl.cg(A, B[:, j], rtol=1e-30, maxiter=iters)[0] for j in range(8)]
 
-    def acc_m(o, s):
-        t_o = statistics.median(ours_m) / iters
-        mat_m = mat + 8 * 80 * N
-        X = np.stack(s, axis=1)
-        return {"iters": iters, "ms_per_iter_ours": t_o * 1e3,
-                "ours_GBps": mat_m / t_o / 1e9, "ours_bw_frac": mat_m / t_o / bw,
-                "rel_diff_x": float(np.linalg.norm(o.x - X) / np.linalg.norm(X))}
-
     cases.append(Case(f"poisson3d_cg_s8 n={n}^3", ours_multi, base_multi, "8 x scipy cg",
-                      accuracy=acc_m, repeats=2 if quick else 3, extra={"unknowns": N, "rhs": 8}))
+                      accuracy=_rel_diff_x, repeats=2 if quick else 3,
+                      extra={"unknowns": N, "rhs": 8},
+                      derived=_per_iteration(iters, bw, mat + 8 * 80 * N)))
     return cases
 
 

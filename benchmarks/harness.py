@@ -38,6 +38,9 @@ class Case:
     accuracy: Callable[[Any, Any], dict] | None = None
     repeats: int = 7
     extra: dict = field(default_factory=dict)
+    #: Computes more fields from the finished record (its medians included), e.g. a time per
+    #: iteration or a bandwidth; merged into the record last.
+    derived: Callable[[dict], dict] | None = None
 
 
 def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -100,6 +103,8 @@ def run_case(suite: str, case: Case) -> dict:
     if case.accuracy is not None:
         rec.update(case.accuracy(ours_out, base_out))
     rec.update(case.extra)
+    if case.derived is not None:
+        rec.update(case.derived(rec))
     return rec
 
 

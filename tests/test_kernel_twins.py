@@ -9,10 +9,14 @@ import importlib
 
 import pytest
 
-MODULES = ["linalg_pc._kernels.cpu", "linalg_pc._kernels.cpu_qr", "linalg_pc._kernels.cpu_columns"]
+MODULES = ["linalg_pc._kernels.cpu", "linalg_pc._kernels.cpu_qr", "linalg_pc._kernels.cpu_columns",
+           "linalg_pc._kernels.cpu_solvers"]
 
 
 def _pairs(mod):
+    serial = getattr(mod, "_SERIAL", {})  # cpu_solvers registers its twins by name
+    for name, seq in serial.items():
+        yield name, getattr(mod, name), seq
     for name in dir(mod):
         if name.endswith("_par"):
             twin = name[:-4] + "_seq"

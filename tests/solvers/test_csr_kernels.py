@@ -173,11 +173,3 @@ def test_csr_residual_gap_multi(dtype, s, rng):
     assert np.allclose(rt, ref, rtol=tol, atol=tol * np.abs(ref).max())
     assert np.allclose(rr, np.sum(ref**2, axis=0), rtol=10 * tol)
     assert np.allclose(gg, np.sum((r - ref) ** 2, axis=0), rtol=10 * tol)
-
-
-def test_serial_twins_have_separate_cache_names():
-    for name, seq in K._SERIAL.items():
-        par = getattr(K, name)
-        assert par.targetoptions.get("parallel") and not seq.targetoptions.get("parallel"), name
-        assert par.py_func.__qualname__ != seq.py_func.__qualname__, name
-        assert par.py_func.__code__ is seq.py_func.__code__, name

@@ -112,9 +112,20 @@ def _times_inverse_inplace(X: np.ndarray, Ri: np.ndarray) -> np.ndarray:
 
 
 def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):
-    """X R⁻¹ for upper-triangular R. ``own``: X is a work array that may be overwritten."""
+    """X R⁻¹ for upper-triangular R. ``own``: X is a work array that may be overwritten.
+
+    NumPy: TRSM in place from NumPy's own BLAS (:mod:`.._kernels.cpu_blas`, mn² flops, backward
+    stable) when it is reachable; otherwise TRTRI + GEMM over row blocks while κ_est(R) <=
+    ``INVERSE_KAPPA_MAX`` (2mn² flops, extra error u·κ(R)), SciPy's TRSM beyond.
+    """
     if _numpy_fast(ctx, X) and R.dtype == X.dtype:
         from scipy.linalg import blas, lapack
+
+        from .._kernels import cpu_blas
+
+        if cpu_blas.available(X.dtype):
+            Y = X if own and X.flags.c_contiguous and X.flags.writeable else np.array(X, order="C")
+            return cpu_blas.trsm_right_upper(Y, np.ascontiguousarray(R))
 
         if not X.flags.c_contiguous:
             X = np.ascontiguousarray(X)
@@ -165,7 +176,7 @@ class _Breakdown(Exception):
 
 def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: float | None,
                    shift: str | float | None, allow_fallback_shift: bool, A_raw=None,
-                   need_q: bool = True):
+                   need_q: bool = True, own: bool = False):
     """Run CholeskyQR passes on A (m×n, compute dtype) until accepted.
 
     Parameters
@@ -179,6 +190,8 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         None: no shift (a breakdown ends the iteration unless ``allow_fallback_shift``).
     A_raw : array, optional
         The unchecked input, when the finiteness check was deferred to the Gram matrix.
+    own : bool
+        A is a private work array (a decoded copy) that the passes may overwrite.
 
     Returns
     -------
@@ -189,7 +202,6 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
     m, n = A.shape[-2], A.shape[-1]
     u_acc = ctx.u_work
     X = A
-    own = False
     Rtot = None
     passes = 0
     shifted_any = False
@@ -300,8 +312,12 @@ def complete_q(ctx: Ctx, Q, R):
 
 
 def run_family(ctx: Ctx, A, *, min_passes, max_passes, accept, shift, allow_fallback_shift,
-               A_raw=None):
-    """The engine + fallback to Householder + mode handling; returns (Q, R)."""
+               A_raw=None, reload=None):
+    """The engine + fallback to Householder + mode handling; returns (Q, R).
+
+    ``reload``: when given, A is a private copy the passes may overwrite, and ``reload()``
+    returns it again for the Householder fallback.
+    """
     tr = ctx.trace
     xp = ctx.xp
     m, n = A.shape[-2], A.shape[-1]
@@ -313,10 +329,12 @@ def run_family(ctx: Ctx, A, *, min_passes, max_passes, accept, shift, allow_fall
     try:
         Q, R = cholqr_iterate(ctx, A, min_passes=min_passes, max_passes=max_passes,
                               accept=accept, shift=shift, allow_fallback_shift=allow_fallback_shift,
-                              A_raw=A_raw, need_q=ctx.mode != "r")
+                              A_raw=A_raw, need_q=ctx.mode != "r", own=reload is not None)
     except _Breakdown as exc:
         if A_raw is not None:
             B.check_finite(xp, A_raw, "A")
+        if reload is not None:
+            A = reload()
         tr.fallbacks.append(f"{tr.method} -> householder: {exc.reason}")
         tr.method = "householder"
         tr.passes = 1
@@ -330,13 +348,18 @@ def _run(A, name, *, mode, storage, compute, emulate, min_passes, max_passes, ac
          allow_fallback_shift) -> QRResult:
     ctx, Ac = prepare(A, method=name, mode=mode, storage=storage, compute=compute,
                       emulate=emulate, tall_only=True, batch_ok=False, check=False)
-    A_raw = None
+    A_raw = reload = None
     if _numpy_fast(ctx, Ac):
         A_raw = A  # finiteness is checked on the Gram matrix's diagonal (NaN/inf reach it)
+        if Ac is not A:  # a decoded copy (bf16/fp16 input, or a cast): the passes work in it
+            def reload():
+                return prepare(A, method=name, mode=mode, storage=storage, compute=compute,
+                               emulate=emulate, tall_only=True, batch_ok=False, check=False)[1]
     else:
         B.check_finite(ctx.xp, A, "A")
     Q, R = run_family(ctx, Ac, min_passes=min_passes, max_passes=max_passes, accept=accept,
-                      shift=shift, allow_fallback_shift=allow_fallback_shift, A_raw=A_raw)
+                      shift=shift, allow_fallback_shift=allow_fallback_shift, A_raw=A_raw,
+                      reload=reload)
     ctx.trace.kappa_est = kappa_est(ctx.xp, R)
     return finish(ctx, Q, R)
 

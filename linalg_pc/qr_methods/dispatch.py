@@ -113,17 +113,25 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
         method = _choose(A)
     direct = method != "batched" and (getattr(A, "ndim", 0) == 2
                                       or (method == "householder" and bool(options)))
-    # A single matrix goes straight to the method's function, which checks finiteness itself
-    # (CholeskyQR on NumPy reads it off the Gram matrix's diagonal instead of another pass).
-    ctx, Ac = prepare(A, method=method, mode=mode, storage=storage, compute=compute,
-                      emulate=emulate, check=not direct,
-                      tall_only=method not in ("auto", "householder", "batched"))
-    if requested == "auto":
-        ctx.trace.notes.append(f"auto chose {method} for shape {tuple(Ac.shape)}")
-    kwargs = dict(mode=mode, storage=ctx.storage, compute=ctx.compute, emulate=ctx.emulate,
-                  **options)
+    kwargs = dict(mode=mode, storage=storage, compute=compute, emulate=emulate, **options)
     if method == "rand_cholqr":
         kwargs["rng"] = rng
+    notes: tuple = ()
+    if direct:
+        # A single matrix goes to the method's function as it came: the function checks and
+        # decodes it itself, so a decoded bf16/fp16 copy is a private work array it may overwrite
+        # (CholeskyQR on NumPy also reads finiteness off the Gram matrix's diagonal).
+        if requested == "auto":
+            notes = (f"auto chose {method} for shape {tuple(A.shape)}",)
+        res = _FUNCS[method](A, **kwargs)
+        info = res.info
+        return QRResult(res.Q, res.R, _replace(info, requested=requested,
+                                               notes=notes + tuple(info.notes)))
+    ctx, Ac = prepare(A, method=method, mode=mode, storage=storage, compute=compute,
+                      emulate=emulate, tall_only=method not in ("auto", "householder", "batched"))
+    if requested == "auto":
+        ctx.trace.notes.append(f"auto chose {method} for shape {tuple(Ac.shape)}")
+    kwargs.update(storage=ctx.storage, compute=ctx.compute, emulate=ctx.emulate)
     if Ac.ndim > 2 and method not in ("householder", "batched"):
         res = _loop(Ac, method, kwargs)
     elif (method == "batched" or (method == "householder" and Ac.ndim > 2)) and not options:

@@ -13,7 +13,10 @@ float32 first, which double-rounds (1 + 2⁻⁸ + 2⁻³⁰ becomes 1 in bf16 in
 
 Fast paths: Numba kernels for NumPy float32 <-> bf16 (``_kernels/cpu.py``), CuPy elementwise
 kernels on the GPU (``_kernels/gpu.py``), the hardware conversions for fp16/fp32 targets, and the
-pure array-API reference algorithm (``_kernels/fallback.py``) for everything else.
+pure array-API reference algorithm (``_kernels/fallback.py``) for everything else. The NumPy
+kernels write large results into recycled memory (``_buffers``: a freed output's pages are
+handed to the next conversion of the same size instead of being faulted in again);
+:func:`set_buffer_cache` sets how much idle memory is kept, 0 turns it off.
 
 References
 ----------
@@ -26,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backend as B
+from . import _buffers
 from ._formats import FORMATS, Format, get_format, unit_roundoff
 from ._kernels import cpu as _cpu
 from ._kernels import fallback as _fallback
@@ -40,9 +44,41 @@ __all__ = [
     "from_storage",
     "ROUNDING_MODES",
     "representable",
+    "set_buffer_cache",
+    "buffer_cache_info",
 ]
 
 ROUNDING_MODES = _fallback.MODES
+
+
+def set_buffer_cache(max_bytes: int) -> int:
+    """Set how many bytes of freed conversion outputs are kept for reuse; returns the old limit.
+
+    Large NumPy results of :func:`to_storage`, :func:`from_storage` and :func:`round_to` (1 MiB
+    and up) are written into memory recycled from earlier results that were freed, so a
+    conversion repeated every optimizer step does not fault in fresh pages each time (16M
+    fp32→bf16 values: 2.3 ms into reused memory, 5.4 ms into fresh memory, on 2 cores). The
+    default limit is 256 MiB (environment variable ``LINALG_PC_BUFFER_CACHE``, in bytes); 0
+    turns recycling off and releases what is kept. The arrays are ordinary NumPy arrays whose
+    ``base`` owns the recycled block (``flags.owndata`` is False).
+
+    Parameters
+    ----------
+    max_bytes : int >= 0
+
+    Examples
+    --------
+    >>> import linalg_pc as lpc
+    >>> old = lpc.set_buffer_cache(0)      # plain numpy.empty outputs
+    >>> _ = lpc.set_buffer_cache(old)
+    """
+    return _buffers.set_max_bytes(max_bytes)
+
+
+def buffer_cache_info() -> dict:
+    """``{"max_bytes", "idle_bytes", "idle_blocks", "hits", "misses"}`` of the output recycling
+    (see :func:`set_buffer_cache`)."""
+    return _buffers.info()
 
 
 def _check_mode(mode: str) -> None:

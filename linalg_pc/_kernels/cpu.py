@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .. import _buffers
 from ._twins import twins
 
 # Below this many elements the threads cost more than they save.
@@ -102,7 +103,7 @@ def f32_to_bf16_bits(x: np.ndarray, *, seed: int | None = None,
     C-contiguous 16-bit array of x's size to write into (no allocation).
     """
     src = _flat(x, np.uint32)
-    dst = np.empty(src.size, dtype=np.uint16) if out is None else out.reshape(-1).view(np.uint16)
+    dst = _buffers.empty(src.size, np.uint16) if out is None else out.reshape(-1).view(np.uint16)
     par = src.size >= PARALLEL_THRESHOLD
     if seed is None:
         (_f32_to_bf16_rne_par if par else _f32_to_bf16_rne_seq)(src, dst)
@@ -115,7 +116,7 @@ def f32_to_bf16_bits(x: np.ndarray, *, seed: int | None = None,
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     """Decode bf16 bit patterns (any 16-bit view) to a float32 array (exact)."""
     src = _flat(bits, np.uint16)
-    dst = np.empty(src.size, dtype=np.uint32)
+    dst = _buffers.empty(src.size, np.uint32)
     (_bf16_to_f32_par if src.size >= PARALLEL_THRESHOLD else _bf16_to_f32_seq)(src, dst)
     return dst.view(np.float32).reshape(bits.shape)
 
@@ -123,7 +124,7 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
 def f32_round_bf16(x: np.ndarray, *, seed: int | None = None) -> np.ndarray:
     """Round a float32 array to bf16 values, returned as float32 (fused: no 16-bit temporary)."""
     src = _flat(x, np.uint32)
-    dst = np.empty(src.size, dtype=np.uint32)
+    dst = _buffers.empty(src.size, np.uint32)
     par = src.size >= PARALLEL_THRESHOLD
     if seed is None:
         (_f32_round_bf16_rne_par if par else _f32_round_bf16_rne_seq)(src, dst)

@@ -39,6 +39,7 @@ import math
 import numpy as np
 
 from .. import _backend as B
+from .. import _buffers
 from ._common import (
     Ctx,
     QRResult,
@@ -124,7 +125,10 @@ def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):
         from .._kernels import cpu_blas
 
         if cpu_blas.available(X.dtype):
-            Y = X if own and X.flags.c_contiguous and X.flags.writeable else np.array(X, order="C")
+            Y = X
+            if not (own and X.flags.c_contiguous and X.flags.writeable):
+                Y = _buffers.empty(X.shape, X.dtype)  # Q's memory: recycled when possible
+                np.copyto(Y, X)
             return cpu_blas.trsm_right_upper(Y, np.ascontiguousarray(R))
 
         if not X.flags.c_contiguous:

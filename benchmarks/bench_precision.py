@@ -6,9 +6,11 @@ rounding should cost no more than the plain cast), bf16->fp32 decode (fresh outp
 preallocated compute buffer), and round_to emulation (fp32 in, fp32 out) against the astype
 round trip.
 
-Fresh-output cases include the first touch of the output pages; on virtual machines that return
-freed memory to the host this cost varies from run to run by several times (the ``out=`` rows
-show the conversion itself).
+Fresh-output cases return a new array each call, as ``astype`` does. Ours writes it into memory
+recycled from the previous call's freed result (``lpc.set_buffer_cache``); the "no recycling"
+rows turn that off, so the output pages are faulted in on every call, as they are for
+``astype`` (on virtual machines that return freed memory to the host this first touch varies by
+several times from run to run). The ``out=`` rows show the conversion itself.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def _neighbours(x):
     return check
 
 
+def _no_recycling(f):
+    def g():
+        old = lpc.set_buffer_cache(0)
+        try:
+            return f()
+        finally:
+            lpc.set_buffer_cache(old)
+    return g
+
+
 def cases(quick: bool) -> list[Case]:
     n = (1 << 22) if quick else (1 << 24)
     rng = np.random.default_rng(0)
@@ -50,12 +62,17 @@ def cases(quick: bool) -> list[Case]:
     return [
         Case(f"fp32->bf16 nearest {label}", lambda: lpc.to_storage(x, "bf16"),
              lambda: x.astype(BF16), "ml_dtypes astype", accuracy=_bits_equal),
+        Case(f"fp32->bf16 nearest {label} no recycling",
+             _no_recycling(lambda: lpc.to_storage(x, "bf16")),
+             lambda: x.astype(BF16), "ml_dtypes astype", accuracy=_bits_equal),
         Case(f"fp32->bf16 nearest {label} out=", lambda: lpc.to_storage(x, "bf16", out=out16),
              lambda: x.astype(BF16), "ml_dtypes astype", accuracy=_bits_equal),
         Case(f"fp32->bf16 stochastic {label}",
              lambda: lpc.to_storage(x, "bf16", mode="stochastic", rng=1),
              lambda: x.astype(BF16), "ml_dtypes astype (nearest)", accuracy=_neighbours(x)),
         Case(f"bf16->fp32 {label}", lambda: lpc.from_storage(s, "fp32"),
+             lambda: s.astype(np.float32), "ml_dtypes astype", accuracy=_bits_equal),
+        Case(f"bf16->fp32 {label} no recycling", _no_recycling(lambda: lpc.from_storage(s, "fp32")),
              lambda: s.astype(np.float32), "ml_dtypes astype", accuracy=_bits_equal),
         Case(f"bf16->fp32 {label} out=", lambda: lpc.from_storage(s, "fp32", out=out32),
              lambda: s.astype(np.float32), "ml_dtypes astype", accuracy=_bits_equal),

@@ -71,6 +71,14 @@ def info_lines() -> list[str]:
         threads = threads or f"default ({os.cpu_count()})"
     lines.append(f"BLAS: {blas}; threads: {threads}")
     lines.append(f"numba threads: {numba.config.NUMBA_NUM_THREADS}")
+    from ._kernels import _twins, cpu_blas
+    from .precision import buffer_cache_info
+
+    lines.append(f"numba threading layer: {_twins.start_threads() or 'not started'}; "
+                 f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'passive (linalg_pc)')}")
+    lines.append(f"direct TRSM (CholeskyQR): {cpu_blas.library_name() or 'not reachable'}")
+    c = buffer_cache_info()
+    lines.append(f"recycled output memory: up to {c['max_bytes'] >> 20} MiB idle")
     lines.append(f"GPU: {gpu}")
     return lines
 

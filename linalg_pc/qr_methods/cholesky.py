@@ -5,9 +5,11 @@ One CholeskyQR pass on an m×n matrix X (m >= n):
     G = XᵀX (accumulated in the compute format, never in bf16)
     R = chol(G) (upper),   X <- X R⁻¹
 
-All three steps are BLAS-3 / LAPACK calls (SYRK-like Gram product, POTRF, TRSM, or TRTRI + TRMM
-when R is well conditioned), and a parallel implementation needs a single reduction (the n×n
-Gram matrix), which is why these methods are the fastest QR for tall-skinny matrices.
+All three steps are BLAS-3 / LAPACK calls (SYRK-like Gram product, POTRF, TRSM in place from
+NumPy's own BLAS, or TRTRI + GEMM when that is not reachable and R is well conditioned), and a
+parallel implementation needs a single reduction (the n×n Gram matrix), which is why these
+methods are the fastest QR for tall-skinny matrices. On NumPy a decoded copy of A (bf16/fp16
+input, or a cast) is the work array of the passes; Q's memory is recycled (``_buffers``).
 
 - **CholQR** (one pass): ‖I − QᵀQ‖ ≈ u·κ(A)²; breaks down (Cholesky fails) once κ(A) ≳ u^(−1/2).
 - **CholQR2** (two passes, R = R₂R₁; Yamamoto, Nakatsukasa, Yanagisawa, Fukaya, ETNA 44, 2015):

@@ -308,9 +308,7 @@ def from_storage(x, compute="fp32", *, out=None):
         if out is not None and f.name == "fp32":
             _check_out(out, x, np.float32)
             src = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
-            dst = out.reshape(-1).view(np.uint32)
-            (_cpu._bf16_to_f32_par if src.size >= _cpu.PARALLEL_THRESHOLD
-             else _cpu._bf16_to_f32_seq)(src, dst)
+            _cpu.decode_bf16_into(src, out.reshape(-1).view(np.uint32))
             return out
         r = _cpu.bf16_bits_to_f32(x.view(np.uint16))
         return r if f.name == "fp32" else r.astype(np.float64)

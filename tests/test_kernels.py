@@ -116,3 +116,45 @@ def test_column_kernels_strided_inputs_broadcast_and_parallel(monkeypatch):
 
 def _ubits(a):
     return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
+
+
+@pytest.mark.parametrize("kernel", ["par", "seq"])
+@pytest.mark.parametrize("n", [8, 9, 4093, (1 << 20) + 5])
+def test_nontemporal_decode_bit_exact_at_every_alignment(kernel, n, monkeypatch):
+    """The non-temporal bf16 -> fp32 kernel: ordinary head up to the first 32-byte aligned
+    element, 8-lane stores, ordinary tail; every start offset of the output, both twins."""
+    monkeypatch.setattr(cpu, "NT_MIN_BYTES", 0)  # take the non-temporal path at every size
+    if kernel == "seq":
+        monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 1 << 62)
+    src = np.random.default_rng(n).integers(0, 1 << 16, n, dtype=np.uint16)
+    want = src.astype(np.uint32) << 16
+    for off in range(8):
+        buf = np.full(n + 16, 0xDEADBEEF, dtype=np.uint32)
+        dst = buf[off:off + n]
+        cpu.decode_bf16_into(src, dst)
+        np.testing.assert_array_equal(dst, want)
+        assert np.all(buf[:off] == 0xDEADBEEF) and np.all(buf[off + n:] == 0xDEADBEEF)
+
+
+def test_decode_into_an_unaligned_output(monkeypatch):
+    monkeypatch.setattr(cpu, "NT_MIN_BYTES", 0)
+    n = 1000
+    src = np.random.default_rng(3).integers(0, 1 << 16, n, dtype=np.uint16)
+    dst = np.zeros(4 * n + 1, np.uint8)[1:].view(np.uint32)  # not 4-byte aligned
+    assert not dst.flags.aligned
+    cpu.decode_bf16_into(src, dst)
+    np.testing.assert_array_equal(dst, src.astype(np.uint32) << 16)
+
+
+def test_large_decode_uses_nontemporal_path_and_matches_ml_dtypes():
+    import linalg_pc as lpc
+
+    n = cpu.NT_MIN_BYTES // 4 + 3
+    x = np.random.default_rng(1).integers(0, 1 << 16, n, dtype=np.uint16).view(ml_dtypes.bfloat16)
+    want = x.astype(np.float32)
+    got = lpc.from_storage(x)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # NaNs included
+    out = np.empty(n, np.float32)
+    lpc.from_storage(x, out=out)
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
+

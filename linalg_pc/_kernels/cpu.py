@@ -13,6 +13,10 @@ truncates: the result is one of the two bf16 neighbours, the upper one with prob
 the distance from the lower one in units of the bf16 spacing (unbiased). The random bits come from
 a counter-based hash of (seed, index), so results depend on the seed only, never on the number of
 threads.
+
+Decoding to a large output (``NT_MIN_BYTES`` and up) writes 8 lanes at a time with
+non-temporal stores (``_llvm.decode8_nt``): the output is not read into the cache before it is
+overwritten, which saves a third of the memory traffic.
 """
 
 from __future__ import annotations
@@ -21,10 +25,18 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _buffers
+from ._llvm import NT_ALIGN, decode8_nt, store_fence
 from ._twins import twins
 
 # Below this many elements the threads cost more than they save.
 PARALLEL_THRESHOLD = 1 << 16
+#: bf16 -> fp32 outputs of at least this many bytes are written with non-temporal stores (no
+#: read-for-ownership; 16M values: 2.3 ms -> 1.8 ms on one core). Smaller outputs may still be in
+#: cache when the caller reads them, and keep ordinary stores. (fp32 -> bf16 gains nothing from
+#: them: it reads twice what it writes, and measured the same 1.8–1.9 ms with and without.)
+NT_MIN_BYTES = 16 << 20
+#: Chunks of the non-temporal decode (each thread fences after each of its chunks).
+NT_CHUNKS = 16
 
 
 @njit(cache=True, inline="always")
@@ -74,6 +86,16 @@ def _bf16_to_f32(src, dst):
         dst[i] = np.uint32(src[i]) << np.uint32(16)
 
 
+def _bf16_to_f32_nt(src, dst, head, nvec):
+    per = (nvec + NT_CHUNKS - 1) // NT_CHUNKS
+    for c in prange(NT_CHUNKS):
+        lo = c * per
+        hi = min(nvec, lo + per)
+        for j in range(lo, hi):
+            decode8_nt(src, dst, head + 8 * j)
+        store_fence()
+
+
 def _f32_round_bf16_rne(src, dst):
     for i in prange(src.size):
         dst[i] = np.uint32(_rne_bits(src[i])) << np.uint32(16)
@@ -87,6 +109,7 @@ def _f32_round_bf16_sr(src, dst, seed):
 _f32_to_bf16_rne_par, _f32_to_bf16_rne_seq = twins(_f32_to_bf16_rne)
 _f32_to_bf16_sr_par, _f32_to_bf16_sr_seq = twins(_f32_to_bf16_sr)
 _bf16_to_f32_par, _bf16_to_f32_seq = twins(_bf16_to_f32)
+_bf16_to_f32_nt_par, _bf16_to_f32_nt_seq = twins(_bf16_to_f32_nt)
 _f32_round_bf16_rne_par, _f32_round_bf16_rne_seq = twins(_f32_round_bf16_rne)
 _f32_round_bf16_sr_par, _f32_round_bf16_sr_seq = twins(_f32_round_bf16_sr)
 
@@ -113,11 +136,32 @@ def f32_to_bf16_bits(x: np.ndarray, *, seed: int | None = None,
     return dst.reshape(x.shape) if out is None else out
 
 
+def decode_bf16_into(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``dst = uint32(src) << 16`` for 1-D C-contiguous uint16 ``src`` and uint32 ``dst``.
+
+    Outputs of ``NT_MIN_BYTES`` and more go through the non-temporal kernel: an ordinary loop
+    up to the first 32-byte aligned element of dst, 8-lane non-temporal stores, an ordinary
+    tail.
+    """
+    n = src.size
+    par = n >= PARALLEL_THRESHOLD
+    if dst.nbytes < NT_MIN_BYTES or dst.ctypes.data % dst.itemsize:  # small, or unaligned
+        (_bf16_to_f32_par if par else _bf16_to_f32_seq)(src, dst)
+        return dst
+    head = min(n, ((-dst.ctypes.data) % NT_ALIGN) // dst.itemsize)
+    nvec = (n - head) // 8
+    tail = head + 8 * nvec
+    _bf16_to_f32_seq(src[:head], dst[:head])
+    (_bf16_to_f32_nt_par if par else _bf16_to_f32_nt_seq)(src, dst, head, nvec)
+    _bf16_to_f32_seq(src[tail:], dst[tail:])
+    return dst
+
+
 def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     """Decode bf16 bit patterns (any 16-bit view) to a float32 array (exact)."""
     src = _flat(bits, np.uint16)
     dst = _buffers.empty(src.size, np.uint32)
-    (_bf16_to_f32_par if src.size >= PARALLEL_THRESHOLD else _bf16_to_f32_seq)(src, dst)
+    decode_bf16_into(src, dst)
     return dst.view(np.float32).reshape(bits.shape)
 
 

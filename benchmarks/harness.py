@@ -7,14 +7,17 @@ compilation, caches), then timed calls, median reported. ``speedup`` is ``baseli
 dict of plain numbers merged into the record.
 
 Order of the timed calls. Cases whose two warm-up calls took less than
-:data:`BLOCK_BELOW_S` run in blocks: ``BLOCKS`` rounds of (pause, one untimed call of ours,
-then its timed calls; pause, one untimed call of the baseline, then its timed calls). NumPy and
+:data:`BLOCK_BELOW_S` run in blocks: ``BLOCKS`` rounds of (pause, two untimed calls of ours,
+then its timed calls; pause, two untimed calls of the baseline, then its timed calls). NumPy and
 SciPy each load their own OpenBLAS, whose worker threads keep spinning for a while after a
 call; a call that directly follows the other library's call runs with those threads competing
 for the cores (measured: K·Q_J at twice its time right after a SciPy QR). The pause of
 :data:`BLOCK_PAUSE_S` and the untimed call absorb that, so each side is timed in its steady
 state, as a user calling it repeatedly sees it; alternating blocks still spread slow load
-changes over both sides. Slower cases alternate call by call.
+changes over both sides. A block times at least ``repeats / BLOCKS`` calls and at least
+:data:`MIN_BLOCK_S` of calls (a 2 ms case: about 50), so the first calls after the pause, which
+on a virtual machine wake idle vCPUs and fault memory back in, do not set the median. Slower
+cases alternate call by call.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ BLOCK_BELOW_S = 2.0
 BLOCKS = 2
 #: Pause before each block (seconds): OpenBLAS threads spin for up to ~0.1 s after a call.
 BLOCK_PAUSE_S = 0.25
+#: Each block times calls for at least this long (seconds; by the warm-up call's time) ...
+MIN_BLOCK_S = 0.1
+#: ... and at most this many calls.
+MAX_CALLS_PER_BLOCK = 200
 
 
 def run_case(suite: str, case: Case) -> dict:
@@ -72,8 +79,13 @@ def run_case(suite: str, case: Case) -> dict:
             for _ in range(BLOCKS):
                 for fn, times in ((case.ours, ours_t), (case.baseline, base_t)):
                     time.sleep(BLOCK_PAUSE_S)  # the other library's BLAS threads go idle
-                    out = fn()  # untimed: caches and this library's threads warm up
-                    for _ in range(per_block):
+                    fn()  # untimed: caches and this library's threads warm up
+                    t1, out = _time(fn)  # untimed too: sizes the block
+                    # at least MIN_BLOCK_S of timed calls, so a millisecond case's median is not
+                    # set by the first calls after the pause
+                    n_calls = max(per_block, min(MAX_CALLS_PER_BLOCK,
+                                                 int(MIN_BLOCK_S / max(t1, 1e-6)) + 1))
+                    for _ in range(n_calls):
                         t, out = _time(fn)
                         times.append(t)
                     if fn is case.ours:

@@ -22,7 +22,9 @@ input, or a cast) is the work array of the passes; Q's memory is recycled (``_bu
   and, only when Cholesky breaks down, shifts by s₀ = n·u·‖A‖₂², ×10 per retry.
 
 Breakdown is detected from Cholesky's ``info`` (the leading minor that is not positive definite)
-and from an R whose condition estimate reaches u⁻¹; it is never an exception. The fallback chain
+and from an R whose condition estimate reaches u⁻¹; it is never an exception. One-pass CholQR
+also treats as breakdown an R with u·(κ_est/n)² > 1 (κ₂(R) >= κ₁-estimate/n, so its Q would not
+be orthonormal in any digit: Cholesky can succeed on a Gram matrix past u⁻¹). The fallback chain
 CholQR / CholQR2 -> shifted CholQR3 -> Householder runs automatically and is recorded in
 ``info.fallbacks``. After the last pass, a condition estimate of its R (the last Gram matrix's
 square root) decides whether the result is trusted: a pass on X with κ(X) = c leaves
@@ -260,6 +262,17 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         if not kap * u_acc < 1.0:
             raise _Breakdown(f"R of pass {passes + 1} is numerically singular "
                              f"(kappa estimate {kap:.3g})")
+        if (accept is None and policy is None and allow_fallback_shift
+                and u_acc * (kap / max(n, 1)) ** 2 > 1.0):
+            # One pass leaves ‖I − QᵀQ‖ ≈ u·κ(R)²; κ₂(R) >= κ₁-estimate / n, so this Q would not
+            # be orthonormal in any digit (Cholesky succeeded on a Gram matrix past u⁻¹).
+            tr.fallbacks.append(f"{tr.method} -> scholqr3: kappa estimate of R in pass "
+                                f"{passes + 1} is {kap:.3g}; one pass would leave "
+                                f"||I - Q^T Q|| ~ u*kappa^2 >= 1")
+            tr.method = "scholqr3"
+            policy = "breakdown"
+            max_passes = max(max_passes, MAX_PASSES)
+            accept = ACCEPT_KAPPA
         passes += 1
         shifted_any = shifted_any or s_used > 0
         if policy == "always" or isinstance(policy, float):

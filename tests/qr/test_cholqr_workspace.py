@@ -46,3 +46,21 @@ def test_householder_fallback_after_an_overwriting_pass_factors_the_input(monkey
     A64 = A.astype(np.float64)
     err = np.linalg.norm(A64 - Q.astype(np.float64) @ R) / np.linalg.norm(A64)
     assert err <= 50 * 2.0**-24  # a QR of A (a QR of A·R₁⁻¹ would miss by O(1))
+
+
+def test_one_pass_cholqr_past_its_limit_falls_back_instead_of_returning_garbage():
+    """κ = 1.4e4 in fp32 (35× past CholQR's u^(-1/2)/10): Cholesky of the Gram matrix happens to
+    succeed, but one pass would leave ‖I − QᵀQ‖ ≈ 90. The κ estimate of R flags it and the
+    passes continue as shifted CholQR3 (recorded), ending O(u)."""
+    from linalg_pc.analysis import orthogonality_loss, randsvd
+
+    kappa = float(np.logspace(0, np.log10(0.1 / lpc.unit_roundoff("fp32")), 10)[6])  # 1.41e4
+    T = randsvd(2000, 50, kappa, dtype="fp32", rng=106)
+    res = lpc.qr(T.A, method="cholqr")
+    assert res.info.method == "scholqr3" and res.info.passes >= 2
+    assert any("kappa estimate of R" in f for f in res.info.fallbacks)
+    assert orthogonality_loss(res.Q) < 100 * lpc.unit_roundoff("fp32")
+    # inside its range one pass stays one pass (u·κ² = 0.01 at the limit)
+    T = randsvd(2000, 50, 400.0, dtype="fp32", rng=1)
+    res = lpc.qr(T.A, method="cholqr")
+    assert res.info.method == "cholqr" and res.info.passes == 1 and not res.info.fallbacks

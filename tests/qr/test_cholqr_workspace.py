@@ -3,8 +3,13 @@
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import linalg_pc as lpc
+from linalg_pc.analysis import orthogonality_loss
+from linalg_pc.analysis.bounds import qr_bound
 from linalg_pc.qr_methods import cholesky
 
 
@@ -52,7 +57,7 @@ def test_one_pass_cholqr_past_its_limit_falls_back_instead_of_returning_garbage(
     """κ = 1.4e4 in fp32 (35× past CholQR's u^(-1/2)/10): Cholesky of the Gram matrix happens to
     succeed, but one pass would leave ‖I − QᵀQ‖ ≈ 90. The κ estimate of R flags it and the
     passes continue as shifted CholQR3 (recorded), ending O(u)."""
-    from linalg_pc.analysis import orthogonality_loss, randsvd
+    from linalg_pc.analysis import randsvd
 
     kappa = float(np.logspace(0, np.log10(0.1 / lpc.unit_roundoff("fp32")), 10)[6])  # 1.41e4
     T = randsvd(2000, 50, kappa, dtype="fp32", rng=106)
@@ -64,3 +69,30 @@ def test_one_pass_cholqr_past_its_limit_falls_back_instead_of_returning_garbage(
     T = randsvd(2000, 50, 400.0, dtype="fp32", rng=1)
     res = lpc.qr(T.A, method="cholqr")
     assert res.info.method == "cholqr" and res.info.passes == 1 and not res.info.fallbacks
+
+
+@st.composite
+def _tall_16bit(draw):
+    n = draw(st.integers(1, 10))
+    m = draw(st.integers(4 * n, 60))
+    dtype = draw(st.sampled_from([ml_dtypes.bfloat16, np.float16]))
+    vals = draw(hnp.arrays(np.float32, (m, n), elements=st.floats(-100, 100, width=32)))
+    return vals.astype(dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(A=_tall_16bit(), method=st.sampled_from(["auto", "cholqr2", "scholqr3"]))
+def test_property_16bit_input_in_place_passes(A, method):
+    """Any 16-bit tall A (rank-deficient and zero columns included, which send the passes to
+    their fallbacks after the work array was overwritten): A untouched, and fp32 Q, R that are
+    a backward-stable QR of A. (One-pass ``cholqr`` promises only u·κ², so it is not here.)"""
+    m, n = A.shape
+    A0 = A.copy()
+    Q, R, info = lpc.qr(A, method=method, storage="fp32")
+    np.testing.assert_array_equal(A.view(np.uint16), A0.view(np.uint16))
+    assert np.array_equal(R, np.triu(R))
+    assert orthogonality_loss(Q) <= qr_bound("householder", m, n, 1.0, "fp32")
+    A64 = A.astype(np.float64)
+    err = np.linalg.norm(A64 - Q.astype(np.float64) @ R.astype(np.float64))
+    assert err <= qr_bound(method, m, n, 1.0, "fp32", quantity="resid") * max(
+        np.linalg.norm(A64), 1e-300)

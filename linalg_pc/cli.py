@@ -74,7 +74,11 @@ def info_lines() -> list[str]:
     from ._kernels import _twins, cpu_blas
     from .precision import buffer_cache_info
 
-    lines.append(f"numba threading layer: {_twins.start_threads() or 'not started'}; "
+    try:
+        layer = _twins.start_threads() or "not started"
+    except Exception as exc:  # noqa: BLE001 - a requested layer that is not installed
+        layer = f"unavailable ({exc})"
+    lines.append(f"numba threading layer: {layer}; "
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'passive (linalg_pc)')}")
     lines.append(f"direct TRSM (CholeskyQR): {cpu_blas.library_name() or 'not reachable'}")
     c = buffer_cache_info()

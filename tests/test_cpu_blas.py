@@ -114,3 +114,10 @@ def test_direct_blas_can_be_turned_off_and_threads_start_quietly():
     out2 = subprocess.run([sys.executable, "-c", code2], env=env, capture_output=True, text=True,
                           check=True).stdout.strip()
     assert out2 == "ACTIVE"  # a user's own setting is kept
+
+
+def test_import_survives_an_unavailable_threading_layer():
+    env = dict(os.environ, NUMBA_THREADING_LAYER="tbb")
+    code = "import importlib.util, linalg_pc; print(importlib.util.find_spec('tbb') is None)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr  # tbb installed or not, the import works

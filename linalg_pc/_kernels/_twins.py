@@ -75,4 +75,7 @@ def twins(f, **options):
             njit(cache=True, **options)(g))
 
 
-start_threads()
+try:
+    start_threads()
+except Exception:  # noqa: BLE001 - e.g. NUMBA_THREADING_LAYER names a layer that is not
+    pass  # installed: importing must not fail; Numba raises at the first parallel call instead

@@ -77,7 +77,7 @@ def info_lines() -> list[str]:
     try:
         layer = _twins.start_threads() or "not started"
     except Exception as exc:  # noqa: BLE001 - a requested layer that is not installed
-        layer = f"unavailable ({exc})"
+        layer = f"unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     lines.append(f"numba threading layer: {layer}; "
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'passive (linalg_pc)')}")
     lines.append(f"direct TRSM (CholeskyQR): {cpu_blas.library_name() or 'not reachable'}")

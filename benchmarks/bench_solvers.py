@@ -48,18 +48,24 @@ def poisson3d(n: int) -> sp.csr_matrix:
     return (sp.kron(A2, eye, format="csr") + sp.kron(eye2, T, format="csr")).tocsr()
 
 
+def _best_time(fn, repeats: int) -> float:
+    """Shortest of ``repeats`` timed calls of ``fn`` after one untimed call."""
+    fn()
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def copy_bandwidth(nbytes: int = 128 << 20, repeats: int = 5) -> float:
     """Bytes per second of a Numba copy loop (read + write counted), the better of the serial
     and the 2-thread kernel."""
     src = np.ones(nbytes // 8)
     dst = np.empty_like(src)
-    best = np.inf
-    for kern in (K.copy_kernel, K.pick(K.copy_kernel, 0)):
-        kern(src, dst)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            kern(src, dst)
-            best = min(best, time.perf_counter() - t0)
+    best = min(_best_time(lambda k=kern: k(src, dst), repeats)
+               for kern in (K.copy_kernel, K.pick(K.copy_kernel, 0)))
     return 2 * src.nbytes / best
 
 
@@ -77,13 +83,7 @@ def read_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
     the copy bandwidth counts read + write but moves a third more (the written lines are read
     first), which is why a read-dominated kernel can exceed 100% of it."""
     x = np.ones(nbytes // 8)
-    _sum_kernel(x)
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        _sum_kernel(x)
-        best = min(best, time.perf_counter() - t0)
-    return x.nbytes / best
+    return x.nbytes / _best_time(lambda: _sum_kernel(x), repeats)
 
 
 def _per_iteration(iters: int, bw: float, ours_bytes: int, scipy_bytes: int | None = None,

@@ -124,8 +124,6 @@ def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):
     ``INVERSE_KAPPA_MAX`` (2mn² flops, extra error u·κ(R)), SciPy's TRSM beyond.
     """
     if _numpy_fast(ctx, X) and R.dtype == X.dtype:
-        from scipy.linalg import blas, lapack
-
         from .._kernels import cpu_blas
 
         if cpu_blas.available(X.dtype):
@@ -133,7 +131,9 @@ def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):
             if not (own and X.flags.c_contiguous and X.flags.writeable):
                 Y = _buffers.empty(X.shape, X.dtype)  # Q's memory: recycled when possible
                 np.copyto(Y, X)
-            return cpu_blas.trsm_right_upper(Y, np.ascontiguousarray(R))
+            return cpu_blas.trsm_right_upper(Y, R)
+
+        from scipy.linalg import blas, lapack
 
         if not X.flags.c_contiguous:
             X = np.ascontiguousarray(X)

@@ -8,11 +8,19 @@ Each param is the array-API namespace linalg_pc resolves for that library.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import linalg_pc._backend as B
+
+# Hypothesis profiles. "default" draws new examples on every run (how counterexamples are found);
+# "ci" derandomizes (each test's examples are seeded from its own source), so whether a change
+# lands cannot depend on the draw. Choose with LINALG_PC_HYPOTHESIS_PROFILE.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("LINALG_PC_HYPOTHESIS_PROFILE", "default"))
 
 
 def _cupy_usable() -> bool:

@@ -29,6 +29,12 @@ _SUPER = 64
 #: LLVM fast-math flags: only fused multiply-add contraction (one rounding instead of two, ~10%
 #: faster on 8×8). No flag that assumes finite values: the kernel detects overflow itself.
 _FMA = {"contract"}
+#: A column (α, x) with max(|α|, ‖x‖) below _TINY_COL is scaled by _UP (exactly) while its
+#: reflector is formed, as LAPACK's xLARFG does: its norm would otherwise be rounded in the
+#: subnormal range and 1/(α − β) would overflow. Only fp64 columns can be this small.
+_TINY_COL = 2.0 ** -900
+_UP = 2.0 ** 600
+_DOWN = 2.0 ** -600
 #: Below this many matrices the serial kernel runs (thread start-up costs more than it saves).
 PARALLEL_MIN_BATCH = 1024
 
@@ -47,14 +53,46 @@ def _lanes_impl(A, Q, R, want_q, lo, hi):
         tau = np.zeros((max(k, 1), L), dtype=A.dtype)
         ss = np.empty(L, dtype=A.dtype)
         scal = np.empty(L, dtype=np.float64)  # 1/(α − β) overflows fp32 for subnormal columns
+        dv = np.empty(L, dtype=np.float64)  # each lane's α of the current column
         acc = np.empty(L, dtype=A.dtype)
         for c in range(sc * _SUPER, min(nchunks, (sc + 1) * _SUPER)):
             _chunk(A, Q, R, want_q, lo, hi, c * L, min(L, nb - c * L), m, n, k, ncols,
-                   rrows, W, QT, tau, ss, scal, acc)
+                   rrows, W, QT, tau, ss, scal, dv, acc)
 
 
 @njit(cache=True, inline="always", fastmath=_FMA)
-def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, ss, scal,
+def _rescaled_reflectors(W, j, m, dv, tau, scal):
+    """Redo the reflector of column j in the lanes whose |β| = ‖(α, x)‖ is below _TINY_COL
+    (fp64 columns of subnormal size; dv holds their α), with α and x scaled by _UP as LAPACK's
+    xLARFG does: in place their norm is rounded in the subnormal range and 1/(α − β) overflows.
+    Leaves scal = 1 for those lanes, their x already scaled into v."""
+    for l in range(_L):
+        if not (abs(W[j, j, l]) < _TINY_COL and tau[j, l] != 0.0):
+            continue
+        alpha = dv[l] * _UP
+        s = 0.0
+        for i in range(j + 1, m):
+            s = max(s, abs(np.float64(W[j, i, l])) * _UP)
+        t2 = 0.0
+        for i in range(j + 1, m):
+            t = (np.float64(W[j, i, l]) * _UP) / s
+            t2 += t * t
+        tn = s * np.sqrt(t2)
+        big = max(abs(alpha), tn)
+        a_s = alpha / big
+        t_s = tn / big
+        nrm = big * np.sqrt(a_s * a_s + t_s * t_s)
+        beta = -nrm if alpha >= 0 else nrm
+        tau[j, l] = (beta - alpha) / beta
+        r = 1.0 / (alpha - beta)
+        for i in range(j + 1, m):
+            W[j, i, l] = (W[j, i, l] * _UP) * r
+        scal[l] = 1.0
+        W[j, j, l] = beta * _DOWN
+
+
+@njit(cache=True, inline="always", fastmath=_FMA)
+def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, ss, scal, dv,
            acc):
     L = _L
     if nl < L:  # a partial last group: the idle lanes must hold finite values
@@ -97,6 +135,12 @@ def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, s
             tau[j, l] = 0.0 if triv else (beta - alpha) / beta
             scal[l] = 1.0 if triv else 1.0 / (alpha - beta)
             W[j, j, l] = beta
+            dv[l] = alpha
+        nsmall = 0
+        for l in range(L):  # |β| = ‖(α, x)‖ of subnormal size (branch-free, so it vectorizes)
+            nsmall += 1 if abs(W[j, j, l]) < _TINY_COL else 0
+        if nsmall:
+            _rescaled_reflectors(W, j, m, dv, tau, scal)
         for i in range(j + 1, m):
             for l in range(L):
                 W[j, i, l] *= scal[l]

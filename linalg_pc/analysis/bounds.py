@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 
 from .._formats import get_format
+from ..qr_methods.cholesky import ACCEPT_KAPPA
 
 __all__ = [
     "QR_BOUND_METHODS",
@@ -50,6 +51,7 @@ __all__ = [
     "qr_kappa_limit",
     "storage_floor",
     "storage_resid_floor",
+    "underflow_resid_floor",
 ]
 
 BOUND_KINDS = ("algorithm", "deterministic", "probabilistic")
@@ -71,6 +73,10 @@ PROBABILISTIC_LAMBDA = 4.0
 #: sgeqrf, as the default study runs it): 3.4e-7 = 0.23·√(k·log₂(2m))·u. REFERENCE's 1.2e-8
 #: for the same shape is the one-rounding floor of an fp64-computed Q (numpy.linalg.qr computes
 #: fp32 input in fp64), not fp32 arithmetic.
+#: rand_cholqr adds C_CHOLQR_ORTH·u·ACCEPT_KAPPA² (= 256u): with one CholQR pass on the
+#: preconditioned A R_s⁻¹ accepted at κ_est <= ACCEPT_KAPPA, small shapes reach 45u (fp32 4×3,
+#: Gaussian sketch; 34u fp64 12×5, CountSketch; 150 seeds per shape up to 12×12), above the
+#: √(k·log₂(2m)) model, whose factor is smallest there.
 C_HOUSEHOLDER_ORTH = 8.0
 
 #: ‖A − QR‖_F/‖A‖_F <= C·√(k·log₂(2m))·u for every method (all are backward stable in this
@@ -197,6 +203,9 @@ def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algori
     if kind == "algorithm":
         scale = math.sqrt(k * math.log2(2 * m)) * u
         base = (C_QR_RESID if quantity == "resid" else C_HOUSEHOLDER_ORTH) * scale
+        if method == "rand_cholqr" and quantity == "orth":
+            # its last CholQR pass is accepted at κ_est(R) <= ACCEPT_KAPPA: loss up to uκ² there
+            return base + C_CHOLQR_ORTH * u * ACCEPT_KAPPA * ACCEPT_KAPPA
         if quantity == "resid" or method in _O_U:
             return base
         if method == "cholqr":
@@ -283,3 +292,25 @@ def storage_resid_floor(m: int, n: int, fmt) -> float:
     u = get_format(fmt, argname="fmt").unit_roundoff
     k = min(max(int(m), 0), max(int(n), 0))
     return u * (math.sqrt(k) + 1.0) * (1.0 + u)
+
+
+def underflow_resid_floor(m: int, n: int, fmt) -> float:
+    """Absolute term that gradual underflow adds to ‖A − QR‖_F (not relative to ‖A‖_F).
+
+    With subnormals every operation obeys fl(x op y) = (x op y)(1 + δ) + η with |η| <= λu, λ the
+    smallest normal number (Higham, *Accuracy and Stability*, 2nd ed., §2.1, (2.8)); λu is half
+    the smallest subnormal. An entry of R is an inner product of length m (2m operations), so
+    ‖Q·ΔR‖_F <= ‖Q‖₂·√(k·n)·2m·λu, k = min(m, n). It matters only when A's entries are
+    themselves near the subnormal range: no format can hold such an R to relative accuracy u
+    (a 2×1 A of smallest subnormals has R = √2·2^-149, stored as 2^-149 in fp32, a relative
+    residual of 0.29 whatever the algorithm). Tests use ``bound·‖A‖_F + underflow_resid_floor``.
+
+    Examples
+    --------
+    >>> underflow_resid_floor(2, 1, "fp32") / 2**-149  # 2·m·√(kn)·λu = 4·2^-150
+    2.0
+    """
+    f = get_format(fmt, argname="fmt")
+    m, n = max(int(m), 0), max(int(n), 0)
+    k = min(m, n)
+    return 2.0 * m * math.sqrt(k * n) * f.tiny * f.unit_roundoff

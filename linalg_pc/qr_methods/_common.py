@@ -12,6 +12,7 @@ Every QR function of this package goes through the same three steps:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -301,6 +302,35 @@ def to_float(x) -> float:
     return float(B.to_numpy(x).astype(np.float64).reshape(()))
 
 
+def pow2_exponent(xp, X) -> int:
+    """The e with max|X|·2^e in [0.5, 1) (0 for an empty, zero or non-finite X)."""
+    if X.shape[-1] == 0 or X.shape[-2] == 0:
+        return 0
+    amax = to_float(xp.max(xp.abs(X)))
+    if amax == 0 or not math.isfinite(amax):
+        return 0
+    return -math.frexp(amax)[1]
+
+
+def scale_pow2(X, e: int):
+    """X·2^e in two multiplications, so neither factor overflows X's format.
+
+    Scaling a subnormal matrix up to 1 needs 2^149 in fp32 (2^1074 in fp64), beyond the largest
+    finite value (and beyond a Python float); each half of the exponent is representable
+    whenever the smallest subnormal is at least 1/max², which holds for every IEEE format we
+    use. Exact unless the result is subnormal (then one rounding, in the second step).
+    """
+    if e == 0:
+        return X
+    h = e // 2
+    return (X * 2.0 ** h) * 2.0 ** (e - h)
+
+
+#: kappa_est rescales R by a power of two when max|diag R| leaves [2^-POW2_SAFE, 2^POW2_SAFE]:
+#: LAPACK's trcon forms 1/‖R‖, which overflows for a subnormal R.
+POW2_SAFE = 32
+
+
 def kappa_est(xp, R) -> float:
     """Cheap estimate of κ(R) for upper-triangular R (k×n, k <= n uses the leading k×k).
 
@@ -315,6 +345,9 @@ def kappa_est(xp, R) -> float:
         Rn = B.to_numpy(R).reshape((-1,) + tuple(R.shape[-2:]))
         return max((kappa_est(np, Rn[i]) for i in range(Rn.shape[0])), default=1.0)
     Rk = R[:k, :k]
+    dmax = to_float(xp.max(xp.abs(diagonal(xp, Rk))))  # the scale, in O(k)
+    if dmax > 0 and math.isfinite(dmax) and abs(math.frexp(dmax)[1]) > POW2_SAFE:
+        Rk = scale_pow2(Rk, -math.frexp(dmax)[1])  # κ is scale invariant
     if B.is_numpy(xp):
         from scipy.linalg import lapack
 

@@ -52,7 +52,9 @@ from ._common import (
     finish,
     kappa_est,
     mT,
+    pow2_exponent,
     prepare,
+    scale_pow2,
     to_float,
     triu,
     zeros,
@@ -158,21 +160,15 @@ def _lambda_max(xp, G, iters: int = 30) -> float:
     lam = 0.0
     for _ in range(iters):
         w = xp.matmul(G, v)
-        nw = to_float(xp.sqrt(xp.sum(w * w)))
-        if nw == 0 or not math.isfinite(nw):
+        wmax = to_float(xp.max(xp.abs(w)))
+        if wmax == 0 or not math.isfinite(wmax):
             break
+        ws = w / wmax  # ‖w‖ without squaring entries near the overflow threshold
+        nw = wmax * to_float(xp.sqrt(xp.sum(ws * ws)))
         lam = nw / max(to_float(xp.sqrt(xp.sum(v * v))), 1e-300)
         v = w / nw
     tr = to_float(xp.sum(diagonal(xp, G)))
     return max(lam, tr / max(n, 1))
-
-
-def _pow2_scale(xp, X) -> float:
-    """A power of two s with max|s·X| in [0.5, 1) (1.0 for a zero X)."""
-    amax = to_float(xp.max(xp.abs(X)))
-    if amax == 0 or not math.isfinite(amax):
-        return 1.0
-    return 2.0 ** (-math.frexp(amax)[1])
 
 
 # --------------------------------------------------------------------------- the engine
@@ -213,7 +209,7 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
     Rtot = None
     passes = 0
     shifted_any = False
-    scale = 1.0
+    sexp = 0  # A is scaled by 2^sexp
     policy = shift
     while True:
         G = ctx.em(gram(ctx, X))
@@ -223,15 +219,14 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
             if not math.isfinite(dmax):
                 if A_raw is not None:
                     B.check_finite(xp, A_raw, "A")
-                scale = _pow2_scale(xp, X)
+                sexp = pow2_exponent(xp, X)
             elif dmax < ctx.compute.tiny / u_acc or dmax > ctx.compute.max * u_acc:
-                scale = _pow2_scale(xp, X)
-            if scale != 1.0:
-                X = ctx.em(X * scale)
+                sexp = pow2_exponent(xp, X)
+            if sexp:
+                X = ctx.em(scale_pow2(X, sexp))
                 own = True
                 G = ctx.em(gram(ctx, X))
-                tr.notes.append(f"A scaled by 2^{int(round(math.log2(scale)))} to keep the Gram "
-                                f"matrix in range")
+                tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
         s_used = 0.0
         if policy == "always" or (isinstance(policy, float) and policy > 0):
             s_used = _initial_shift(ctx, G, m, n) if policy == "always" else float(policy)
@@ -292,8 +287,8 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
             tr.notes.append(f"pass {passes + 1} added: kappa estimate of R in pass {passes} is "
                             f"{kap:.3g} > {accept}")
     tr.passes = passes
-    if scale != 1.0:
-        Rtot = ctx.em(Rtot / scale)
+    if sexp:
+        Rtot = ctx.em(scale_pow2(Rtot, -sexp))
     return (X if need_q else None), Rtot
 
 

@@ -21,7 +21,19 @@ from __future__ import annotations
 
 import math
 
-from ._common import Ctx, QRResult, finish, kappa_est, mT, prepare, to_float, zeros
+from ._common import (
+    POW2_SAFE,
+    Ctx,
+    QRResult,
+    finish,
+    kappa_est,
+    mT,
+    pow2_exponent,
+    prepare,
+    scale_pow2,
+    to_float,
+    zeros,
+)
 from .cholesky import complete_q
 from .householder import householder_core
 
@@ -124,7 +136,13 @@ def _run(A, name, fn, *, mode, storage, compute, emulate, passes) -> QRResult:
     try:
         if m == 0 or n == 0:
             raise _Breakdown("empty matrix")
-        Q, R = fn(ctx, Ac)
+        sexp = pow2_exponent(ctx.xp, Ac)
+        if abs(sexp) <= POW2_SAFE:
+            sexp = 0
+        else:  # subnormal columns would lose relative accuracy, and norms overflow
+            tr.notes.append(f"A scaled by 2^{sexp} to keep the norms in range")
+        Q, R = fn(ctx, ctx.em(scale_pow2(Ac, sexp)) if sexp else Ac)
+        R = ctx.em(scale_pow2(R, -sexp)) if sexp else R
         kap = kappa_est(ctx.xp, R)
         if not kap * ctx.u_work < 1.0 or not math.isfinite(kap):
             raise _Breakdown(f"R is numerically singular (kappa estimate {kap:.3g})")

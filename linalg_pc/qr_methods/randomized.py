@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import _backend as B
 from ..precision import round_to
-from ._common import QRResult, finish, kappa_est, prepare
+from ._common import POW2_SAFE, QRResult, finish, kappa_est, pow2_exponent, prepare, scale_pow2
 from .cholesky import (
     ACCEPT_KAPPA,
     MAX_PASSES,
@@ -165,8 +165,14 @@ def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate
         tr.passes = 0
         tr.kappa_est = kappa_est(xp, R)
         return finish(ctx, Q, R)
+    sexp = pow2_exponent(xp, Ac)
+    if abs(sexp) > POW2_SAFE:  # the CholQR pass would see a Gram matrix out of range
+        tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
+        As = ctx.em(scale_pow2(Ac, sexp))
+    else:
+        sexp, As = 0, Ac
     try:
-        Y = _sketch(ctx, Ac, sketch, k, rng, sfmt)
+        Y = _sketch(ctx, As, sketch, k, rng, sfmt)
         sub_ctx = type(ctx)(xp=xp, input_format=ctx.compute, compute=ctx.compute,
                             storage=ctx.compute, emulate=ctx.emulate, mode="r",
                             trace=type(tr)("householder", "householder"))
@@ -175,12 +181,13 @@ def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate
         kap_s = kappa_est(xp, Rs)
         if not kap_s * ctx.u_work < 1.0:
             raise _Breakdown(f"sketched R is numerically singular (kappa estimate {kap_s:.3g})")
-        Q0 = ctx.em(right_solve(ctx, Ac, Rs, own=False, kap=kap_s))
+        Q0 = ctx.em(right_solve(ctx, As, Rs, own=As is not Ac, kap=kap_s))
         Q, R1 = cholqr_iterate(ctx, Q0, min_passes=1, max_passes=MAX_PASSES,
                                accept=ACCEPT_KAPPA, shift=None, allow_fallback_shift=False,
                                need_q=ctx.mode != "r")
         tr.passes += 1
         R = ctx.em(xp.matmul(R1, Rs))
+        R = ctx.em(scale_pow2(R, -sexp)) if sexp else R
     except _Breakdown as exc:
         tr.fallbacks.append(f"rand_cholqr -> householder: {exc.reason}")
         tr.method = "householder"

@@ -137,6 +137,8 @@ class Ctx:
         """Round a stored intermediate to the emulated format (identity when not emulating)."""
         if self.emulate is None or x is None:
             return x
+        if isinstance(x, np.generic):  # NumPy turns 0-d results into scalars (np.float64 is a
+            return round_to(np.asarray(x), self.emulate)[()]  # float, not an array)
         return round_to(x, self.emulate)
 
     @property

@@ -72,7 +72,8 @@ def _ident(x):
 def _house(xp, x, em):
     """Reflector for x (..., p): returns v (..., p) with v[0] = 1, tau (...), beta (...).
 
-    Norms are scaled by max|x| so that inputs near underflow or overflow stay accurate.
+    Norms are scaled by max|x|, and columns of subnormal size by a power of two, so that inputs
+    near overflow or underflow (down to the smallest subnormal) stay accurate.
     """
     alpha = x[..., 0]
     tail = x[..., 1:]
@@ -81,22 +82,32 @@ def _house(xp, x, em):
         return xp.ones_like(x), zero, alpha
     s = xp.max(xp.abs(tail), axis=-1)
     s_safe = xp.where(s > 0, s, xp.ones_like(s))
-    ts = tail / s_safe[..., None]
-    tnorm = s * xp.sqrt(xp.sum(ts * ts, axis=-1))
-    big = xp.maximum(xp.abs(alpha), tnorm)
+    r2 = xp.sqrt(xp.sum((tail / s_safe[..., None]) ** 2, axis=-1))
+    # Columns with max(|α|, ‖x‖) below the smallest normal λ are scaled by ε⁻² (a power of two,
+    # exact; it lifts the smallest subnormal 2λε to 2λ/ε and keeps λ far below overflow) while
+    # the reflector is formed, as xLARFG rescales: unscaled, ‖x‖ and β would be rounded in the
+    # subnormal range and τ, v lose every digit. Ordinary columns take the factor 1, unchanged.
+    fi = xp.finfo(x.dtype)
+    lam, eps = float(fi.smallest_normal), float(fi.eps)
+    big0 = xp.maximum(xp.abs(alpha), s * r2)
+    up = xp.where(big0 < lam, xp.full_like(alpha, 1.0 / (eps * eps)), xp.ones_like(alpha))
+    alpha_u = alpha * up
+    tnorm = (s * up) * r2
+    big = xp.maximum(xp.abs(alpha_u), tnorm)
     big_safe = xp.where(big > 0, big, xp.ones_like(big))
-    a_s = alpha / big_safe
+    a_s = alpha_u / big_safe
     t_s = tnorm / big_safe
     norm = big * xp.sqrt(a_s * a_s + t_s * t_s)
     sign = xp.where(alpha >= 0, xp.ones_like(alpha), -xp.ones_like(alpha))
-    beta = em(-sign * norm)
+    beta_u = em(-sign * norm)
     trivial = tnorm == 0
-    beta = xp.where(trivial, alpha, beta)
-    beta_safe = xp.where(trivial, xp.ones_like(beta), beta)
-    tau = em(xp.where(trivial, xp.zeros_like(beta), (beta - alpha) / beta_safe))
-    denom = xp.where(trivial, xp.ones_like(beta), alpha - beta)
-    vt = em(tail / denom[..., None])
+    beta_u = xp.where(trivial, alpha_u, beta_u)
+    beta_safe = xp.where(trivial, xp.ones_like(beta_u), beta_u)
+    tau = em(xp.where(trivial, xp.zeros_like(beta_u), (beta_u - alpha_u) / beta_safe))
+    denom = xp.where(trivial, xp.ones_like(beta_u), alpha_u - beta_u)
+    vt = em((tail * up[..., None]) / denom[..., None])
     vt = xp.where(trivial[..., None], xp.zeros_like(vt), vt)
+    beta = xp.where(trivial, alpha, em(beta_u / up))
     one = xp.ones_like(alpha)[..., None]
     return xp.concat([one, vt], axis=-1), tau, beta
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import linalg_pc as lpc
+import linalg_pc._backend as B
 from linalg_pc._backend import to_numpy
 from linalg_pc.analysis import factorization_error, kappa, orthogonality_loss, randsvd
 from linalg_pc.analysis.bounds import (
@@ -473,6 +474,26 @@ def test_subnormal_and_huge_columns(method, dtype, v):
         np.linalg.norm(np.ldexp(A64, e)) + np.ldexp(underflow_resid_floor(4, 2, fmt), e)
     if method not in ("auto", "householder", "tsqr", "batched"):
         assert info.method == method  # rescaled, not a fallback
+
+
+@pytest.mark.parametrize("method", ["auto", "householder", "batched", "cholqr2", "cgs2", "tsqr"])
+def test_smallest_subnormals_every_namespace(xp, method):
+    """Entries of one and two smallest subnormals: the array-API Householder (torch, strict,
+    and every emulation) forms τ and v from scaled ratios, so Q stays orthonormal there too."""
+    for dtype, v in [(np.float32, 2.0 ** -149), (np.float64, 2.0 ** -1074)]:
+        A0 = (np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 2.0], [0.0, 1.0]]) * v).astype(dtype)
+        fmt = "fp32" if dtype == np.float32 else "fp64"
+        # emulating the input's own format runs the array-API reference code on NumPy too
+        opts = {"emulate": fmt} if B.is_numpy(xp) and method != "auto" else {}
+        Q, R, info = lpc.qr(xp.asarray(A0), method=method, **opts)
+        Qn, Rn = to_numpy(Q), to_numpy(R)
+        assert np.all(np.isfinite(Qn)) and np.all(np.isfinite(Rn))
+        assert orthogonality_loss(Qn) <= qr_bound("householder", 4, 2, 1.0, fmt)
+        err = np.linalg.norm(np.ldexp(A0 - Qn.astype(np.float64) @ Rn.astype(np.float64),
+                                      -int(np.frexp(v)[1])))
+        assert err <= np.ldexp(underflow_resid_floor(4, 2, fmt), -int(np.frexp(v)[1])) + \
+            qr_bound("householder", 4, 2, 1.0, fmt, quantity="resid") * \
+            np.linalg.norm(np.ldexp(A0.astype(np.float64), -int(np.frexp(v)[1])))
 
 
 def test_batched_kernel_mixes_subnormal_and_normal_lanes():

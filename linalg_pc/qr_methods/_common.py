@@ -347,9 +347,11 @@ def kappa_est(xp, R) -> float:
         Rn = B.to_numpy(R).reshape((-1,) + tuple(R.shape[-2:]))
         return max((kappa_est(np, Rn[i]) for i in range(Rn.shape[0])), default=1.0)
     Rk = R[:k, :k]
-    dmax = to_float(xp.max(xp.abs(diagonal(xp, Rk))))  # the scale, in O(k)
-    if dmax > 0 and math.isfinite(dmax) and abs(math.frexp(dmax)[1]) > POW2_SAFE:
-        Rk = scale_pow2(Rk, -math.frexp(dmax)[1])  # κ is scale invariant
+    dmax = to_float(xp.max(xp.abs(diagonal(xp, Rk))))  # a first look at the scale, in O(k)
+    if not (dmax > 0 and math.isfinite(dmax) and abs(math.frexp(dmax)[1]) <= POW2_SAFE):
+        e = pow2_exponent(xp, Rk)  # the scale of the largest entry, which must not overflow
+        if abs(e) > POW2_SAFE:
+            Rk = scale_pow2(Rk, e)  # κ is scale invariant
     if B.is_numpy(xp):
         from scipy.linalg import lapack
 

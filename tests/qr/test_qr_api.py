@@ -520,14 +520,19 @@ def test_batched_kernel_mixes_subnormal_and_normal_lanes():
 @st.composite
 def _scaled_matrices(draw):
     """Entries of a few significant bits times 2^e, e anywhere from the subnormal range to just
-    below overflow (so the algorithms' rescaling, not the data, is what is tested)."""
+    below overflow, for the whole matrix or per column (so the algorithms' rescaling, not the
+    data, is what is tested)."""
     m = draw(st.integers(1, 10))
     n = draw(st.integers(1, m))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     fi = np.finfo(dtype)
-    e = draw(st.integers(int(np.log2(fi.smallest_subnormal)) + 2, fi.maxexp - 6))
+    exponents = st.integers(int(np.log2(fi.smallest_subnormal)) + 2, fi.maxexp - 6)
+    if draw(st.booleans()):  # one scale for the whole matrix
+        e = np.full(n, draw(exponents))
+    else:  # graded: each column its own scale (κ up to 2^±2000)
+        e = draw(hnp.arrays(np.int64, (n,), elements=exponents))
     M = draw(hnp.arrays(np.int8, (m, n), elements=st.integers(-15, 15)))
-    return np.ldexp(M.astype(np.float64), e - 4).astype(dtype)
+    return np.ldexp(M.astype(np.float64), e[None, :] - 4).astype(dtype)
 
 
 @settings(max_examples=60, deadline=None)

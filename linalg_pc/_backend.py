@@ -384,16 +384,19 @@ def _cholesky_fallback(xp, A):
     zero = xp.zeros(batch, dtype=A.dtype, device=device_of(A))
     for j in range(n):
         a = A[..., :, j]
-        if j:
-            Lp = xp.stack(cols, axis=-1)  # (..., n, j)
-            a = a - xp.sum(Lp * Lp[..., j : j + 1, :], axis=-1)
-        d = a[..., j]
-        fail = ~(d > 0)
-        fail_h = np.asarray(to_numpy(fail), dtype=bool).reshape(batch)
-        info = np.where((info == 0) & fail_h, j + 1, info)
-        d = xp.where(fail, xp.ones_like(d), d)
-        s = xp.sqrt(d)
-        col = a / s[..., None]
+        # a nearly singular leading minor may overflow the next columns: that is a breakdown,
+        # reported through info (a non-finite pivot fails), not a floating-point warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            if j:
+                Lp = xp.stack(cols, axis=-1)  # (..., n, j)
+                a = a - xp.sum(Lp * Lp[..., j : j + 1, :], axis=-1)
+            d = a[..., j]
+            fail = ~((d > 0) & xp.isfinite(d))
+            fail_h = np.asarray(to_numpy(fail), dtype=bool).reshape(batch)
+            info = np.where((info == 0) & fail_h, j + 1, info)
+            d = xp.where(fail, xp.ones_like(d), d)
+            s = xp.sqrt(d)
+            col = a / s[..., None]
         mask = xp.arange(n, device=device_of(A)) >= j
         col = xp.where(mask, col, zero[..., None])
         cols.append(col)

@@ -374,8 +374,9 @@ def kappa_est(xp, R) -> float:
         return float("inf")
     if k > 2048:
         return to_float(xp.max(d)) / dmin
-    Ri = B.solve_triangular(Rk, eye(xp, k, like=Rk), lower=False)
-    n1 = to_float(xp.max(xp.sum(xp.abs(Rk), axis=0)))
-    n2 = to_float(xp.max(xp.sum(xp.abs(Ri), axis=0)))
+    with np.errstate(over="ignore", invalid="ignore"):  # κ past the range is read as inf
+        Ri = B.solve_triangular(Rk, eye(xp, k, like=Rk), lower=False)
+        n1 = to_float(xp.max(xp.sum(xp.abs(Rk), axis=0)))
+        n2 = to_float(xp.max(xp.sum(xp.abs(Ri), axis=0)))
     v = n1 * n2
     return v if np.isfinite(v) else float("inf")

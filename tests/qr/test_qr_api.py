@@ -535,16 +535,27 @@ def _scaled_matrices(draw):
     return np.ldexp(M.astype(np.float64), e[None, :] - 4).astype(dtype)
 
 
-@settings(max_examples=60, deadline=None)
-@given(A=_scaled_matrices(), method=st.sampled_from(_ALL_METHODS))
-def test_property_any_exponent_range(A, method):
-    """From subnormal to near-overflow entries: orthonormal Q and a backward-stable R (up to the
-    absolute underflow term), never a non-finite value or an exception."""
+def _in_library(A: np.ndarray, lib: str):
+    if lib == "torch":
+        import torch
+
+        return torch.from_numpy(A.copy())
+    if lib == "array_api_strict":
+        import array_api_strict
+
+        return array_api_strict.asarray(A)
+    return A
+
+
+def _check_any_exponent(A, method, lib):
     m, n = A.shape
     fmt = "fp32" if A.dtype == np.float32 else "fp64"
-    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no inf, no NaN
-        Q, R, info = lpc.qr(A, method=method, rng=0)
-    R64 = R.astype(np.float64)
+    X = _in_library(A, lib)
+    # NumPy-backed libraries raise on any inf or NaN produced inside (torch has no such switch;
+    # there the finiteness of the results is what is checked)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        Q, R, info = lpc.qr(X, method=method, rng=0)
+    Q, R64 = to_numpy(Q), to_numpy(R).astype(np.float64)
     assert np.all(np.isfinite(R64)) and np.all(np.isfinite(Q))
     A64 = A.astype(np.float64)
     e = -int(np.frexp(np.max(np.abs(A64)))[1])  # A64·2^e has max in [0.5, 1): exact
@@ -557,3 +568,21 @@ def test_property_any_exponent_range(A, method):
     nrm = np.linalg.norm(np.ldexp(A64, e))
     assert err <= qr_bound("householder", m, n, 1.0, fmt, quantity="resid") * nrm * 4 \
         + np.ldexp(underflow_resid_floor(m, n, fmt), e)
+
+
+@settings(max_examples=60, deadline=None)
+@given(A=_scaled_matrices(), method=st.sampled_from(_ALL_METHODS))
+def test_property_any_exponent_range(A, method):
+    """From subnormal to near-overflow entries: orthonormal Q and a backward-stable R (up to the
+    absolute underflow term), never a non-finite value or an exception."""
+    _check_any_exponent(A, method, "numpy")
+
+
+@pytest.mark.parametrize("lib", ["array_api_strict", "torch"])
+@settings(max_examples=25, deadline=None)
+@given(A=_scaled_matrices(), method=st.sampled_from(_ALL_METHODS))
+def test_property_any_exponent_range_other_libraries(lib, A, method):
+    """The same through the array-API code paths (our Householder, Cholesky, triangular solves)."""
+    if lib == "torch":
+        pytest.importorskip("torch")
+    _check_any_exponent(A, method, lib)

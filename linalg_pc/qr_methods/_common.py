@@ -328,9 +328,20 @@ def scale_pow2(X, e: int):
     return (X * 2.0 ** h) * 2.0 ** (e - h)
 
 
-#: kappa_est rescales R by a power of two when max|diag R| leaves [2^-POW2_SAFE, 2^POW2_SAFE]:
-#: LAPACK's trcon forms 1/‖R‖, which overflows for a subnormal R.
+#: Gram-Schmidt, rand_cholqr and kappa_est rescale by a power of two when the largest entry
+#: leaves [2^-POW2_SAFE, 2^POW2_SAFE]: subnormal columns lose relative accuracy, norms and Gram
+#: matrices overflow, and LAPACK's trcon forms 1/‖R‖.
 POW2_SAFE = 32
+
+
+def pow2_rescaling(ctx: Ctx, A, what: str) -> int:
+    """The e of the scaling A·2^e a method applies before it starts (0 when max|A| lies in
+    [2^-POW2_SAFE, 2^POW2_SAFE]); a non-zero e is recorded in the trace's notes."""
+    e = pow2_exponent(ctx.xp, A)
+    if abs(e) <= POW2_SAFE:
+        return 0
+    ctx.trace.notes.append(f"A scaled by 2^{e} to keep {what} in range")
+    return e
 
 
 def kappa_est(xp, R) -> float:

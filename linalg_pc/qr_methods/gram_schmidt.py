@@ -22,13 +22,12 @@ from __future__ import annotations
 import math
 
 from ._common import (
-    POW2_SAFE,
     Ctx,
     QRResult,
     finish,
     kappa_est,
     mT,
-    pow2_exponent,
+    pow2_rescaling,
     prepare,
     scale_pow2,
     to_float,
@@ -136,11 +135,7 @@ def _run(A, name, fn, *, mode, storage, compute, emulate, passes) -> QRResult:
     try:
         if m == 0 or n == 0:
             raise _Breakdown("empty matrix")
-        sexp = pow2_exponent(ctx.xp, Ac)
-        if abs(sexp) <= POW2_SAFE:
-            sexp = 0
-        else:  # subnormal columns would lose relative accuracy, and norms overflow
-            tr.notes.append(f"A scaled by 2^{sexp} to keep the norms in range")
+        sexp = pow2_rescaling(ctx, Ac, "the norms")
         Q, R = fn(ctx, ctx.em(scale_pow2(Ac, sexp)) if sexp else Ac)
         R = ctx.em(scale_pow2(R, -sexp)) if sexp else R
         kap = kappa_est(ctx.xp, R)

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import _backend as B
 from ..precision import round_to
-from ._common import POW2_SAFE, QRResult, finish, kappa_est, pow2_exponent, prepare, scale_pow2
+from ._common import QRResult, finish, kappa_est, pow2_rescaling, prepare, scale_pow2
 from .cholesky import (
     ACCEPT_KAPPA,
     MAX_PASSES,
@@ -165,12 +165,8 @@ def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate
         tr.passes = 0
         tr.kappa_est = kappa_est(xp, R)
         return finish(ctx, Q, R)
-    sexp = pow2_exponent(xp, Ac)
-    if abs(sexp) > POW2_SAFE:  # the CholQR pass would see a Gram matrix out of range
-        tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
-        As = ctx.em(scale_pow2(Ac, sexp))
-    else:
-        sexp, As = 0, Ac
+    sexp = pow2_rescaling(ctx, Ac, "the Gram matrix")
+    As = ctx.em(scale_pow2(Ac, sexp)) if sexp else Ac
     try:
         Y = _sketch(ctx, As, sketch, k, rng, sfmt)
         sub_ctx = type(ctx)(xp=xp, input_format=ctx.compute, compute=ctx.compute,

@@ -61,6 +61,31 @@ def _lanes_impl(A, Q, R, want_q, lo, hi):
 
 
 @njit(cache=True, inline="always", fastmath=_FMA)
+def _scaled_norm(W, j, l, m, f):
+    """‖f·x‖ for x = W[j, j+1:m, l], in fp64, scaled by max|f·x| (0 for x = 0)."""
+    s = 0.0
+    for i in range(j + 1, m):
+        s = max(s, abs(np.float64(W[j, i, l])) * f)
+    t2 = 0.0
+    if s > 0:
+        for i in range(j + 1, m):
+            t = (np.float64(W[j, i, l]) * f) / s
+            t2 += t * t
+    return s * np.sqrt(t2)
+
+
+@njit(cache=True, inline="always", fastmath=_FMA)
+def _beta(alpha, tn):
+    """β = −sign(α)·‖(α, x)‖ from α and tn = ‖x‖, without squaring either (xLAPY2)."""
+    big = max(abs(alpha), tn)
+    bs = big if big > 0.0 else 1.0
+    a_s = alpha / bs
+    t_s = tn / bs
+    nrm = big * np.sqrt(a_s * a_s + t_s * t_s)
+    return -nrm if alpha >= 0 else nrm
+
+
+@njit(cache=True, inline="always", fastmath=_FMA)
 def _rescaled_reflectors(W, j, m, dv, tau, scal):
     """Redo the reflector of column j in the lanes whose |β| = ‖(α, x)‖ is below _TINY_COL
     (fp64 columns of subnormal size; dv holds their α), with α and x scaled by _UP as LAPACK's
@@ -70,19 +95,7 @@ def _rescaled_reflectors(W, j, m, dv, tau, scal):
         if not (abs(W[j, j, l]) < _TINY_COL and tau[j, l] != 0.0):
             continue
         alpha = dv[l] * _UP
-        s = 0.0
-        for i in range(j + 1, m):
-            s = max(s, abs(np.float64(W[j, i, l])) * _UP)
-        t2 = 0.0
-        for i in range(j + 1, m):
-            t = (np.float64(W[j, i, l]) * _UP) / s
-            t2 += t * t
-        tn = s * np.sqrt(t2)
-        big = max(abs(alpha), tn)
-        a_s = alpha / big
-        t_s = tn / big
-        nrm = big * np.sqrt(a_s * a_s + t_s * t_s)
-        beta = -nrm if alpha >= 0 else nrm
+        beta = _beta(alpha, _scaled_norm(W, j, l, m, _UP))
         tau[j, l] = (beta - alpha) / beta
         r = 1.0 / (alpha - beta)
         for i in range(j + 1, m):
@@ -115,23 +128,9 @@ def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, s
             tn = np.sqrt(np.float64(ss[l]))
             if not (lo < ss[l] < hi):
                 # possibly under/overflowed (0 included): recompute in fp64, scaled by max|x|
-                s = 0.0
-                for i in range(j + 1, m):
-                    s = max(s, abs(np.float64(W[j, i, l])))
-                t2 = 0.0
-                if s > 0:
-                    for i in range(j + 1, m):
-                        t = np.float64(W[j, i, l]) / s
-                        t2 += t * t
-                tn = s * np.sqrt(t2)
-            big = max(abs(np.float64(alpha)), tn)
+                tn = _scaled_norm(W, j, l, m, 1.0)
             triv = tn == 0.0
-            bs = 1.0 if triv else big
-            a_s = alpha / bs
-            t_s = tn / bs
-            nrm = big * np.sqrt(a_s * a_s + t_s * t_s)
-            beta = -nrm if alpha >= 0 else nrm
-            beta = alpha if triv else beta
+            beta = alpha if triv else _beta(np.float64(alpha), tn)
             tau[j, l] = 0.0 if triv else (beta - alpha) / beta
             scal[l] = 1.0 if triv else 1.0 / (alpha - beta)
             W[j, j, l] = beta

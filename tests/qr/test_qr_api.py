@@ -451,6 +451,23 @@ _ALL_METHODS = ["auto", "householder", "batched", "cholqr", "cholqr2", "scholqr3
                 "cgs2", "mgs", "bcgs2", "tsqr"]
 
 
+#: The 4×2 pattern the scale tests multiply by a power of two (small integers: exact at any scale).
+_PATTERN = np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 2.0], [0.0, 1.0]])
+
+
+def _assert_resid_within_underflow(A, Q, R, fmt, c=1.0):
+    """‖A − QR‖_F <= c·bound·‖A‖_F + underflow_resid_floor, for each matrix of a stack. Both
+    sides are evaluated times 2^e (exact), e from max|A|, so neither under- nor overflows."""
+    A64 = np.asarray(A, dtype=np.float64)
+    m, n = A64.shape[-2:]
+    e = -int(np.frexp(np.max(np.abs(A64)))[1])
+    QR = np.asarray(Q, dtype=np.float64) @ np.asarray(R, dtype=np.float64)
+    err = np.linalg.norm(np.ldexp(A64 - QR, e), axis=(-2, -1))
+    nrm = np.linalg.norm(np.ldexp(A64, e), axis=(-2, -1))
+    assert np.all(err <= c * qr_bound("householder", m, n, 1.0, fmt, quantity="resid") * nrm
+                  + np.ldexp(underflow_resid_floor(m, n, fmt), e))
+
+
 @pytest.mark.parametrize("method", _ALL_METHODS)
 @pytest.mark.parametrize("dtype,v", [(np.float32, 2.0 ** -149), (np.float32, 2.0 ** -133),
                                      (np.float64, 2.0 ** -1074), (np.float64, 2.0 ** -1030),
@@ -460,18 +477,14 @@ def test_subnormal_and_huge_columns(method, dtype, v):
     (Gram-based and Gram-Schmidt methods) or forms its reflectors as xLARFG does (the batched
     kernel), so Q stays orthonormal and no operation overflows; R's error is the absolute
     underflow term (a subnormal R cannot be stored to relative accuracy)."""
-    A = (np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 2.0], [0.0, 1.0]]) * v).astype(dtype)
+    A = (_PATTERN * v).astype(dtype)
     fmt = "fp32" if dtype == np.float32 else "fp64"
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         Q, R, info = lpc.qr(A, method=method, rng=0)
     assert np.all(np.isfinite(Q)) and np.all(np.isfinite(R))
     orth_method = "rand_cholqr" if info.method == "rand_cholqr" else "householder"
     assert orthogonality_loss(Q) <= qr_bound(orth_method, 4, 2, 1.0, fmt)
-    e = -int(np.frexp(v)[1])
-    A64 = A.astype(np.float64)
-    err = np.linalg.norm(np.ldexp(A64 - Q.astype(np.float64) @ R.astype(np.float64), e))
-    assert err <= qr_bound("householder", 4, 2, 1.0, fmt, quantity="resid") * \
-        np.linalg.norm(np.ldexp(A64, e)) + np.ldexp(underflow_resid_floor(4, 2, fmt), e)
+    _assert_resid_within_underflow(A, Q, R, fmt)
     if method not in ("auto", "householder", "tsqr", "batched"):
         assert info.method == method  # rescaled, not a fallback
 
@@ -481,7 +494,7 @@ def test_smallest_subnormals_every_namespace(xp, method):
     """Entries of one and two smallest subnormals: the array-API Householder (torch, strict,
     and every emulation) forms τ and v from scaled ratios, so Q stays orthonormal there too."""
     for dtype, v in [(np.float32, 2.0 ** -149), (np.float64, 2.0 ** -1074)]:
-        A0 = (np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 2.0], [0.0, 1.0]]) * v).astype(dtype)
+        A0 = (_PATTERN * v).astype(dtype)
         fmt = "fp32" if dtype == np.float32 else "fp64"
         # emulating the input's own format runs the array-API reference code on NumPy too
         opts = {"emulate": fmt} if B.is_numpy(xp) and method != "auto" else {}
@@ -489,11 +502,7 @@ def test_smallest_subnormals_every_namespace(xp, method):
         Qn, Rn = to_numpy(Q), to_numpy(R)
         assert np.all(np.isfinite(Qn)) and np.all(np.isfinite(Rn))
         assert orthogonality_loss(Qn) <= qr_bound("householder", 4, 2, 1.0, fmt)
-        err = np.linalg.norm(np.ldexp(A0 - Qn.astype(np.float64) @ Rn.astype(np.float64),
-                                      -int(np.frexp(v)[1])))
-        assert err <= np.ldexp(underflow_resid_floor(4, 2, fmt), -int(np.frexp(v)[1])) + \
-            qr_bound("householder", 4, 2, 1.0, fmt, quantity="resid") * \
-            np.linalg.norm(np.ldexp(A0.astype(np.float64), -int(np.frexp(v)[1])))
+        _assert_resid_within_underflow(A0, Qn, Rn, fmt)
 
 
 def test_batched_kernel_mixes_subnormal_and_normal_lanes():
@@ -510,11 +519,7 @@ def test_batched_kernel_mixes_subnormal_and_normal_lanes():
     np.testing.assert_array_equal(Q[normal], Qn)
     np.testing.assert_array_equal(R[normal], Rn)
     assert np.max(orthogonality_loss(Q)) <= qr_bound("householder", 6, 4, 1.0, "fp64")
-    tiny = ~normal
-    err = np.linalg.norm(np.ldexp(A[tiny] - Q[tiny] @ R[tiny], 1050), axis=(-2, -1))
-    nrm = np.linalg.norm(np.ldexp(A[tiny], 1050), axis=(-2, -1))
-    assert np.all(err <= qr_bound("householder", 6, 4, 1.0, "fp64", quantity="resid") * nrm
-                  + np.ldexp(underflow_resid_floor(6, 4, "fp64"), 1050))
+    _assert_resid_within_underflow(A[~normal], Q[~normal], R[~normal], "fp64")
 
 
 @st.composite
@@ -564,10 +569,7 @@ def _check_any_exponent(A, method, lib):
     orth_method = method if info.method == method and method in ("cholqr", "mgs", "rand_cholqr") \
         else "householder"
     assert orthogonality_loss(Q) <= qr_bound(orth_method, m, n, kappa, fmt)
-    err = np.linalg.norm(np.ldexp(A64 - Q.astype(np.float64) @ R64, e))
-    nrm = np.linalg.norm(np.ldexp(A64, e))
-    assert err <= qr_bound("householder", m, n, 1.0, fmt, quantity="resid") * nrm * 4 \
-        + np.ldexp(underflow_resid_floor(m, n, fmt), e)
+    _assert_resid_within_underflow(A64, Q, R64, fmt, c=4.0)
 
 
 @settings(max_examples=60, deadline=None)

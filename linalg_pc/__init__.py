@@ -6,6 +6,7 @@ and array_api_strict arrays and returns results in the caller's library and on i
 """
 
 from . import analysis, basis, qr_methods, solvers
+from ._policy import Precision, ResolvedPrecision
 from ._version import __version__
 from .analysis import *  # noqa: F403
 from .basis import *  # noqa: F403
@@ -30,6 +31,8 @@ __all__ = [
     "FORMATS",
     "ROUNDING_MODES",
     "Format",
+    "Precision",
+    "ResolvedPrecision",
     "buffer_cache_info",
     "from_storage",
     "get_format",

@@ -22,7 +22,7 @@ from types import ModuleType
 import array_api_compat
 import numpy as np
 
-from ._formats import Format, format_of_dtype, get_format
+from .._formats import Format, format_of_dtype, get_format
 
 __all__ = [
     "array_namespace",
@@ -42,7 +42,45 @@ __all__ = [
     "uniform",
     "check_finite",
     "namespace_name",
+    "register",
+    "delegate",
 ]
+
+
+# --------------------------------------------------------------------------- delegates
+#: library name -> the module of this package that registers its delegates (imported lazily, at
+#: the first primitive called on an array of that library, so importing linalg_pc never imports
+#: torch or CuPy).
+_DELEGATE_MODULES = {"numpy": "numpy", "torch": "torch", "cupy": "cupy"}
+_DELEGATES: dict[tuple[str, str], object] = {}
+_LOADED: set[str] = set()
+
+
+def register(library: str, primitive: str):
+    """Decorator: register ``f`` as ``library``'s implementation of ``primitive``.
+
+    Delegate modules (``_backend/numpy.py``, ``torch.py``, ``cupy.py``) use it; a primitive
+    without a delegate for a library runs its generic array-API implementation.
+    """
+
+    def deco(f):
+        _DELEGATES[(library, primitive)] = f
+        return f
+
+    return deco
+
+
+def delegate(xp, primitive: str):
+    """The delegate of ``primitive`` registered for ``xp``'s library, or None."""
+    lib = namespace_name(xp)
+    if lib not in _LOADED:
+        _LOADED.add(lib)
+        mod = _DELEGATE_MODULES.get(lib)
+        if mod is not None:
+            import importlib
+
+            importlib.import_module(f"{__name__}.{mod}")
+    return _DELEGATES.get((lib, primitive))
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -158,15 +196,9 @@ def to_numpy(x) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     xp = array_namespace(x)
-    if is_torch(xp):
-        t = x.detach().cpu()
-        import torch
-
-        if t.dtype == torch.bfloat16:
-            return t.contiguous().view(torch.int16).numpy().view(_bf16_numpy_dtype())
-        return t.numpy()
-    if is_cupy(xp):
-        return x.get()
+    impl = delegate(xp, "to_numpy")
+    if impl is not None:
+        return impl(x)
     try:
         return np.from_dlpack(x)
     except Exception:  # noqa: BLE001 - array_api_strict without DLPack on this device
@@ -218,13 +250,11 @@ def uniform(xp, shape, rng=None, *, like=None, dtype=None):
     device = device_of(like) if like is not None else None
     if dtype is None:
         dtype = xp.float64
-    if is_torch(xp):
-        import torch
-
-        if isinstance(rng, torch.Generator):
-            return torch.rand(shape, generator=rng, dtype=dtype, device=device)
-    if is_cupy(xp) and rng is not None and type(rng).__module__.startswith("cupy"):
-        return rng.random(shape, dtype=dtype)
+    impl = delegate(xp, "uniform")
+    if impl is not None:
+        out = impl(shape, rng, device=device, dtype=dtype)
+        if out is not None:
+            return out
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     host = gen.random(shape)
     return xp.asarray(xp.asarray(host) if is_numpy(xp) else host, dtype=dtype, device=device)
@@ -252,33 +282,11 @@ def solve_triangular(A, B, *, lower: bool = False, trans: bool = False,
         Xt = solve_triangular(A, _mT(xp, B), lower=lower, trans=not trans,
                               unit_diagonal=unit_diagonal)
         return _mT(xp, Xt)
-    if is_numpy(xp):
-        import scipy.linalg as sla
-
-        if A.ndim == 2 and B.ndim == 2:
-            return sla.solve_triangular(A, B, lower=lower, trans=1 if trans else 0,
-                                        unit_diagonal=unit_diagonal, check_finite=False)
-        shape = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-        Ab = np.broadcast_to(A, shape + A.shape[-2:])
-        Bb = np.broadcast_to(B, shape + B.shape[-2:])
-        out = np.empty(shape + B.shape[-2:], dtype=np.result_type(A.dtype, B.dtype))
-        for idx in np.ndindex(*shape):
-            out[idx] = sla.solve_triangular(Ab[idx], Bb[idx], lower=lower,
-                                            trans=1 if trans else 0,
-                                            unit_diagonal=unit_diagonal, check_finite=False)
-        return out
-    if is_torch(xp):
-        import torch
-
-        At = A.mT if trans else A
-        upper = (not lower) != trans
-        return torch.linalg.solve_triangular(At, B, upper=upper, left=True,
-                                             unitriangular=unit_diagonal)
-    if is_cupy(xp) and A.ndim == 2 and B.ndim == 2:
-        import cupyx.scipy.linalg as csla
-
-        return csla.solve_triangular(A, B, lower=lower, trans=1 if trans else 0,
-                                     unit_diagonal=unit_diagonal)
+    impl = delegate(xp, "solve_triangular")
+    if impl is not None:
+        out = impl(A, B, lower=lower, trans=trans, unit_diagonal=unit_diagonal)
+        if out is not None:
+            return out
     return _substitution(xp, A, B, lower=lower, trans=trans, unit_diagonal=unit_diagonal)
 
 
@@ -317,62 +325,13 @@ def cholesky(A, *, lower: bool = True):
     """
     xp = array_namespace(A)
     batch = A.shape[:-2]
-    if is_numpy(xp):
-        L, info = _cholesky_numpy(A)
-    elif is_torch(xp):
-        import torch
-
-        L, inf = torch.linalg.cholesky_ex(A, upper=False)
-        info = inf.cpu().numpy().astype(np.int64)
-        bad = ~torch.isfinite(L).reshape(batch + (-1,)).all(dim=-1)
-        info = np.where((info == 0) & bad.cpu().numpy(), A.shape[-1], info)
-    elif is_cupy(xp):
-        L, info = _cholesky_cupy(xp, A)
-    else:
-        L, info = _cholesky_fallback(xp, A)
+    impl = delegate(xp, "cholesky")
+    L, info = impl(A) if impl is not None else _cholesky_fallback(xp, A)
     if not lower:
         L = _mT(xp, L)
     if not batch:
         return L, int(np.asarray(info).reshape(()))
     return L, np.asarray(info, dtype=np.int64).reshape(batch)
-
-
-def _cholesky_numpy(A):
-    from scipy.linalg import lapack
-
-    batch = A.shape[:-2]
-    if A.ndim == 2:
-        potrf = lapack.get_lapack_funcs("potrf", (A,))
-        c, info = potrf(A, lower=1, clean=1, overwrite_a=0)
-        if info == 0 and not np.all(np.isfinite(np.diagonal(c))):
-            info = A.shape[-1]
-        return c, max(int(info), 0) if info >= 0 else -int(info)
-    try:
-        with np.errstate(all="ignore"):
-            L = np.linalg.cholesky(A)
-        finite = np.isfinite(L).reshape(batch + (-1,)).all(axis=-1)
-        if np.all(finite):
-            return L, np.zeros(batch, dtype=np.int64)
-    except np.linalg.LinAlgError:
-        pass
-    L = np.zeros_like(A)
-    info = np.zeros(batch, dtype=np.int64)
-    for idx in np.ndindex(*batch):
-        L[idx], info[idx] = _cholesky_numpy(A[idx])
-    return L, info
-
-
-def _cholesky_cupy(xp, A):
-    import cupy
-
-    batch = A.shape[:-2]
-    try:
-        L = cupy.linalg.cholesky(A)
-    except Exception:  # noqa: BLE001 - cuSOLVER reports failure by raising when it can sync
-        return _cholesky_fallback(xp, A)
-    bad = ~cupy.isfinite(L).reshape(batch + (-1,)).all(axis=-1)
-    info = np.where(cupy.asnumpy(bad), A.shape[-1], 0)
-    return L, info
 
 
 def _cholesky_fallback(xp, A):

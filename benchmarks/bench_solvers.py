@@ -11,7 +11,7 @@ Cases (full sizes; ``--quick`` shrinks them to finish in well under a minute):
   bandwidth (a 2-thread Numba sum over 256 MB; the passes mostly read, and a copy also reads
   each line it writes, so ``ours_bw_frac`` can exceed 1 while ``ours_read_frac`` cannot by
   much). The CG kernels run
-  on all Numba threads when there are at least ``BW_PARALLEL_THREADS`` (2) of them, serially
+  on all Numba threads when there are at least 2 of them (the "stream" policy), serially
   otherwise; the full run adds a case with the serial kernels forced.
 * ``poisson3d_cg_s8``: the same matrix with 8 right-hand sides solved together against 8
   separate SciPy solves, same number of iterations each.
@@ -37,6 +37,7 @@ import scipy.sparse.linalg as spl
 from harness import Case
 
 import linalg_pc as lpc
+from linalg_pc._kernels import _twins
 from linalg_pc._kernels import cpu_solvers as K
 
 
@@ -141,21 +142,22 @@ def poisson_cases(quick: bool) -> list[Case]:
     def base():
         return spl.cg(A, b, rtol=1e-30, maxiter=iters)
 
-    threads = numba.get_num_threads() if numba.get_num_threads() >= K.BW_PARALLEL_THREADS else 1
+    nthreads = numba.get_num_threads()
+    threads = nthreads if nthreads >= _twins.POLICIES["stream"][1] else 1
     cases = [Case(f"poisson3d_cg n={n}^3", ours, base, "scipy.sparse.linalg.cg",
                   accuracy=_rel_diff_x, repeats=5, extra={"unknowns": N, "threads": threads,
                                                           "copy_GBps": bw / 1e9,
                                                           "read_GBps": rbw / 1e9},
                   derived=_per_iteration(iters, bw, ours_bytes, scipy_bytes, rbw))]
 
-    # the same with the serial kernels forced (see cpu_solvers.BW_PARALLEL_THREADS)
+    # the same with the serial kernels forced (the "stream" policy of _kernels._twins)
     def ours_serial():
-        saved = K.BW_PARALLEL_THREADS
-        K.BW_PARALLEL_THREADS = 10**6
+        saved = _twins.POLICIES["stream"]
+        _twins.POLICIES["stream"] = (saved[0], 10**6)
         try:
             return ours()
         finally:
-            K.BW_PARALLEL_THREADS = saved
+            _twins.POLICIES["stream"] = saved
 
     if not quick and threads > 1:
         cases.append(Case(f"poisson3d_cg n={n}^3 1thr", ours_serial, base,

@@ -14,14 +14,11 @@ MODULES = ["linalg_pc._kernels.cpu", "linalg_pc._kernels.cpu_qr", "linalg_pc._ke
 
 
 def _pairs(mod):
-    serial = getattr(mod, "_SERIAL", {})  # cpu_solvers registers its twins by name
-    for name, seq in serial.items():
-        yield name, getattr(mod, name), seq
-    for name in dir(mod):
-        if name.endswith("_par"):
-            twin = name[:-4] + "_seq"
-            if hasattr(mod, twin):
-                yield name, getattr(mod, name), getattr(mod, twin)
+    from linalg_pc._kernels import _twins
+
+    for key, t in _twins._REGISTRY.items():  # every kernel compiled by twins()
+        if key.startswith(mod.__name__ + "."):
+            yield key, t.parallel, t.serial
 
 
 @pytest.mark.parametrize("modname", MODULES)
@@ -46,3 +43,35 @@ def test_twins_compute_the_same():
     cpu._f32_to_bf16_sr_par(src, a, np.uint32(7))
     cpu._f32_to_bf16_sr_seq(src, b, np.uint32(7))
     assert np.array_equal(a, b)
+
+
+def test_importing_starts_no_threads():
+    """Numba's OpenMP workers start at the first parallel kernel, not at import."""
+    import subprocess
+    import sys
+
+    code = ("import linalg_pc\n"
+            "from numba.np.ufunc import parallel\n"
+            "assert not getattr(parallel, '_is_initialized', False)\n"
+            "import numpy as np\n"
+            "linalg_pc.to_storage(np.ones(1 << 20, np.float32), 'bf16')\n"
+            "assert parallel._is_initialized\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_policy_table_picks_the_twin(monkeypatch):
+    """pick() follows POLICIES: below the size threshold, or with fewer threads than the kind
+    needs, the serial twin; otherwise the parallel one."""
+    import numba
+
+    from linalg_pc._kernels import _twins, cpu_solvers
+
+    kern = cpu_solvers.symmetrize_batch
+    t = _twins.twins_of(kern)
+    monkeypatch.setitem(_twins.POLICIES, "dense", (100, 1))
+    assert _twins.pick(kern, 99) is t.serial
+    assert _twins.pick(kern, 100) is t.parallel
+    monkeypatch.setitem(_twins.POLICIES, "stream", (100, numba.get_num_threads() + 1))
+    assert _twins.pick(kern, 10**6, "stream") is t.serial
+    with pytest.raises(ValueError, match="kind"):
+        _twins.twins(lambda x: x, "nonsense")

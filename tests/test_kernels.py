@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from linalg_pc._kernels import cpu
+from linalg_pc._kernels import _twins, cpu
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -17,7 +17,8 @@ def _probe():
 
 
 def test_parallel_and_sequential_agree_including_stochastic():
-    x = np.random.default_rng(5).standard_normal(cpu.PARALLEL_THRESHOLD * 3).astype(np.float32)
+    n = _twins.POLICIES["convert"][0] * 3
+    x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
     src = x.view(np.uint32)
     for seed in (None, 12345):
         par = cpu.f32_to_bf16_bits(x, seed=seed)
@@ -107,7 +108,7 @@ def test_column_kernels_strided_inputs_broadcast_and_parallel(monkeypatch):
     serial = cpu_columns.scatter_columns(Q, cols, new)
     np.testing.assert_array_equal(serial, ref)
     np.testing.assert_array_equal(cpu_columns.gather_columns(Q, cols), Q[..., cols])
-    monkeypatch.setattr(cpu_columns, "_parallel", lambda size: True)
+    monkeypatch.setitem(_twins.POLICIES, "columns", (0, 1))
     np.testing.assert_array_equal(cpu_columns.scatter_columns(Q, cols, new), ref)
     np.testing.assert_array_equal(cpu_columns.gather_columns(Q, cols), Q[..., cols])
     with pytest.raises(TypeError):
@@ -125,7 +126,7 @@ def test_nontemporal_decode_bit_exact_at_every_alignment(kernel, n, monkeypatch)
     element, 8-lane stores, ordinary tail; every start offset of the output, both twins."""
     monkeypatch.setattr(cpu, "NT_MIN_BYTES", 0)  # take the non-temporal path at every size
     if kernel == "seq":
-        monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 1 << 62)
+        monkeypatch.setitem(_twins.POLICIES, "convert", (1 << 62, 1))
     src = np.random.default_rng(n).integers(0, 1 << 16, n, dtype=np.uint16)
     want = src.astype(np.uint32) << 16
     for off in range(8):

@@ -193,9 +193,9 @@ def test_fp16_storage_numpy_and_torch():
 def test_fp64_single_rounding_not_double():
     x = np.array([1 + 2**-8 + 2**-30, -(1 + 2**-8 + 2**-30), 1 + 2**-11 + 2**-40])
     r = lpc.round_to(x, "bf16")
+    # one correct rounding: going through float32 first would double-round to 1.0 (older
+    # ml_dtypes casts do; whatever the installed version does, ours must not)
     assert r[0] == 1 + 2**-7 and r[1] == -(1 + 2**-7)
-    # ml_dtypes goes through float32 and double-rounds to 1.0
-    assert float(x[:1].astype(BF16)[0]) == 1.0
     assert lpc.round_to(x[2:], "fp16")[0] == 1 + 2**-10
     s = lpc.to_storage(x, "bf16")
     assert float(s[0]) == 1 + 2**-7

@@ -1,27 +1,52 @@
-"""Compile one kernel body twice: a parallel version and a serial twin.
+"""The kernel-call convention: every Numba kernel compiled twice, parallel and serial, and one
+rule (with all thresholds in one table) that picks which runs.
 
 A loop written with ``prange`` runs in parallel under ``njit(parallel=True)`` and as a plain
 ``range`` under ``njit()``. Small inputs take the serial twin (thread start-up would cost more
-than it saves). The twin must be a separate Python function under its own qualified name:
-Numba's on-disk cache (``cache=True``) keys its entries on the function's qualified name and
-signature, not on the compilation options, so two compilations of the *same* function share one
-cache entry and a later process loads whichever was written first for both.
+than it saves), and memory-bound kernels need enough threads to gain bandwidth. The twin must be
+a separate Python function under its own qualified name: Numba's on-disk cache
+(``cache=True``) keys its entries on the function's qualified name and signature, not on the
+compilation options, so two compilations of the *same* function share one cache entry and a
+later process loads whichever was written first for both.
 
-Importing this module also starts Numba's threading layer with OpenMP workers that *sleep*
-between parallel regions (:func:`start_threads`): by default GNU OpenMP workers spin for a
-while after each region, and on a small machine they take the cores from the BLAS call that
-usually follows one of our kernels (a 200000×64 fp32 SYRK right after the parallel bf16 decode
-measured 16–20 ms against 8.5 ms alone; bf16 CholeskyQR2 53 ms against 41 ms).
+Numba's threading layer is started lazily, by the first call that picks a parallel kernel
+(:func:`start_threads`), with OpenMP workers that *sleep* between parallel regions: by default
+GNU OpenMP workers spin for a while after each region, and on a small machine they take the
+cores from the BLAS call that usually follows one of our kernels (a 200000×64 fp32 SYRK right
+after the parallel bf16 decode measured 16–20 ms against 8.5 ms alone; bf16 CholeskyQR2 53 ms
+against 41 ms). Importing linalg_pc starts no threads.
 """
 
 from __future__ import annotations
 
 import os
 import types
+from typing import Any, NamedTuple
 
 from numba import njit
 
-__all__ = ["twins", "start_threads"]
+__all__ = ["twins", "Twins", "twins_of", "pick", "use_parallel", "start_threads", "POLICIES"]
+
+#: kind of kernel -> (entries per call below which the serial twin runs, Numba threads needed
+#: before the parallel twin runs). The one table of these choices; results never depend on it
+#: (the kernels use fixed chunked reductions).
+#:
+#: - "convert": elementwise format conversions (fp32<->bf16, fused rounding).
+#: - "dense": compute-bound batched small dense algebra (Schur/DCReg, batched small PCG).
+#: - "stream": memory-bound passes (CSR SpMV and the CG vector updates). On an idle 2-core
+#:   machine one thread streams about 10 GB/s and two about 17 GB/s (a 100³ CG iteration 16 ms
+#:   serial against 8–10 ms on 2 threads); on a loaded machine 2 threads can be slower.
+#: - "columns": column gather / fused copy-and-scatter of a basis, memory bound with little work
+#:   per byte: on a shared 2-core machine the parallel copy of a 2048×2048 fp32 basis measured
+#:   8–12 ms against 1.6 ms serial, so it goes parallel only with 4 threads or more.
+#: - "batch": batched small QR, counted in matrices per call.
+POLICIES: dict[str, tuple[int, int]] = {
+    "convert": (1 << 16, 1),
+    "dense": (1 << 17, 1),
+    "stream": (1 << 17, 2),
+    "columns": (1 << 18, 4),
+    "batch": (1 << 10, 1),
+}
 
 #: OpenMP wait policy our kernels' workers are started with (unless OMP_WAIT_POLICY is set).
 OMP_WAIT_POLICY = "PASSIVE"
@@ -60,22 +85,84 @@ def _layer() -> str:
         return ""
 
 
-def twins(f, **options):
-    """``(parallel, serial)`` compilations of ``f`` with separate on-disk cache entries.
+class Twins(NamedTuple):
+    """The parallel and serial compilations of one kernel body and its kind (see POLICIES)."""
 
-    ``options`` go to both ``njit`` calls (``cache=True`` is always set). The serial twin is a
-    copy of ``f`` named ``<name>_seq``.
+    parallel: Any
+    serial: Any
+    kind: str
+
+    def pick(self, size: int):
+        """The twin to call for ``size`` entries (see :func:`use_parallel`)."""
+        return self.parallel if use_parallel(size, self.kind) else self.serial
+
+
+#: parallel kernel's module.qualname -> its Twins (for :func:`pick` on a parallel dispatcher, which
+#: is what other kernels call and what callers hold)
+_REGISTRY: dict[str, Twins] = {}
+
+
+def use_parallel(size: int, kind: str) -> bool:
+    """Whether a kernel of ``kind`` should run its parallel twin on ``size`` entries.
+
+    True when ``size`` reaches the kind's threshold and Numba has enough threads; the first True
+    starts the threading layer (:func:`start_threads`).
     """
+    min_size, min_threads = POLICIES[kind]
+    if size < min_size:
+        return False
+    if min_threads > 1:
+        import numba
+
+        if numba.get_num_threads() < min_threads:
+            return False
+    if not _STARTED:
+        _start_quietly()
+    return True
+
+
+def pick(kernel, size: int, kind: str | None = None):
+    """The twin of ``kernel`` (a :class:`Twins` or the parallel dispatcher that :func:`twins`
+    made) to call on ``size`` entries; ``kind`` overrides the kernel's own kind."""
+    t = kernel if isinstance(kernel, Twins) else twins_of(kernel)
+    return t.parallel if use_parallel(size, kind or t.kind) else t.serial
+
+
+def twins_of(kernel) -> Twins:
+    """The :class:`Twins` that ``kernel`` (a parallel or serial dispatcher) belongs to."""
+    key = _key(kernel.py_func)
+    return _REGISTRY[key[:-4] if key.endswith("_seq") else key]
+
+
+_STARTED = False
+
+
+def _key(f) -> str:
+    return f"{f.__module__}.{f.__qualname__}"
+
+
+def _start_quietly() -> None:
+    global _STARTED
+    _STARTED = True
+    try:
+        start_threads()
+    except Exception:  # noqa: BLE001 - e.g. NUMBA_THREADING_LAYER names a layer that is not
+        pass  # installed: Numba raises at the parallel call itself, with its own message
+
+
+def twins(f, kind: str = "dense", **options) -> Twins:
+    """:class:`Twins` of ``f``: parallel and serial compilations with separate cache entries.
+
+    ``kind`` is a key of :data:`POLICIES`; ``options`` go to both ``njit`` calls
+    (``cache=True`` is always set). The serial twin is a copy of ``f`` named ``<name>_seq``.
+    """
+    if kind not in POLICIES:
+        raise ValueError(f"kind must be one of {sorted(POLICIES)}, got {kind!r}")
     g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_seq", f.__defaults__,
                            f.__closure__)
     g.__qualname__ = f.__qualname__ + "_seq"
     g.__doc__ = f.__doc__
     g.__module__ = f.__module__
-    return (njit(parallel=True, cache=True, **options)(f),
-            njit(cache=True, **options)(g))
-
-
-try:
-    start_threads()
-except Exception:  # noqa: BLE001 - e.g. NUMBA_THREADING_LAYER names a layer that is not
-    pass  # installed: importing must not fail; Numba raises at the first parallel call instead
+    t = Twins(njit(parallel=True, cache=True, **options)(f), njit(cache=True, **options)(g), kind)
+    _REGISTRY[_key(f)] = t
+    return t

@@ -26,10 +26,7 @@ from numba import njit, prange
 
 from .. import _buffers
 from ._llvm import NT_ALIGN, decode8_nt, store_fence
-from ._twins import twins
-
-# Below this many elements the threads cost more than they save.
-PARALLEL_THRESHOLD = 1 << 16
+from ._twins import twins, use_parallel
 
 
 def _last_level_cache_bytes(default: int = 32 << 20) -> int:
@@ -125,12 +122,12 @@ def _f32_round_bf16_sr(src, dst, seed):
         dst[i] = np.uint32(_sr_bits(src[i], i, seed)) << np.uint32(16)
 
 
-_f32_to_bf16_rne_par, _f32_to_bf16_rne_seq = twins(_f32_to_bf16_rne)
-_f32_to_bf16_sr_par, _f32_to_bf16_sr_seq = twins(_f32_to_bf16_sr)
-_bf16_to_f32_par, _bf16_to_f32_seq = twins(_bf16_to_f32)
-_bf16_to_f32_nt_par, _bf16_to_f32_nt_seq = twins(_bf16_to_f32_nt)
-_f32_round_bf16_rne_par, _f32_round_bf16_rne_seq = twins(_f32_round_bf16_rne)
-_f32_round_bf16_sr_par, _f32_round_bf16_sr_seq = twins(_f32_round_bf16_sr)
+_f32_to_bf16_rne_par, _f32_to_bf16_rne_seq, _ = twins(_f32_to_bf16_rne, "convert")
+_f32_to_bf16_sr_par, _f32_to_bf16_sr_seq, _ = twins(_f32_to_bf16_sr, "convert")
+_bf16_to_f32_par, _bf16_to_f32_seq, _ = twins(_bf16_to_f32, "convert")
+_bf16_to_f32_nt_par, _bf16_to_f32_nt_seq, _ = twins(_bf16_to_f32_nt, "convert")
+_f32_round_bf16_rne_par, _f32_round_bf16_rne_seq, _ = twins(_f32_round_bf16_rne, "convert")
+_f32_round_bf16_sr_par, _f32_round_bf16_sr_seq, _ = twins(_f32_round_bf16_sr, "convert")
 
 
 def _flat(a: np.ndarray, dtype) -> np.ndarray:
@@ -146,7 +143,7 @@ def f32_to_bf16_bits(x: np.ndarray, *, seed: int | None = None,
     """
     src = _flat(x, np.uint32)
     dst = _buffers.empty(src.size, np.uint16) if out is None else out.reshape(-1).view(np.uint16)
-    par = src.size >= PARALLEL_THRESHOLD
+    par = use_parallel(src.size, "convert")
     if seed is None:
         (_f32_to_bf16_rne_par if par else _f32_to_bf16_rne_seq)(src, dst)
     else:
@@ -163,7 +160,7 @@ def decode_bf16_into(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     tail.
     """
     n = src.size
-    par = n >= PARALLEL_THRESHOLD
+    par = use_parallel(n, "convert")
     if dst.nbytes < NT_MIN_BYTES or dst.ctypes.data % dst.itemsize:  # small, or unaligned
         (_bf16_to_f32_par if par else _bf16_to_f32_seq)(src, dst)
         return dst
@@ -188,7 +185,7 @@ def f32_round_bf16(x: np.ndarray, *, seed: int | None = None) -> np.ndarray:
     """Round a float32 array to bf16 values, returned as float32 (fused: no 16-bit temporary)."""
     src = _flat(x, np.uint32)
     dst = _buffers.empty(src.size, np.uint32)
-    par = src.size >= PARALLEL_THRESHOLD
+    par = use_parallel(src.size, "convert")
     if seed is None:
         (_f32_round_bf16_rne_par if par else _f32_round_bf16_rne_seq)(src, dst)
     else:

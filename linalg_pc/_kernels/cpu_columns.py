@@ -12,9 +12,8 @@ per index array with a general iterator; the kernels here make one pass over the
 Both move bits, not numbers: the wrappers view the arrays as unsigned integers of the same
 width, so NaN payloads, signed zeros and 16-bit storage formats (bf16, which Numba cannot
 type) are copied exactly. The NumPy expressions above are the references the tests compare
-against, bit for bit. The kernels are memory bound and run their serial twin unless Numba has
-at least ``BW_PARALLEL_THREADS`` threads: on a shared 2-core machine the parallel copy of a
-2048×2048 fp32 basis measured 8–12 ms against 1.6 ms serial.
+against, bit for bit. The kernels are memory bound: their serial/parallel choice is the
+"columns" policy of :mod:`linalg_pc._kernels._twins`.
 """
 
 from __future__ import annotations
@@ -22,14 +21,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._twins import twins
+from ._twins import twins, use_parallel
 
 __all__ = ["gather_columns", "scatter_columns"]
-
-#: Memory-bound kernels go parallel only with at least this many Numba threads.
-BW_PARALLEL_THREADS = 4
-#: ... and at least this many entries moved (thread start-up costs more below).
-PARALLEL_MIN = 1 << 18
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -57,14 +51,8 @@ def _scatter_impl(Q, cols, new, out):
 
 
 # separate functions for the two compilations: see _twins (Numba's cache keys on the name)
-_gather_par, _gather_seq = twins(_gather_impl)
-_scatter_par, _scatter_seq = twins(_scatter_impl)
-
-
-def _parallel(size: int) -> bool:
-    import numba
-
-    return size >= PARALLEL_MIN and numba.get_num_threads() >= BW_PARALLEL_THREADS
+_gather_par, _gather_seq, _ = twins(_gather_impl, "columns")
+_scatter_par, _scatter_seq, _ = twins(_scatter_impl, "columns")
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -92,7 +80,7 @@ def gather_columns(Q: np.ndarray, cols: np.ndarray) -> np.ndarray:
     out = np.empty((*Q.shape[:-1], cols.size), dtype=Q.dtype)
     if out.size == 0:
         return out
-    kern = _gather_par if _parallel(out.size) else _gather_seq
+    kern = _gather_par if use_parallel(out.size, "columns") else _gather_seq
     kern(_bits(Q), cols, _bits(out))
     return out
 
@@ -124,6 +112,6 @@ def scatter_columns(Q: np.ndarray, cols: np.ndarray, new: np.ndarray) -> np.ndar
     out = np.empty(Q.shape, dtype=Q.dtype)
     if out.size == 0:
         return out
-    kern = _scatter_par if _parallel(out.size) else _scatter_seq
+    kern = _scatter_par if use_parallel(out.size, "columns") else _scatter_seq
     kern(_bits(Q), cols, _bits(new), _bits(out))
     return out

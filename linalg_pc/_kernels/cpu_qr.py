@@ -35,8 +35,6 @@ _FMA = {"contract"}
 _TINY_COL = 2.0 ** -900
 _UP = 2.0 ** 600
 _DOWN = 2.0 ** -600
-#: Below this many matrices the serial kernel runs (thread start-up costs more than it saves).
-PARALLEL_MIN_BATCH = 1024
 
 
 def _lanes_impl(A, Q, R, want_q, lo, hi):
@@ -183,7 +181,7 @@ def _chunk(A, Q, R, want_q, lo, hi, b0, nl, m, n, k, ncols, rrows, W, QT, tau, s
                     Q[b0 + l, i, cc] = QT[cc, i, l]
 
 
-_lanes_par, _lanes_seq = twins(_lanes_impl, fastmath=_FMA)
+_LANES = twins(_lanes_impl, "batch", fastmath=_FMA)
 
 
 def batched_householder(A: np.ndarray, mode: str = "reduced"):
@@ -204,7 +202,7 @@ def batched_householder(A: np.ndarray, mode: str = "reduced"):
     R = np.empty((nb, rrows, n), dtype=A.dtype)
     Q = np.empty((nb, m, ncols) if want_q else (nb, 0, 0), dtype=A.dtype)
     if nb:
-        kern = _lanes_par if nb >= PARALLEL_MIN_BATCH else _lanes_seq
+        kern = _LANES.pick(nb)
         fi = np.finfo(A.dtype)
         # sums of squares outside [lo, hi] may have under/overflowed: rescale those columns
         lo, hi = float(fi.tiny) / float(fi.eps), float(fi.max) * float(fi.eps)

@@ -41,44 +41,13 @@ from numba import njit, prange
 from ._twins import twins
 
 NCHUNKS = 64
-# below this many entries per pass the serial twin of a kernel runs (no thread start-up)
-PARALLEL_MIN = 1 << 17
-
-_SERIAL: dict = {}
 
 
 def _dual(f):
-    """Compile ``f`` with ``parallel=True`` and register its serial twin (see :func:`pick`).
-
-    The twin comes from :func:`linalg_pc._kernels._twins.twins`: a copy of the function named
-    ``<name>_seq``, so the two compilations have separate on-disk cache entries.
-    """
-    par, seq = twins(f)
-    _SERIAL[f.__name__] = seq
-    return par
-
-
-# Memory-bound kernels (the CSR CG passes) go parallel only with at least this many Numba
-# threads. On an idle 2-core machine one thread streams about 10 GB/s and two about 17 GB/s, and
-# a 100³ CG iteration takes about 16 ms serial against 8–10 ms on 2 threads. On a loaded machine
-# the 2-thread kernels can be slower than the serial ones (each pass waits for its slower
-# thread); set this above numba.get_num_threads() to force the serial kernels. Results do not
-# depend on this choice (fixed chunked reductions).
-BW_PARALLEL_THREADS = 2
-
-
-def pick(kernel, size: int):
-    """The parallel kernel when ``size >= PARALLEL_MIN``, else its serial twin."""
-    return kernel if size >= PARALLEL_MIN else _SERIAL[kernel.py_func.__name__]
-
-
-def pick_bandwidth(kernel, size: int):
-    """As :func:`pick` for memory-bound kernels: parallel only with >= BW_PARALLEL_THREADS."""
-    import numba
-
-    if numba.get_num_threads() < BW_PARALLEL_THREADS:
-        return _SERIAL[kernel.py_func.__name__]
-    return pick(kernel, size)
+    """Compile ``f`` parallel and serial (:func:`linalg_pc._kernels._twins.twins`, kind
+    "dense"); returns the parallel dispatcher, which :func:`linalg_pc._kernels._twins.pick`
+    maps to the twin to call (kind "stream" for the memory-bound CSR passes)."""
+    return twins(f, "dense").parallel
 
 
 def trim_history(hist: np.ndarray, iters: np.ndarray) -> np.ndarray:

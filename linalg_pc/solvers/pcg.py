@@ -24,10 +24,10 @@ and iteration counts, with four additions:
 Cost per iteration: one application of A and of M, 2 dot products and 3 vector updates (5n
 flops + the matvec); memory 5 vectors per right-hand side. For scipy.sparse input on the CPU the
 iteration runs in three fused Numba passes over the data (linalg_pc._kernels.cpu_solvers), on
-all Numba threads from ``BW_PARALLEL_THREADS`` (2) of them: about 12·nnz + 84·n bytes per
-iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy. ``s`` right-hand sides
-take the same three passes on row-major (n, s) blocks, reading A once per iteration for all
-columns (12·nnz + 4n + 80·n·s bytes).
+all Numba threads from 2 of them (the "stream" policy of linalg_pc._kernels._twins): about
+12·nnz + 84·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy.
+``s`` right-hand sides take the same three passes on row-major (n, s) blocks, reading A once
+per iteration for all columns (12·nnz + 4n + 80·n·s bytes).
 
 Error bound: the computed x satisfies ‖b − A x‖ < max(rtol·‖b‖, atol) on the *true* residual
 evaluated in the working precision, i.e. up to the rounding of that evaluation,
@@ -56,6 +56,7 @@ import numpy as np
 
 from .._backend import array_namespace, check_finite, device_of, is_numpy, to_numpy
 from .._kernels import cpu_solvers as K
+from .._kernels._twins import pick
 from ._operators import Operator, _is_complex, _is_integer, as_operator, host_or_device_ok
 
 __all__ = ["pcg", "PCGResult", "INNER_RTOL", "STALL_LIMIT", "GAP_RATIO"]
@@ -321,7 +322,7 @@ class _CsrOps:
                  "axpy_multi", "csr_matmat_dot", "csr_matmat8_dot", "update_r_multi",
                  "update_r_jacobi_multi", "csr_residual_multi", "csr_residual_gap_multi",
                  "dot_multi")
-        self.k = {nm: K.pick_bandwidth(getattr(K, nm), size) for nm in names}
+        self.k = {nm: pick(getattr(K, nm), size, "stream") for nm in names}
 
     def _residual(self, out):
         k = self.k
@@ -605,7 +606,7 @@ def _solve_small(pb: _Problem, maxiter, check_every, tol) -> _Raw:
     status = np.zeros(N, dtype=np.int8)
     tnorm = np.zeros(N)
     hist = np.empty((N, maxiter + 1))
-    kern = K.pick(K.pcg_small_batch, N * n * n * 8)
+    kern = pick(K.pcg_small_batch, N * n * n * 8)
     kern(A, B, Mm, use_m, x, np.ascontiguousarray(tol, dtype=np.float64), int(maxiter),
          int(check_every), iters, status, tnorm, hist)
     return _Raw(x, iters, K.trim_history(hist, iters), status, tnorm)

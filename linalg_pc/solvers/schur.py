@@ -50,6 +50,7 @@ import numpy as np
 
 from .._backend import array_namespace, check_finite, cholesky, format_of, is_numpy, to_numpy
 from .._kernels import cpu_solvers as K
+from .._kernels._twins import pick
 
 __all__ = ["schur_complements", "block_degeneracy", "DegeneracyReport",
            "targeted_preconditioner", "SYMMETRY_FACTOR"]
@@ -132,7 +133,7 @@ def _validate_H(H, split, name="H"):
         # one fused pass: finiteness, symmetry defect and the symmetrized copy
         Hf = np.ascontiguousarray(H).reshape((-1, n, n))
         out = np.empty_like(Hf)
-        asym, scale, finite = K.pick(K.symmetrize_batch, Hf.size)(Hf, out)
+        asym, scale, finite = pick(K.symmetrize_batch, Hf.size)(Hf, out)
         if not finite:
             raise ValueError(f"{name} has non-finite entries (NaN or inf)")
         if asym > SYMMETRY_FACTOR * n * fmt.unit_roundoff * scale:
@@ -381,7 +382,7 @@ def _run_kernel(H, b, split, threshold, kappa_target, u, rtol, atol, maxiter, ch
         "hist": np.empty((N, maxiter + 1) if do_solve else (1, 1)),
         "fallback": np.zeros(N if do_solve else 1, np.bool_),
     }
-    kern = K.pick(K.dcreg_batch, N * 256)
+    kern = pick(K.dcreg_batch, N * 256)
     kern(Hf, bf, do_solve, k, _perm_table(k), _perm_table(m), float(threshold),
          float(kappa_target), float(u), float(rtol), float(atol), int(maxiter),
          int(check_every), o["SR"], o["St"], o["lamR"], o["VR"], o["lamt"], o["Vt"],

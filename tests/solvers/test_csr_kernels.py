@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from linalg_pc._kernels import _twins
 from linalg_pc._kernels import cpu_solvers as K
 
 
@@ -20,7 +21,9 @@ def _matrix(n, rng, dtype):
 def _both(name, make_args):
     """Run the parallel kernel and its serial twin on fresh copies of the same arguments."""
     outs = []
-    for kern in (getattr(K, name), K._SERIAL[name]):
+    par = getattr(K, name)
+    t = _twins.twins_of(par)
+    for kern in (par, t.serial):
         args = make_args()
         outs.append((kern(*args), args))
     return outs

@@ -123,15 +123,15 @@ def test_csr_kernels_serial_equals_parallel(precond, s, rng, monkeypatch):
     """The fused CSR passes give the same bits with the serial and the parallel kernels
     (fixed chunked reductions), true-residual replacement included; one and several
     right-hand sides."""
-    from linalg_pc._kernels import cpu_solvers as K
+    from linalg_pc._kernels import _twins
 
     A = poisson(14, 3)
     b = rng.standard_normal(A.shape[0] if s is None else (A.shape[0], s))
     M = None if precond is None else sp.diags(1.0 / np.linspace(5.0, 7.0, A.shape[0]))
     out = []
     for threads in (10**6, 1):  # serial kernels, then parallel ones at any size
-        monkeypatch.setattr(K, "BW_PARALLEL_THREADS", threads)
-        monkeypatch.setattr(K, "PARALLEL_MIN", 0)
+        monkeypatch.setitem(_twins.POLICIES, "stream", (0, threads))
+        monkeypatch.setitem(_twins.POLICIES, "dense", (0, 1))
         out.append(lpc.pcg(A, b, M=M, rtol=1e-10, check_every=7))
     ser, par = out
     assert np.all(ser.status == "converged") and np.all(par.status == "converged")

@@ -80,7 +80,7 @@ def test_public_names_and_records(monkeypatch):
                  "plot_basis_drift"):
         assert getattr(lpc, name) is getattr(analysis, name)
         assert name in lpc.__all__
-    # the module (``linalg_pc.analysis.basis_study`` the attribute is the function of that name)
+    # the module itself: the attribute linalg_pc.analysis.basis_study is the function
     mod = importlib.import_module("linalg_pc.analysis.basis_study")
     monkeypatch.setattr(mod, "QUICK", {"d": 16, "k": 2, "steps": 4, "record_every": 2})
     recs = basis_study(quick=True, rng=3)

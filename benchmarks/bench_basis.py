@@ -25,7 +25,7 @@ import scipy.linalg as sla
 from harness import Case
 
 import linalg_pc as lpc
-from linalg_pc.basis.study import (
+from linalg_pc.analysis.basis_study import (
     DriftingFactor,
     _full_refresh,
     equal_compute_study,

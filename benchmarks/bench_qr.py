@@ -1,4 +1,4 @@
-"""QR benchmarks: ``lpc.qr`` against the QR a user would otherwise call, on the issue's targets.
+"""QR benchmarks: ``lpc.qr`` against the QR a user would otherwise call, with the speed targets.
 
 Cases (medians of alternating runs; ``speedup`` = baseline / ours):
 

@@ -27,7 +27,7 @@ def info_lines() -> list[str]:
     import numba
     import numpy as np
 
-    from . import __version__
+    from ._version import __version__
 
     lines = [f"linalg_pc {__version__}", f"python {platform.python_version()} "
              f"({platform.machine()}, {os.cpu_count()} cpus)"]
@@ -88,8 +88,8 @@ def info_lines() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .analysis import studies  # noqa: F401 - registers the studies
-    from .analysis.report import STUDIES, run_studies
+    from .analysis.registry import STUDIES
+    from .analysis.report import run_studies
 
     ap = argparse.ArgumentParser(prog="linalg-pc", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)

@@ -352,7 +352,7 @@ def test_storage_out_buffers():
 
 def test_bf16_reductions_accumulate_in_fp32_after_decode():
     ones = np.ones(10_000, BF16)
-    assert float(np.sum(ones)) == 256.0  # the ml_dtypes trap (REFERENCE §1)
+    assert float(np.sum(ones)) == 256.0  # the ml_dtypes trap: bf16 accumulation stagnates at 2^8
     assert float(np.sum(lpc.from_storage(ones))) == 10_000.0
 
 

@@ -4,11 +4,19 @@
   error, LAPACK's xQRT01 ratios, condition numbers).
 - :mod:`.matrices`: seeded test-matrix generators in any storage format and library.
 - :mod:`.bounds`: error bounds of the algorithms, with named calibrated constants.
-- :mod:`.floor_study`, :mod:`.precision_study`, :mod:`.qr_study`, :mod:`.drift`: the studies,
-  returning :class:`.records.Records`; :mod:`.plots` draws them; :mod:`.report` runs them for
-  ``linalg-pc study``.
+- :mod:`.floor_study`, :mod:`.precision_study`, :mod:`.qr_study`, :mod:`.drift`,
+  :mod:`.basis_study`: the studies, returning :class:`.records.Records`; :mod:`.plots` draws
+  them; :mod:`.registry` registers them for ``linalg-pc study`` and :mod:`.report` runs them.
+
+The sources cited across the package are listed in docs/references.md.
 """
 
+from .basis_study import (
+    DriftingFactor,
+    basis_drift_study,
+    basis_study,
+    equal_compute_study,
+)
 from .bounds import qr_bound, qr_kappa_limit, storage_floor  # noqa: F401
 from .drift import drift_study, rerounding_drift  # noqa: F401
 from .floor_study import floor_prediction, rounding_floor_study  # noqa: F401
@@ -34,6 +42,7 @@ from .metrics import (
     lapack_ratios,
     orthogonality_loss,
 )
+from .plots import plot_basis_drift
 from .precision_study import precision_study
 from .qr_study import qr_study, summarize_qr  # noqa: F401
 from .records import Records
@@ -56,4 +65,9 @@ __all__ = [
     "qr_study",
     "rounding_floor_study",
     "drift_study",
+    "basis_drift_study",
+    "equal_compute_study",
+    "basis_study",
+    "DriftingFactor",
+    "plot_basis_drift",
 ]

@@ -70,9 +70,9 @@ PROBABILISTIC_LAMBDA = 4.0
 #: 50×50, 10×50, and κ sweeps at 200×20 and 2000×50, fp32 and fp64: largest ratio
 #: measured/(√(k·log₂(2m))·u) 3.8 (rand_cholqr, 3×3 Hilbert, fp64); 3.2 for the batched kernel
 #: at 2000×50 (fp32 accumulation in its own loops). fp32 Householder at 2000×50 (LAPACK
-#: sgeqrf, as the default study runs it): 3.4e-7 = 0.23·√(k·log₂(2m))·u. REFERENCE's 1.2e-8
+#: sgeqrf, as the default study runs it): 3.4e-7 = 0.23·√(k·log₂(2m))·u. A value of 1.2e-8
 #: for the same shape is the one-rounding floor of an fp64-computed Q (numpy.linalg.qr computes
-#: fp32 input in fp64), not fp32 arithmetic.
+#: fp32 input in fp64), not fp32 arithmetic (docs/error-analysis.md).
 #: rand_cholqr adds C_CHOLQR_ORTH·u·ACCEPT_KAPPA² (= 256u): with one CholQR pass on the
 #: preconditioned A R_s⁻¹ accepted at κ_est <= ACCEPT_KAPPA, small shapes reach 45u (fp32 4×3,
 #: Gaussian sketch; 34u fp64 12×5, CountSketch; 150 seeds per shape up to 12×12), above the
@@ -83,12 +83,13 @@ C_HOUSEHOLDER_ORTH = 8.0
 #: sense). Measured on the same suites: largest ratio 1.9 (Householder, 10×5 graded, fp64).
 C_QR_RESID = 6.0
 
-#: CholQR: ‖I − QᵀQ‖₂ <= C·u·κ² (+ the O(u) term). REFERENCE calibration (fp32, m=2000, n=50):
-#: 3.2e-6 at κ=10 (0.54·uκ²), 1.5e-2 at κ=1e3 (0.25·uκ²).
+#: CholQR: ‖I − QᵀQ‖₂ <= C·u·κ² (+ the O(u) term; Yamamoto et al., ETNA 44, 2015). Calibration
+#: measured in fp32, m=2000, n=50: 3.2e-6 at κ=10 (0.54·uκ²), 1.5e-2 at κ=1e3 (0.25·uκ²).
 C_CHOLQR_ORTH = 4.0
 
-#: MGS: ‖I − QᵀQ‖₂ <= C·u·κ (+ the O(u) term). REFERENCE (fp32, m=2000, n=50): 4.4e-7 / 1.7e-5 /
-#: 1.0e-4 / 6.9e-4 at κ = 10 / 1e3 / 1e4 / 1e5, i.e. 0.74 / 0.29 / 0.17 / 0.12 · uκ.
+#: MGS: ‖I − QᵀQ‖₂ <= C·u·κ (+ the O(u) term; Björck & Paige, SIMAX 13, 1992). Measured in fp32,
+#: m=2000, n=50: 4.4e-7 / 1.7e-5 / 1.0e-4 / 6.9e-4 at κ = 10 / 1e3 / 1e4 / 1e5, i.e.
+#: 0.74 / 0.29 / 0.17 / 0.12 · uκ.
 C_MGS_ORTH = 4.0
 
 #: c = E[δ²]/u² of round to nearest on log-uniform (Benford) significands: (1/3)·(3/8)/ln 2
@@ -98,8 +99,8 @@ FLOOR_C = (3.0 / 8.0) / math.log(2.0) / 3.0
 
 #: One rounding of an orthonormal m×n Q to a format with unit roundoff u costs
 #: ‖QᵀQ − I‖₂ ≈ C·u·√(n/m) with C = 2√(2·FLOOR_C) ≈ 1.20 (derived, not fitted): measured
-#: (REFERENCE §1) 1.2u for square bf16 Q (d >= 128) and 6e-4 = 0.15u_bf16 at m = 4000, n = 64
-#: (model: 1.2·√(64/4000) = 0.152).
+#: 1.2u for square bf16 Q (d >= 128) and 6e-4 = 0.15u_bf16 at m = 4000, n = 64 (model:
+#: 1.2·√(64/4000) = 0.152); docs/error-analysis.md.
 C_STORAGE_ROUNDING = 2.0 * math.sqrt(2.0 * FLOOR_C)
 
 # ---------------------------------------------------------------- κ limits

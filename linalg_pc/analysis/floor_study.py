@@ -11,7 +11,7 @@ spectral edge (semicircle law) and Frobenius norm are
     ‖S‖₂ ≈ 2·u·√(2c·n/m),    ‖S‖_F ≈ u·n·√(2c/m).
 
 For a square d×d orthogonal matrix: ‖S‖₂ ≈ 2√(2c)·u ≈ 1.20·u, flat in d, and
-‖S‖_F ≈ √(2c·d)·u ≈ 0.60·u·√d (bf16: 4.7e-3 and 2.35e-3·√d, REFERENCE §2).
+‖S‖_F ≈ √(2c·d)·u ≈ 0.60·u·√d (bf16: 4.7e-3 and 2.35e-3·√d, as measured in docs/error-analysis.md).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from ..basis.storage import STORAGE_SCHEMES
 from .records import Records
 
 _MARKERS = "osD^v<>pXh*"
@@ -111,3 +112,78 @@ def plot_drift(recs: Records, path, *, metric: str = "orth_loss", group: str = "
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+_STYLE = {"fp32": ("k", "-"), "bf16": ("tab:red", "-"), "bf16-project": ("tab:blue", "--"),
+          "bf16-rectify": ("tab:purple", "-."), "block-rotation": ("tab:green", "-")}
+
+
+def plot_basis_drift(records: list[dict], path, *, policy: str = "cyclic", d: int | None = None,
+                     eq_policy: str | None = None, dpi: int = 90):
+    """Figure of a study: orthogonality and eigenbasis quality vs step, equal-compute quality.
+
+    One line per scheme for the given ``policy`` (and d: default the largest in the records);
+    the one-rounding floor dotted; a third panel with the equal-compute curves when present
+    (for ``eq_policy``, default "topk-cyclic" when recorded, else the first recorded).
+    Writes ``path`` (PNG) and returns it. Needs matplotlib (imported lazily, Agg backend).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise ImportError("plot_basis_drift needs matplotlib (pip install linalg_pc[plot])"
+                          ) from exc
+    drift = [r for r in records if r.get("study") == "drift"]
+    eq = [r for r in records if r.get("study") == "equal-compute"]
+    ds = sorted({r["d"] for r in drift} | {r["d"] for r in eq})
+    if not ds:
+        raise ValueError("records hold no study results")
+    d = ds[-1] if d is None else d
+    drift = [r for r in drift if r["d"] == d and r["policy"] == policy]
+    eq = [r for r in eq if r["d"] == d]
+    if eq:
+        pols = sorted({r["policy"] for r in eq})
+        eq_policy = eq_policy or ("topk-cyclic" if "topk-cyclic" in pols else pols[0])
+        eq = [r for r in eq if r["policy"] == eq_policy]
+    ncol = 3 if eq else 2
+    fig, axes = plt.subplots(1, ncol, figsize=(4.2 * ncol, 3.4), constrained_layout=True)
+    schemes = [s for s in STORAGE_SCHEMES if any(r["scheme"] == s for r in drift)]
+    for s in schemes:
+        rs = sorted((r for r in drift if r["scheme"] == s), key=lambda r: r["step"])
+        c, ls = _STYLE.get(s, (None, "-"))
+        steps = [r["step"] for r in rs]
+        axes[0].semilogy(steps, [max(r["orthogonality"], 1e-12) for r in rs], color=c,
+                         ls=ls, label=s)
+        later = [r for r in rs if r["step"] > 0]  # step 0 is the exact eigenbasis
+        axes[1].semilogy([r["step"] for r in later], [max(r["quality"], 1e-12) for r in later],
+                         color=c, ls=ls, label=s)
+    if drift:
+        axes[0].axhline(drift[0]["floor"], color="gray", ls=":", lw=1,
+                        label="one bf16 rounding")
+    k = drift[0]["k"] if drift else (eq[0]["k"] if eq else "?")
+    axes[0].set(xlabel="update step", ylabel="‖QᵀQ − I‖₂ (fp64)",
+                title=f"loss of orthogonality (d={d}, k={k}, {policy})")
+    axes[1].set(xlabel="update step", ylabel="‖offdiag(QᵀKQ)‖_F / ‖QᵀKQ‖_F",
+                title="eigenbasis quality (lower is better)")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    if eq:
+        for method, c in (("subspace", "tab:green"), ("full", "tab:orange"), ("none", "gray")):
+            rs = sorted((r for r in eq if r["method"] == method and r["step"] > 0),
+                        key=lambda r: r["step"])
+            if not rs:
+                continue
+            lab = {"subspace": f"k={rs[0]['k']} every step",
+                   "full": f"full qr(KQ) every {rs[0]['period']}", "none": "no refresh"}[method]
+            axes[2].semilogy([r["step"] for r in rs], [max(r["quality"], 1e-12) for r in rs],
+                             color=c, label=lab)
+        axes[2].set(xlabel="update step", ylabel="‖offdiag(QᵀKQ)‖_F / ‖QᵀKQ‖_F",
+                    title=f"equal compute ({eq_policy}), fp32")
+        axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -1,9 +1,9 @@
 """The precision study: measured rounding error of each format against its unit roundoff, and
 the stagnation of a long sum accumulated in bf16.
 
-Facts it reproduces (REFERENCE §1): round to nearest has relative error at most u; stochastic
-rounding is unbiased (E[fl(x)] = x) with error below 2u; a sum of n terms accumulated in bf16
-stagnates (10000 ones sum to 256), while the same sum accumulated in fp32 or rounded
+Facts it reproduces (IEEE 754; Higham, ASNA §2.1): round to nearest has relative error at most u;
+stochastic rounding is unbiased (E[fl(x)] = x) with error below 2u; a sum of n terms accumulated in
+bf16 stagnates (10000 ones sum to 256), while the same sum accumulated in fp32 or rounded
 stochastically to bf16 stays within the probabilistic bound λ·√n·u (Higham & Mary, SISC 41, 2019;
 Connolly, Higham & Mary, SISC 43, 2021).
 """

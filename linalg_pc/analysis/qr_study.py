@@ -5,10 +5,12 @@ in it, Q and R are returned in it, arithmetic runs in the default compute format
 inputs), or ``"emulate-<fmt>"`` (A in fp32, every stored intermediate of the algorithm rounded to
 <fmt>: what a true low-precision implementation would do).
 
-Facts it reproduces (REFERENCE §2): in fp32, Householder is flat at O(u) for every κ; CholQR grows
-like u·κ² and breaks down near κ ≈ u^(−1/2); CholQR2 is O(u) up to that threshold; MGS grows like
-u·κ; CGS2 is flat. With bf16 storage every stable method lands at the bf16 one-rounding floor; with
-a bf16 Gram matrix (emulate-bf16) CholQR breaks down already around κ = 100.
+Facts it reproduces: in fp32, Householder is flat at O(u) for every κ (Higham, ASNA Thm 19.4);
+CholQR grows like u·κ² and breaks down near κ ≈ u^(−1/2); CholQR2 is O(u) up to that threshold
+(Yamamoto et al., ETNA 44, 2015); MGS grows like u·κ (Björck & Paige, SIMAX 13, 1992); CGS2 is
+flat (Giraud, Langou, Rozložník, 2005). With bf16 storage every stable method lands at the bf16
+one-rounding floor; with a bf16 Gram matrix (emulate-bf16) CholQR breaks down already around
+κ = 100. The measurements are in docs/error-analysis.md and the sources in docs/references.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 import numpy as np
 
 from .._formats import get_format
+from ..qr_methods._common import METHODS as _QR_METHODS
+from ..qr_methods.dispatch import qr as _qr
 from .floor_study import floor_prediction
 from .records import Records
 
@@ -74,12 +78,10 @@ def qr_study(methods=DEFAULT_METHODS, kappas=(1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
     lapack_orth (xQRT01 ratios), breakdown (a fallback was taken or Q is not finite), fallback
     (the reasons), bound, within_bound, seconds (median over trials).
     """
-    from .. import qr as lpc_qr
-    from .. import qr_methods
     from .matrices import randsvd
     from .metrics import factorization_error, lapack_ratios, orthogonality_loss
 
-    valid = tuple(m for m in qr_methods._common.METHODS)
+    valid = tuple(_QR_METHODS)
     for m in methods:
         if m not in valid:
             raise ValueError(f"methods: unknown QR method {m!r}; valid: {valid}")
@@ -106,7 +108,7 @@ def qr_study(methods=DEFAULT_METHODS, kappas=(1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
                 times = []
                 for tm in mats:
                     t0 = time.perf_counter()
-                    res = lpc_qr(tm.A, method=method, emulate=emulated, rng=gen)
+                    res = _qr(tm.A, method=method, emulate=emulated, rng=gen)
                     times.append(time.perf_counter() - t0)
                     rec = _measure(res, tm, storage, orthogonality_loss, factorization_error,
                                    lapack_ratios)

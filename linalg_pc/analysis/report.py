@@ -1,10 +1,10 @@
-"""Study registry and report writer behind ``linalg-pc study``.
+"""The report writer behind ``linalg-pc study``.
 
-A study is registered with :func:`register_study` as a function ``run(quick, seed, progress)``
-returning a :class:`StudyOutput`: named record tables, a paragraph of interpretation generated
-from the numbers, and figure makers. :func:`run_studies` runs a selection, prints the summary
-tables, and with an output folder writes ``report.md``, one JSON file per table and the PNG
-figures. A study interrupted with Ctrl-C keeps (and writes) the studies that finished.
+The studies are registered in :mod:`.registry` (a function ``run(quick, seed, progress)``
+returning a :class:`~.registry.StudyOutput`: named record tables, a paragraph of interpretation
+generated from the numbers, and figure makers). :func:`run_studies` runs a selection, prints the
+summary tables, and with an output folder writes ``report.md``, one JSON file per table and the
+PNG figures. A study interrupted with Ctrl-C keeps (and writes) the studies that finished.
 """
 
 from __future__ import annotations
@@ -12,47 +12,11 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from .records import Records
+from .registry import STUDIES, Study, StudyOutput, register_study, resolve_names
 
-
-@dataclass
-class StudyOutput:
-    """What one study produced."""
-
-    title: str
-    tables: dict[str, Records]
-    paragraph: str
-    #: (file name, function(path) that writes the PNG)
-    figures: list[tuple[str, Callable[[pathlib.Path], None]]] = field(default_factory=list)
-    seconds: float = 0.0
-    #: tables printed on the terminal (None: all); the others are in report.md only
-    printed: tuple[str, ...] | None = None
-    #: tables written as JSON only (raw per-step records), linked from report.md
-    json_only: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Study:
-    name: str
-    description: str
-    run: Callable[..., StudyOutput]
-    in_default: bool = True
-
-
-STUDIES: dict[str, Study] = {}
-
-
-def register_study(name: str, description: str, *, in_default: bool = True):
-    """Decorator registering ``run(quick: bool, seed: int, progress: Progress) -> StudyOutput``."""
-
-    def deco(fn):
-        STUDIES[name] = Study(name, description, fn, in_default)
-        return fn
-
-    return deco
+__all__ = ["run_studies", "write_report", "Progress", "StudyOutput", "Study", "STUDIES",
+           "register_study", "resolve_names"]
 
 
 class Progress:
@@ -77,22 +41,6 @@ class Progress:
         end = "\n" if (done >= total or not self.tty) else ""
         self.stream.write(f"\r  {label:<28} [{bar}] {done}/{total}{end}")
         self.stream.flush()
-
-
-def resolve_names(names: list[str]) -> list[str]:
-    """Expand "all" and validate study names (ValueError listing the valid ones)."""
-    if not names:
-        return [s.name for s in STUDIES.values() if s.in_default]
-    out: list[str] = []
-    for n in names:
-        if n == "all":
-            out += [s for s in STUDIES if s not in out]
-        elif n in STUDIES:
-            if n not in out:
-                out.append(n)
-        else:
-            raise ValueError(f"unknown study {n!r}; valid: {sorted(STUDIES) + ['all']}")
-    return out
 
 
 def write_report(outputs: dict[str, StudyOutput], out_dir: pathlib.Path, *, seed: int,
@@ -129,8 +77,6 @@ def write_report(outputs: dict[str, StudyOutput], out_dir: pathlib.Path, *, seed
 def run_studies(names: list[str], *, quick: bool = False, seed: int = 0, out=None,
                 stream=None, progress: bool = True) -> dict[str, StudyOutput]:
     """Run studies, print their tables to ``stream``, write a report to ``out`` if given."""
-    from . import studies  # noqa: F401 - registers the built-in studies
-
     stream = stream if stream is not None else sys.stdout
     chosen = resolve_names(list(names))
     out_dir = pathlib.Path(out) if out is not None else None

@@ -4,21 +4,14 @@
 - :func:`subspace_refresh`: one orthogonal-iteration step on k columns of a basis (rotate /
   project), :func:`select_columns` (cyclic, topk, residual, random), :func:`eigenbasis_quality`;
 - :class:`StoredBasis`: a basis kept in fp32, bf16, bf16-project, bf16-rectify or the
-  block-rotation reparametrization Q = Q₀·blkdiag(W);
-- :mod:`linalg_pc.basis.study`: the drifting-factor study (``basis_drift_study``,
-  ``plot_basis_drift``).
+  block-rotation reparametrization Q = Q₀·blkdiag(W).
+
+The drifting-factor study of these schemes lives in :mod:`linalg_pc.analysis.basis_study`.
 """
 
 from ._common import ORTHONORMALITY_TOL
 from .completion import complete_basis
 from .storage import STORAGE_SCHEMES, BasisUpdate, StoredBasis, bjorck_step
-from .study import (
-    DriftingFactor,
-    basis_drift_study,
-    basis_study,
-    equal_compute_study,
-    plot_basis_drift,
-)
 from .subspace import (
     COLUMN_POLICIES,
     SubspaceRefresh,
@@ -39,9 +32,4 @@ __all__ = [
     "BasisUpdate",
     "STORAGE_SCHEMES",
     "bjorck_step",
-    "basis_drift_study",
-    "equal_compute_study",
-    "basis_study",
-    "DriftingFactor",
-    "plot_basis_drift",
 ]

@@ -1,4 +1,5 @@
-"""The precision study reproduces the facts of REFERENCE §1, and the CLI/report around it."""
+"""The precision study reproduces its facts (module docstring; sources in docs/references.md),
+and the CLI/report around it."""
 
 from __future__ import annotations
 

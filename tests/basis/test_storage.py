@@ -11,7 +11,7 @@ import pytest
 
 import linalg_pc as lpc
 import linalg_pc._backend as B
-from linalg_pc.basis.study import DriftingFactor, orthogonality_loss_2
+from linalg_pc.analysis.basis_study import DriftingFactor, orthogonality_loss_2
 from linalg_pc.precision import round_to, unit_roundoff
 
 sys.path.insert(0, str(Path(__file__).parent))

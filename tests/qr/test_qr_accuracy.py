@@ -120,7 +120,8 @@ def test_kappa_sweep_large(method, dtype):
 
 
 def test_reference_calibration_fp32():
-    """REFERENCE §2 measurements (fp32, 2000×50): CholQR ≈ uκ², CholQR2 O(u) to κ = 1e4."""
+    """Measured calibration (fp32, 2000×50; docs/error-analysis.md): CholQR ≈ uκ², CholQR2 O(u) to
+    κ = 1e4 (Yamamoto et al., ETNA 44, 2015)."""
     u = lpc.unit_roundoff("fp32")
     T = randsvd(2000, 50, 1e3, dtype="fp32", rng=3)
     one = orthogonality_loss(lpc.qr(T.A, method="cholqr").Q)

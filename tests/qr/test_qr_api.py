@@ -208,7 +208,8 @@ def test_emulate_bf16(method):
 
 
 def test_emulated_gram_in_bf16_breaks_cholqr_early():
-    """REFERENCE §1: a bf16 Gram matrix makes Cholesky fail already at κ = 100."""
+    """A bf16 Gram matrix makes Cholesky fail already at κ = 100 (κ² ≳ u_bf16⁻¹: Yamamoto et al.,
+    ETNA 44, 2015; measured in docs/error-analysis.md)."""
     T = randsvd(500, 20, 1e3, dtype="fp32", rng=10)
     res = lpc.qr(T.A, method="cholqr2", emulate="bf16")
     assert res.info.fallbacks

@@ -9,7 +9,14 @@ and the stored bytes. :func:`equal_compute_study` compares k-column updates ever
 refreshes ``qr(K Q)`` run as often as the same time allows.
 
 All runs of one study share the factor sequence (they advance in lockstep), so their curves
-differ only by the scheme and the policy. Timings are wall-clock on the calling machine.
+differ only by the scheme and the policy. Timings are wall-clock on the calling machine. Every
+study returns :class:`~linalg_pc.analysis.records.Records`; :func:`summarize_basis` and
+:func:`interpret_basis` give the report's table and paragraph, and
+:func:`~linalg_pc.analysis.plots.plot_basis_drift` its figure.
+
+The setting (a Kronecker factor of a Shampoo/SOAP preconditioner refreshed by subspace updates
+of k columns and kept in bf16) is that of Milligan et al., arXiv 2605.26327 (2026); SOAP's
+refresh is Vyas et al., arXiv 2409.11321. See docs/references.md and docs/basis.md.
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ import time
 
 import numpy as np
 
-from .storage import STORAGE_SCHEMES, StoredBasis
-from .subspace import COLUMN_POLICIES, column_scores, eigenbasis_quality, select_columns
+from ..basis.storage import STORAGE_SCHEMES, StoredBasis
+from ..basis.subspace import COLUMN_POLICIES, column_scores, eigenbasis_quality, select_columns
+from ..precision import round_to
+from .metrics import orthogonality_loss
+from .plots import plot_basis_drift
+from .records import Records
 
 __all__ = [
     "DriftingFactor",
@@ -37,14 +48,13 @@ __all__ = [
 
 #: Quick configuration: well under a minute on two cores (the CLI and tests use it).
 QUICK = {"d": 64, "k": 8, "steps": 120, "record_every": 10}
-#: The issue's configuration: d ∈ {256, 1024}, k = d/8, 1000 steps (several minutes at d=1024).
+#: Full configuration, the sizes of the paper's experiments (Milligan et al., arXiv 2605.26327):
+#: d ∈ {256, 1024}, k = d/8, 1000 steps (several minutes at d=1024).
 FULL = {"d": (256, 1024), "steps": 1000}
 
 
 def orthogonality_loss_2(Q) -> float:
     """‖QᵀQ − I‖₂ in fp64 (host), for any array Q (d, m): the analysis module's metric."""
-    from ..analysis.metrics import orthogonality_loss
-
     return float(orthogonality_loss(Q, "2"))
 
 
@@ -133,7 +143,7 @@ def _choose(sb: StoredBasis, policy: str, k: int, step: int, K, est, gen):
 def basis_drift_study(d: int = QUICK["d"], k: int | None = None, steps: int = QUICK["steps"],
                       schemes=STORAGE_SCHEMES, policies=COLUMN_POLICIES, rng=0, *,
                       record_every: int | None = None, rebase_every: int | None = None,
-                      factor_kwargs: dict | None = None) -> list[dict]:
+                      factor_kwargs: dict | None = None) -> Records:
     """Run every (scheme, policy) pair on the same drifting factor; return the records.
 
     Parameters
@@ -153,7 +163,7 @@ def basis_drift_study(d: int = QUICK["d"], k: int | None = None, steps: int = QU
 
     Returns
     -------
-    list of dict
+    Records
         One per (scheme, policy, recorded step), keys: ``study`` ("drift"), ``d``, ``k``,
         ``step``, ``scheme``, ``policy``, ``orthogonality`` (‖QᵀQ − I‖₂ of the fp32
         materialization), ``quality`` (:func:`eigenbasis_quality`), ``update_s`` (mean seconds
@@ -166,8 +176,6 @@ def basis_drift_study(d: int = QUICK["d"], k: int | None = None, steps: int = QU
     seed = rng if isinstance(rng, int) else int(np.random.default_rng(rng).integers(2**31))
     fac = DriftingFactor(d, rng=seed, **(factor_kwargs or {}))
     Q0, w0 = _initial_basis(fac.K)
-    from ..precision import round_to
-
     floor = orthogonality_loss_2(round_to(Q0.astype(np.float32), "bf16"))
     runs = []
     for policy in policies:
@@ -177,7 +185,7 @@ def basis_drift_study(d: int = QUICK["d"], k: int | None = None, steps: int = QU
                          "est": w0.astype(np.float32).copy(),
                          "gen": np.random.default_rng(seed + 1),
                          "t_upd": 0.0, "t_sel": 0.0, "n": 0})
-    records: list[dict] = []
+    records = Records(title=f"Basis drift, d={d}, k={k}")
 
     def record(step, K):
         for run in runs:
@@ -235,7 +243,7 @@ def _select_eq(policy, k, step, d, est, K, sb, rng):
 def equal_compute_study(d: int = QUICK["d"], k: int | None = None,
                         steps: int = QUICK["steps"], rng=0, *, policy: str = "topk-cyclic",
                         record_every: int | None = None, period: int | None = None,
-                        factor_kwargs: dict | None = None) -> list[dict]:
+                        factor_kwargs: dict | None = None) -> Records:
     """Subspace updates of k columns every step vs full refreshes every T steps, same time.
 
     T is the measured time of one full refresh ``qr(K Q)`` (fp32, SciPy) divided by that of one
@@ -246,7 +254,7 @@ def equal_compute_study(d: int = QUICK["d"], k: int | None = None,
 
     Returns
     -------
-    list of dict
+    Records
         Recorded every ``record_every`` steps, raised to the next stride coprime with T (so
         the full refresh is seen at every phase of its period). Keys ``study``
         ("equal-compute"), ``d``, ``k``, ``step``, ``method`` ("subspace",
@@ -285,7 +293,7 @@ def equal_compute_study(d: int = QUICK["d"], k: int | None = None,
     est = w0.astype(np.float32).copy()
     gen = np.random.default_rng(seed + 1)
     secs = {"subspace": 0.0, "full": 0.0, "none": 0.0}
-    records: list[dict] = []
+    records = Records(title=f"Equal compute, d={d}, k={k}, {policy}")
 
     def record(step, K):
         for method, Q in (("subspace", sb.materialize("fp32")), ("full", Qf), ("none", Q0)):
@@ -312,19 +320,22 @@ def equal_compute_study(d: int = QUICK["d"], k: int | None = None,
     return records
 
 
-def basis_study(quick: bool = True, rng=0) -> list[dict]:
-    """The study behind ``linalg-pc study basis``: drift records plus equal-compute records.
+def basis_study(quick: bool = True, rng=0) -> Records:
+    """Drift records plus equal-compute records, in one :class:`Records`.
 
-    ``quick=True``: d = 64, k = 8, 120 steps (seconds). ``quick=False``: the issue's
-    configuration, d ∈ {256, 1024}, k = d/8, 1000 steps (minutes).
+    ``quick=True``: d = 64, k = 8, 120 steps (seconds). ``quick=False``: :data:`FULL`, the
+    sizes of Milligan et al. (arXiv 2605.26327), d ∈ {256, 1024}, k = d/8, 1000 steps
+    (minutes). ``linalg-pc study basis`` runs its own intermediate configuration (d = 128).
     """
     if quick:
         cfg = QUICK
-        return (basis_drift_study(cfg["d"], cfg["k"], cfg["steps"], rng=rng,
-                                  record_every=cfg["record_every"])
-                + equal_compute_study(cfg["d"], cfg["k"], cfg["steps"], rng=rng,
-                                      record_every=cfg["record_every"] // 2))
-    out: list[dict] = []
+        out = Records(title=f"Basis schemes, d={cfg['d']}, k={cfg['k']}")
+        out += basis_drift_study(cfg["d"], cfg["k"], cfg["steps"], rng=rng,
+                                 record_every=cfg["record_every"])
+        out += equal_compute_study(cfg["d"], cfg["k"], cfg["steps"], rng=rng,
+                                   record_every=cfg["record_every"] // 2)
+        return out
+    out = Records(title=f"Basis schemes, d ∈ {FULL['d']}")
     for d in FULL["d"]:
         out += basis_drift_study(d, d // 8, FULL["steps"], rng=rng,
                                  record_every=20 if d <= 256 else 50)
@@ -333,7 +344,7 @@ def basis_study(quick: bool = True, rng=0) -> list[dict]:
     return out
 
 
-def summarize_basis(records: list[dict]) -> list[dict]:
+def summarize_basis(records: list[dict]) -> Records:
     """One row per (study, d, scheme or method, policy): the numbers the report quotes.
 
     Drift rows: final ‖QᵀQ − I‖₂, its ratio to the one-rounding floor, mean eigenbasis quality
@@ -341,7 +352,7 @@ def summarize_basis(records: list[dict]) -> list[dict]:
     bytes and their ratio to fp32. Equal-compute rows: the period T, the unit times and the
     mean quality of each method.
     """
-    rows: list[dict] = []
+    rows = Records(title="Basis schemes: summary")
     drift = [r for r in records if r.get("study") == "drift"]
     keys = sorted({(r["d"], r["policy"], r["scheme"]) for r in drift},
                   key=lambda t: (t[0], t[1], STORAGE_SCHEMES.index(t[2])
@@ -392,78 +403,3 @@ def interpret_basis(records: list[dict]) -> str:
                        f"qr(KQ) every {r['period']} steps ({r['quality_full']:.3g}); no refresh "
                        f"{r['quality_none']:.3g}")
     return "; ".join(out) + "." if out else "No records."
-
-
-_STYLE = {"fp32": ("k", "-"), "bf16": ("tab:red", "-"), "bf16-project": ("tab:blue", "--"),
-          "bf16-rectify": ("tab:purple", "-."), "block-rotation": ("tab:green", "-")}
-
-
-def plot_basis_drift(records: list[dict], path, *, policy: str = "cyclic", d: int | None = None,
-                     eq_policy: str | None = None, dpi: int = 90):
-    """Figure of a study: orthogonality and eigenbasis quality vs step, equal-compute quality.
-
-    One line per scheme for the given ``policy`` (and d: default the largest in the records);
-    the one-rounding floor dotted; a third panel with the equal-compute curves when present
-    (for ``eq_policy``, default "topk-cyclic" when recorded, else the first recorded).
-    Writes ``path`` (PNG) and returns it. Needs matplotlib (imported lazily, Agg backend).
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError("plot_basis_drift needs matplotlib (pip install linalg_pc[plot])"
-                          ) from exc
-    drift = [r for r in records if r.get("study") == "drift"]
-    eq = [r for r in records if r.get("study") == "equal-compute"]
-    ds = sorted({r["d"] for r in drift} | {r["d"] for r in eq})
-    if not ds:
-        raise ValueError("records hold no study results")
-    d = ds[-1] if d is None else d
-    drift = [r for r in drift if r["d"] == d and r["policy"] == policy]
-    eq = [r for r in eq if r["d"] == d]
-    if eq:
-        pols = sorted({r["policy"] for r in eq})
-        eq_policy = eq_policy or ("topk-cyclic" if "topk-cyclic" in pols else pols[0])
-        eq = [r for r in eq if r["policy"] == eq_policy]
-    ncol = 3 if eq else 2
-    fig, axes = plt.subplots(1, ncol, figsize=(4.2 * ncol, 3.4), constrained_layout=True)
-    schemes = [s for s in STORAGE_SCHEMES if any(r["scheme"] == s for r in drift)]
-    for s in schemes:
-        rs = sorted((r for r in drift if r["scheme"] == s), key=lambda r: r["step"])
-        c, ls = _STYLE.get(s, (None, "-"))
-        steps = [r["step"] for r in rs]
-        axes[0].semilogy(steps, [max(r["orthogonality"], 1e-12) for r in rs], color=c,
-                         ls=ls, label=s)
-        later = [r for r in rs if r["step"] > 0]  # step 0 is the exact eigenbasis
-        axes[1].semilogy([r["step"] for r in later], [max(r["quality"], 1e-12) for r in later],
-                         color=c, ls=ls, label=s)
-    if drift:
-        axes[0].axhline(drift[0]["floor"], color="gray", ls=":", lw=1,
-                        label="one bf16 rounding")
-    k = drift[0]["k"] if drift else (eq[0]["k"] if eq else "?")
-    axes[0].set(xlabel="update step", ylabel="‖QᵀQ − I‖₂ (fp64)",
-                title=f"loss of orthogonality (d={d}, k={k}, {policy})")
-    axes[1].set(xlabel="update step", ylabel="‖offdiag(QᵀKQ)‖_F / ‖QᵀKQ‖_F",
-                title="eigenbasis quality (lower is better)")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
-    if eq:
-        for method, c in (("subspace", "tab:green"), ("full", "tab:orange"), ("none", "gray")):
-            rs = sorted((r for r in eq if r["method"] == method and r["step"] > 0),
-                        key=lambda r: r["step"])
-            if not rs:
-                continue
-            lab = {"subspace": f"k={rs[0]['k']} every step",
-                   "full": f"full qr(KQ) every {rs[0]['period']}", "none": "no refresh"}[method]
-            axes[2].semilogy([r["step"] for r in rs], [max(r["quality"], 1e-12) for r in rs],
-                             color=c, label=lab)
-        axes[2].set(xlabel="update step", ylabel="‖offdiag(QᵀKQ)‖_F / ‖QᵀKQ‖_F",
-                    title=f"equal compute ({eq_policy}), fp32")
-        axes[2].legend(fontsize=7)
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path

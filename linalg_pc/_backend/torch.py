@@ -71,9 +71,10 @@ def qr(A, mode):
 @register("torch", "batched_qr")
 def batched_qr(A, mode):
     """CPU fp32/fp64 stacks: the Numba batched kernel on the tensor's own memory
-    (``Tensor.numpy`` shares it; the factors come back as tensors without a copy). 20000
-    8×8 fp32 matrices: 20 ms, against 85 ms for torch.linalg.qr and 1.3 s for the array-API
-    reference. CUDA tensors: None (the caller's array-API code runs)."""
+    (``Tensor.numpy`` shares it; the factors come back as tensors without a copy): 20000 8×8
+    fp32 matrices in 19-32 ms, as fast as the NumPy path, against 60-140 ms for torch.linalg.qr
+    and 0.2-1.3 s for the array-API reference (2 shared cores). bf16 stacks arrive decoded to
+    fp32 (the compute format). CUDA tensors: None (the caller's array-API code runs)."""
     if A.device.type != "cpu" or A.dtype not in (torch.float32, torch.float64):
         return None
     from .numpy import batched_numba

@@ -360,6 +360,49 @@ def test_batched_info():
     assert info.method == "batched" and info.backend == "numba" and info.kappa_est >= 1
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("mode", ["reduced", "complete", "r"])
+def test_batched_torch_cpu_stacks_take_the_kernel(dtype, mode):
+    """CPU torch stacks reach the Numba kernel on the tensor's memory (not the array-API
+    reference), stay tensors, and match fp64 LAPACK to the NumPy path's O(u) tolerance (and the
+    NumPy path itself, bit for bit: the same kernel on the same numbers)."""
+    torch = pytest.importorskip("torch")
+    S = np.random.default_rng(29).standard_normal((2, 150, 7, 5))
+    T = torch.from_numpy(S).to(getattr(torch, dtype))
+    Q, R, info = lpc.qr(T, mode=mode)
+    assert info.method == "batched" and info.backend == "numba"
+    assert isinstance(R, torch.Tensor) and R.dtype == T.dtype
+    assert (Q is None) == (mode == "r") and (Q is None or Q.dtype == T.dtype)
+    Sn = to_numpy(T)
+    q, r, ninfo = lpc.qr(Sn, mode=mode)
+    assert ninfo.backend == "numba"
+    np.testing.assert_array_equal(to_numpy(R).view(np.uint8), r.view(np.uint8))
+    if Q is not None:
+        np.testing.assert_array_equal(to_numpy(Q).view(np.uint8), q.view(np.uint8))
+    S64 = np.asarray(Sn, dtype=np.float64)
+    u = lpc.unit_roundoff("fp64" if dtype == "float64" else "fp32")
+    u_store = lpc.unit_roundoff({"float32": "fp32", "float64": "fp64", "bfloat16": "bf16"}[dtype])
+    for idx in [(0, 0), (0, 77), (1, 149)]:
+        ql, rl = np.linalg.qr(S64[idx], mode="complete" if mode == "complete" else "reduced")
+        tol = 20 * u * kappa(S64[idx]) * 7 + 2 * u_store  # the NumPy path's, + storage rounding
+        Rt = to_numpy(R[idx]).astype(np.float64)
+        np.testing.assert_allclose(Rt, rl, atol=tol * np.abs(rl).max())
+        if Q is not None:
+            np.testing.assert_allclose(to_numpy(Q[idx]).astype(np.float64), ql, atol=tol)
+
+
+def test_batched_torch_gradient_tensor_and_emulation():
+    """A tensor that requires grad is read through a detached view; emulation keeps the
+    reference implementation (every stored intermediate rounded)."""
+    torch = pytest.importorskip("torch")
+    T = torch.randn(40, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3),
+                    requires_grad=True)
+    Q, R, info = lpc.qr(T)
+    assert info.backend == "numba"
+    np.testing.assert_allclose(to_numpy(Q @ R), to_numpy(T), atol=1e-13)
+    assert lpc.qr(T.detach(), emulate="bf16").info.backend == "reference"
+
+
 def test_batched_bf16_storage():
     S = np.random.default_rng(21).standard_normal((1000, 4, 4)).astype(ml_dtypes.bfloat16)
     Q, R, info = lpc.qr(S)

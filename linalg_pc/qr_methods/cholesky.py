@@ -310,13 +310,15 @@ def _run(A, name, *, mode, storage, compute, emulate, min_passes, max_passes, ac
     ctx, Ac = prepare(A, method=name, mode=mode, storage=storage, compute=compute,
                       emulate=emulate, tall_only=True, batch_ok=False, check=False)
     A_raw = reload = None
+    finite_known = B.dtype_kind(A) != "float"  # integer and boolean input: nothing to check
     if _host_blas(ctx, Ac):
-        A_raw = A  # finiteness is checked on the Gram matrix's diagonal (NaN/inf reach it)
+        # finiteness is checked on the Gram matrix's diagonal (NaN/inf reach it)
+        A_raw = None if finite_known else A
         if Ac is not A:  # a decoded copy (bf16/fp16 input, or a cast): the passes work in it
             def reload():
                 return prepare(A, method=name, mode=mode, storage=storage, compute=compute,
                                emulate=emulate, tall_only=True, batch_ok=False, check=False)[1]
-    else:
+    elif not finite_known:
         B.check_finite(ctx.xp, A, "A")
     Q, R = run_family(ctx, Ac, min_passes=min_passes, max_passes=max_passes, accept=accept,
                       shift=shift, allow_fallback_shift=allow_fallback_shift, A_raw=A_raw,

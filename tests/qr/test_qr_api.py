@@ -85,6 +85,32 @@ def test_unknown_mode_and_formats():
         lpc.qr(_rand(5, 3, dtype=np.float32), emulate="fp64")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, ml_dtypes.bfloat16,
+                                   np.int32])
+@pytest.mark.parametrize("opts", [{}, {"compute": "fp64"}, {"storage": "bf16"},
+                                  {"compute": "fp32", "emulate": "bf16"}, {"storage": "fp16"}])
+def test_formats_follow_the_precision_policy(dtype, opts):
+    """QR resolves storage/compute/emulate with Precision(...).resolve(A), for every method."""
+    from linalg_pc._policy import Precision
+    from linalg_pc.qr_methods._common import prepare
+
+    A = _rand(12, 4, 30).astype(dtype)
+    p = Precision(**opts).resolve(A)
+    ctx, Ac = prepare(A, method="householder", **opts)
+    assert ctx.prec == p and ctx.compute == p.compute and ctx.storage == p.storage
+    assert ctx.emulate == p.emulate and ctx.u_work == p.u_work
+    assert B.format_of(Ac) == p.compute
+    for method in ("householder", "cholqr2", "mgs"):
+        info = lpc.qr(A, method=method, **opts).info
+        assert (info.compute, info.storage) == (p.compute.name, p.storage.name)
+        assert info.emulate == (None if p.emulate is None else p.emulate.name)
+
+
+def test_auto_note_on_stacks_appears_once():
+    notes = lpc.qr(np.random.default_rng(31).standard_normal((20, 8, 8))).info.notes
+    assert notes.count("auto chose batched for shape (20, 8, 8)") == 1
+
+
 def test_complex_not_implemented():
     with pytest.raises(NotImplementedError, match="complex"):
         lpc.qr(np.ones((4, 2), dtype=np.complex128))

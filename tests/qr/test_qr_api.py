@@ -418,8 +418,9 @@ def test_batched_torch_cpu_stacks_take_the_kernel(dtype, mode):
 
 
 def test_batched_torch_gradient_tensor_and_emulation():
-    """A tensor that requires grad is read through a detached view; emulation keeps the
-    reference implementation (every stored intermediate rounded)."""
+    """A tensor that requires grad is read through a detached view, a strided view like its
+    contiguous copy; emulation keeps the reference implementation (every stored intermediate
+    rounded)."""
     torch = pytest.importorskip("torch")
     T = torch.randn(40, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3),
                     requires_grad=True)
@@ -427,6 +428,10 @@ def test_batched_torch_gradient_tensor_and_emulation():
     assert info.backend == "numba"
     np.testing.assert_allclose(to_numpy(Q @ R), to_numpy(T), atol=1e-13)
     assert lpc.qr(T.detach(), emulate="bf16").info.backend == "reference"
+    V = T.detach().transpose(0, 1)[:, :3]  # a strided view: factored like its contiguous copy
+    Qv, Rv, info = lpc.qr(V)
+    Qc, Rc, _ = lpc.qr(V.contiguous())
+    assert info.backend == "numba" and torch.equal(Qv, Qc) and torch.equal(Rv, Rc)
 
 
 def test_batched_bf16_storage():

@@ -12,7 +12,19 @@ array-API implementation for any other namespace:
 - :func:`solve_triangular` (left or right side, transposed, batched);
 - :func:`cholesky`, which reports failure as a value (LAPACK's ``info``) instead of raising;
 - :func:`cho_solve`;
-- :func:`to_namespace` / :func:`to_numpy`: exchange through DLPack, bf16 included.
+- :func:`tri_cond_est`: a condition estimate of a triangular matrix (LAPACK ``xTRCON`` on NumPy);
+- :func:`eigh`: symmetric eigendecomposition;
+- :func:`countsketch`: a CountSketch product S·X (sparse on NumPy, a scatter-add on torch/CuPy);
+- :func:`to_namespace` / :func:`to_numpy`: exchange through DLPack, bf16 included;
+- :func:`uniform`: uniform draws from a NumPy, torch or CuPy generator;
+- :func:`dtype_kind`, :func:`native_dtype`, :func:`host_blas`: dtype and capability queries.
+
+Library-specific code lives only in the delegate modules (``numpy.py``, ``torch.py``,
+``cupy.py``), registered with :func:`register` and looked up with :func:`delegate`; the
+functions here hold the generic array-API implementations. Algorithms that have their own
+array-API implementation of a primitive (Householder QR, the batched QR of small matrices) ask
+:func:`delegate` for the library's native one (``"qr"``, ``"batched_qr"``) and run theirs when
+it returns None.
 """
 
 from __future__ import annotations
@@ -34,9 +46,15 @@ __all__ = [
     "format_of",
     "native_dtype",
     "has_dtype",
+    "dtype_kind",
+    "host_blas",
+    "supported",
     "solve_triangular",
     "cholesky",
     "cho_solve",
+    "tri_cond_est",
+    "eigh",
+    "countsketch",
     "to_namespace",
     "to_numpy",
     "uniform",
@@ -144,25 +162,16 @@ def format_of(x, *, argname: str = "x") -> Format:
     return format_of_dtype(dtype, argname=argname)
 
 
-def _bf16_numpy_dtype():
-    import ml_dtypes
-
-    return np.dtype(ml_dtypes.bfloat16)
-
-
 def native_dtype(xp, fmt):
     """The dtype of namespace ``xp`` that stores format ``fmt`` (tf32 has none: TypeError)."""
     f = get_format(fmt)
     if f.name == "tf32":
         raise TypeError("tf32 is a compute format with no storage dtype; store in fp32")
     if f.name == "bf16":
-        if is_torch(xp):
-            import torch
-
-            return torch.bfloat16
-        if is_numpy(xp) or is_cupy(xp):
-            return _bf16_numpy_dtype()
-        raise TypeError(f"{namespace_name(xp)} has no bfloat16 dtype")
+        impl = delegate(xp, "bf16_dtype")
+        if impl is None:
+            raise TypeError(f"{namespace_name(xp)} has no bfloat16 dtype")
+        return impl()
     name = {"fp16": "float16", "fp32": "float32", "fp64": "float64"}[f.name]
     dt = getattr(xp, name, None)
     if dt is None:
@@ -179,13 +188,40 @@ def has_dtype(xp, fmt) -> bool:
     return True
 
 
+def supported(xp) -> bool:
+    """Whether ``xp`` is one of the libraries the backend knows (NumPy, PyTorch, CuPy,
+    array_api_strict); other array-API namespaces run the generic code with fewer checks."""
+    return namespace_name(xp) in ("numpy", "torch", "cupy", "array_api_strict")
+
+
+def dtype_kind(x) -> str:
+    """"float", "int", "bool", "complex" or "other": the kind of ``x``'s dtype (bf16 of NumPy,
+    whose NumPy kind is ``'V'``, and torch dtypes included)."""
+    xp = array_namespace(x)
+    impl = delegate(xp, "dtype_kind")
+    if impl is not None:
+        return impl(x.dtype)
+    dt = x.dtype
+    for kind, name in (("complex", "complex floating"), ("float", "real floating"),
+                       ("bool", "bool"), ("int", "integral")):
+        if xp.isdtype(dt, name):
+            return kind
+    return "other"
+
+
+def host_blas(x) -> bool:
+    """Whether ``x`` is a host fp32/fp64 array whose products and solves are direct BLAS/LAPACK
+    calls that may work in place (NumPy). Methods use it to pick in-place work arrays and the
+    checks they can defer (CholeskyQR reads finiteness off the Gram matrix)."""
+    impl = delegate(array_namespace(x), "host_blas")
+    return bool(impl(x)) if impl is not None else False
+
+
 def check_finite(xp, x, argname: str) -> None:
     """Raise ValueError naming ``argname`` if ``x`` has a NaN or infinite entry."""
-    f = format_of(x, argname=argname)
-    if f.name == "bf16" and is_numpy(xp):
-        ok = not np.any((np.asarray(x).view(np.uint16) & 0x7FFF) >= 0x7F80)
-    else:
-        ok = bool(xp.all(xp.isfinite(x)))
+    format_of(x, argname=argname)
+    impl = delegate(xp, "all_finite")
+    ok = impl(x) if impl is not None else bool(xp.all(xp.isfinite(x)))
     if not ok:
         raise ValueError(f"{argname} has non-finite entries (NaN or inf)")
 
@@ -219,19 +255,10 @@ def to_namespace(x, target, *, device=None):
         return x
     f = format_of(x)
     if f.name == "bf16":
-        h = to_numpy(x).view(np.int16)
-        if is_torch(txp):
-            import torch
-
-            out = torch.from_numpy(np.ascontiguousarray(h)).view(torch.bfloat16)
-            return out if device is None else out.to(device)
-        if is_numpy(txp):
-            return h.view(_bf16_numpy_dtype())
-        if is_cupy(txp):
-            import cupy
-
-            return cupy.asarray(h).view(_bf16_numpy_dtype())
-        raise TypeError(f"{namespace_name(txp)} cannot hold bfloat16 arrays")
+        impl = delegate(txp, "from_bf16_bits")
+        if impl is None:
+            raise TypeError(f"{namespace_name(txp)} cannot hold bfloat16 arrays")
+        return impl(to_numpy(x).view(np.int16), device)
     try:
         out = txp.from_dlpack(x)
     except Exception:  # noqa: BLE001 - cross-device exchange: go through the host
@@ -256,8 +283,7 @@ def uniform(xp, shape, rng=None, *, like=None, dtype=None):
         if out is not None:
             return out
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    host = gen.random(shape)
-    return xp.asarray(xp.asarray(host) if is_numpy(xp) else host, dtype=dtype, device=device)
+    return xp.asarray(gen.random(shape), dtype=dtype, device=device)
 
 
 # --------------------------------------------------------------------------- linear algebra
@@ -266,27 +292,33 @@ def _mT(xp, a):
 
 
 def solve_triangular(A, B, *, lower: bool = False, trans: bool = False,
-                     unit_diagonal: bool = False, side: str = "left"):
+                     unit_diagonal: bool = False, side: str = "left", overwrite_b: bool = False,
+                     cond: float | None = None):
     """Solve op(A) X = B (``side="left"``) or X op(A) = B (``side="right"``), A triangular.
 
     ``op(A)`` is A or Aᵀ (``trans=True``). A is (..., n, n), B is (..., n, k) for the left side
     and (..., k, n) for the right side; leading dimensions broadcast. Delegates to
     scipy.linalg / torch.linalg / cupyx.scipy.linalg; forward/back substitution otherwise.
+    ``overwrite_b``: B is a work array the solve may overwrite (the result may share its
+    memory). ``cond``: an estimate of κ(A); a delegate may then use an inverse-based solve when
+    it is small (NumPy's right-side solve of a 2-D fp32/fp64 B, when NumPy's own TRSM is not
+    reachable: TRTRI + GEMM while ``cond`` <= 100, extra error u·κ(A)).
     Cost n²k flops; backward stable (Higham, ASNA Thm 8.5).
     """
     xp = array_namespace(A, B)
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    impl = delegate(xp, "solve_triangular")
+    if impl is not None:
+        out = impl(A, B, lower=lower, trans=trans, unit_diagonal=unit_diagonal, side=side,
+                   overwrite_b=overwrite_b, cond=cond)
+        if out is not None:
+            return out
     if side == "right":
         # X op(A) = B  <=>  op(A)^T X^T = B^T
         Xt = solve_triangular(A, _mT(xp, B), lower=lower, trans=not trans,
                               unit_diagonal=unit_diagonal)
         return _mT(xp, Xt)
-    impl = delegate(xp, "solve_triangular")
-    if impl is not None:
-        out = impl(A, B, lower=lower, trans=trans, unit_diagonal=unit_diagonal)
-        if out is not None:
-            return out
     return _substitution(xp, A, B, lower=lower, trans=trans, unit_diagonal=unit_diagonal)
 
 
@@ -373,10 +405,86 @@ def cho_solve(L, B, *, lower: bool = True):
     return solve_triangular(L, Y, lower=False)
 
 
+def tri_cond_est(R) -> float:
+    """Estimate of κ₁(R) for a square upper-triangular R (2-D).
+
+    NumPy: LAPACK ``xtrcon`` (a 1-norm estimate, O(n²)). Generic: ‖R‖₁‖R⁻¹‖₁ from a triangular
+    solve (n³/3 flops) for n <= 2048, the ratio of the extreme diagonal entries (a lower bound)
+    beyond. ``inf`` for a singular or non-finite R. The caller keeps R's entries in range (an
+    entry near overflow or underflow makes 1/‖R‖ or ‖R⁻¹‖ overflow and reads as inf).
+    """
+    xp = array_namespace(R)
+    impl = delegate(xp, "tri_cond_est")
+    if impl is not None:
+        return impl(R)
+    k = R.shape[-1]
+    d = xp.abs(_diagonal(xp, R))
+    dmin = _to_float(xp.min(d))
+    if dmin == 0 or not np.isfinite(dmin) or not bool(xp.all(xp.isfinite(R))):
+        return float("inf")
+    if k > TRI_COND_SOLVE_MAX:
+        return _to_float(xp.max(d)) / dmin
+    with np.errstate(over="ignore", invalid="ignore"):  # κ past the range is read as inf
+        eye = xp.eye(k, dtype=R.dtype, device=device_of(R))
+        Ri = solve_triangular(R, eye, lower=False)
+        n1 = _to_float(xp.max(xp.sum(xp.abs(R), axis=0)))
+        n2 = _to_float(xp.max(xp.sum(xp.abs(Ri), axis=0)))
+    v = n1 * n2
+    return v if np.isfinite(v) else float("inf")
+
+
+#: :func:`tri_cond_est` (generic) forms R⁻¹ up to this order, the diagonal ratio beyond.
+TRI_COND_SOLVE_MAX = 2048
+
+
+def _diagonal(xp, X):
+    if hasattr(xp, "linalg") and hasattr(xp.linalg, "diagonal"):
+        return xp.linalg.diagonal(X)
+    return xp.diagonal(X, axis1=-2, axis2=-1)
+
+
+def _to_float(x) -> float:
+    if isinstance(x, (float, int, np.generic)):
+        return float(x)
+    return float(to_numpy(x).astype(np.float64).reshape(()))
+
+
+def eigh(A):
+    """Eigenvalues (ascending) and eigenvectors of symmetric A (..., n, n): ``(w, V)`` with
+    A = V diag(w) Vᵀ, in A's dtype (fp32/fp64). A library's delegate (``"eigh"``) runs when one
+    is registered, ``xp.linalg.eigh`` otherwise (LAPACK ``xSYEVD`` for NumPy, torch.linalg,
+    cuSOLVER). Cost ~9n³ flops; backward stable: the computed pairs are exact for A + ΔA with
+    ‖ΔA‖₂ = O(u)‖A‖₂ (Golub & Van Loan, Matrix Computations, 4th ed., §8.3).
+    """
+    xp = array_namespace(A)
+    impl = delegate(xp, "eigh")
+    if impl is not None:
+        return impl(A)
+    w, V = xp.linalg.eigh(A)
+    return w, V
+
+
+def countsketch(X, rows, signs, k: int):
+    """Y = S X for the CountSketch S (k×m) that adds row i of X (m×n), times ``signs[i]``, to
+    row ``rows[i]`` of Y (Clarkson & Woodruff, STOC 2013).
+
+    ``rows`` (int) and ``signs`` (±1.0) are host NumPy arrays of length m; Y is k×n in X's
+    library, dtype and device. NumPy: a sparse product; torch/CuPy: a scatter-add; generic: a
+    dense k×m one-hot matrix times X (2kmn flops, the others O(mn)).
+    """
+    xp = array_namespace(X)
+    impl = delegate(xp, "countsketch")
+    if impl is not None:
+        return impl(X, rows, signs, k)
+    m = X.shape[0]
+    onehot = np.zeros((k, m))
+    onehot[rows, np.arange(m)] = signs
+    return xp.matmul(xp.asarray(onehot, dtype=X.dtype, device=device_of(X)), X)
+
+
 def eps_of(x) -> float:
     """Unit roundoff of x's dtype (fp64 for non-arrays)."""
     try:
         return format_of(x).unit_roundoff
     except TypeError:
         return 2.0**-53
-

@@ -1,18 +1,29 @@
-"""CuPy delegates: cuSOLVER through cupyx.scipy.linalg for the primitives of
-:mod:`linalg_pc._backend`."""
+"""CuPy delegates: cuSOLVER through cupyx.scipy.linalg (and the CUDA batched QR kernel) for the
+primitives of :mod:`linalg_pc._backend`."""
 
 from __future__ import annotations
+
+import math
 
 import cupy
 import numpy as np
 
 from . import register
+from .numpy import _bf16, numpy_dtype_kind
+
+register("cupy", "dtype_kind")(numpy_dtype_kind)  # CuPy dtypes are NumPy dtypes
+register("cupy", "bf16_dtype")(_bf16)
+
+
+@register("cupy", "from_bf16_bits")
+def from_bf16_bits(h, device):
+    return cupy.asarray(h).view(_bf16())
 
 
 @register("cupy", "solve_triangular")
-def solve_triangular(A, B, *, lower, trans, unit_diagonal):
+def solve_triangular(A, B, *, lower, trans, unit_diagonal, side, overwrite_b, cond):
     """cuSOLVER's TRSM for single matrices; None (generic substitution) for batches."""
-    if A.ndim != 2 or B.ndim != 2:
+    if side != "left" or A.ndim != 2 or B.ndim != 2:
         return None
     import cupyx.scipy.linalg as csla
 
@@ -34,6 +45,30 @@ def cholesky(A):
     return L, info
 
 
+@register("cupy", "qr")
+def qr(A, mode):
+    """cupy.linalg.qr (cuSOLVER xGEQRF/xORGQR)."""
+    if mode == "r":
+        return None, cupy.linalg.qr(A, mode="r"), "cusolver"
+    Q, R = cupy.linalg.qr(A, mode=mode)
+    return Q, R, "cusolver"
+
+
+@register("cupy", "batched_qr")
+def batched_qr(A, mode):
+    """The CUDA kernel (one thread per matrix) for matrices up to ``gpu_qr.MAX_DIM``; None
+    beyond (the caller's array-API code runs)."""
+    from .._kernels.gpu_qr import MAX_DIM, batched_householder_gpu
+
+    batch = tuple(A.shape[:-2])
+    m, n = A.shape[-2], A.shape[-1]
+    if max(m, n) > MAX_DIM:
+        return None
+    Q, R = batched_householder_gpu(cupy.reshape(A, (math.prod(batch), m, n)), mode)
+    Q = None if Q is None else cupy.reshape(Q, batch + tuple(Q.shape[1:]))
+    return Q, cupy.reshape(R, batch + tuple(R.shape[1:])), "cuda"
+
+
 @register("cupy", "to_numpy")
 def to_numpy(x):
     return x.get()
@@ -45,3 +80,13 @@ def uniform(shape, rng, *, device, dtype):
     if rng is not None and type(rng).__module__.startswith("cupy"):
         return rng.random(shape, dtype=dtype)
     return None
+
+
+@register("cupy", "countsketch")
+def countsketch(X, rows, signs, k):
+    """A scatter-add (``cupyx.scatter_add``): O(mn)."""
+    import cupyx
+
+    Y = cupy.zeros((k, X.shape[1]), dtype=X.dtype)
+    cupyx.scatter_add(Y, cupy.asarray(rows), X * cupy.asarray(signs, dtype=X.dtype)[:, None])
+    return Y

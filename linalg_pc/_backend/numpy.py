@@ -1,15 +1,69 @@
-"""NumPy delegates: LAPACK through scipy.linalg for the primitives of :mod:`linalg_pc._backend`."""
+"""NumPy delegates: LAPACK through scipy.linalg (and NumPy's own BLAS, Numba kernels) for the
+primitives of :mod:`linalg_pc._backend`."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from . import register
 
+#: Row-block size (bytes) of the in-place product X ← X·R⁻¹: a block and its product stay in
+#: cache while the block is overwritten.
+_INPLACE_BLOCK_BYTES = 1 << 20
+#: Below this κ estimate of R, a right-side solve X R⁻¹ without NumPy's own TRSM runs as
+#: TRTRI + GEMM (faster than SciPy's TRSM; its extra error u·κ(R) is negligible).
+INVERSE_KAPPA_MAX = 100.0
+_FLOATS = (np.float32, np.float64)
+
+
+def _bf16():
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def numpy_dtype_kind(dt) -> str:
+    """The kind of a NumPy dtype (also CuPy's), ml_dtypes bf16 (kind 'V', 2 bytes) a float."""
+    if dt.kind == "V" and dt.itemsize == 2:  # ml_dtypes bfloat16
+        return "float"
+    return {"f": "float", "c": "complex", "b": "bool", "i": "int", "u": "int"}.get(dt.kind,
+                                                                                   "other")
+
+
+register("numpy", "dtype_kind")(numpy_dtype_kind)
+register("numpy", "bf16_dtype")(_bf16)
+
+
+@register("numpy", "host_blas")
+def host_blas(x) -> bool:
+    return x.dtype in _FLOATS
+
+
+@register("numpy", "all_finite")
+def all_finite(x) -> bool:
+    """Finiteness on bf16 bit patterns (no decode), ``np.isfinite`` otherwise."""
+    x = np.asarray(x)
+    if x.dtype == _bf16():
+        return not np.any((x.view(np.uint16) & 0x7FFF) >= 0x7F80)
+    return bool(np.all(np.isfinite(x)))
+
+
+@register("numpy", "from_bf16_bits")
+def from_bf16_bits(h, device):
+    return h.view(_bf16())
+
 
 @register("numpy", "solve_triangular")
-def solve_triangular(A, B, *, lower, trans, unit_diagonal):
-    """xTRTRS through scipy.linalg, looped over leading (broadcast) dimensions."""
+def solve_triangular(A, B, *, lower, trans, unit_diagonal, side, overwrite_b, cond):
+    """xTRTRS through scipy.linalg, looped over leading (broadcast) dimensions; the right-side
+    upper solve of a 2-D fp32/fp64 B through NumPy's own BLAS (:func:`_right_upper`)."""
+    if side == "right":
+        if (A.ndim == 2 and B.ndim == 2 and not lower and not trans and not unit_diagonal
+                and A.dtype == B.dtype and B.dtype in _FLOATS):
+            return _right_upper(B, A, own=overwrite_b, cond=cond)
+        return None  # the generic code solves the transposed left-side system
     import scipy.linalg as sla
 
     tr = 1 if trans else 0
@@ -24,6 +78,60 @@ def solve_triangular(A, B, *, lower, trans, unit_diagonal):
         out[idx] = sla.solve_triangular(Ab[idx], Bb[idx], lower=lower, trans=tr,
                                         unit_diagonal=unit_diagonal, check_finite=False)
     return out
+
+
+def _right_upper(X, R, *, own: bool, cond):
+    """X R⁻¹ for upper-triangular R. ``own``: X is a work array that may be overwritten.
+
+    TRSM in place from NumPy's own BLAS (:mod:`linalg_pc._kernels.cpu_blas`, mn² flops,
+    backward stable) when it is reachable, into recycled memory (``_buffers``) unless X may be
+    overwritten; otherwise TRTRI + GEMM over row blocks while ``cond`` <= ``INVERSE_KAPPA_MAX``
+    (2mn² flops, extra error u·κ(R)), SciPy's TRSM beyond.
+    """
+    from .. import _buffers
+    from .._kernels import cpu_blas
+
+    if cpu_blas.available(X.dtype):
+        Y = X
+        if not (own and X.flags.c_contiguous and X.flags.writeable):
+            Y = _buffers.empty(X.shape, X.dtype)  # Q's memory: recycled when possible
+            np.copyto(Y, X)
+        return cpu_blas.trsm_right_upper(Y, R)
+
+    from scipy.linalg import blas, lapack
+
+    if not X.flags.c_contiguous:
+        X = np.ascontiguousarray(X)
+        own = True
+    Rf = np.asfortranarray(R)
+    if cond is not None and cond <= INVERSE_KAPPA_MAX:
+        trtri = lapack.get_lapack_funcs("trtri", (Rf,))
+        Ri, info = trtri(Rf, lower=0)
+        if info == 0:
+            Ri = np.triu(Ri)
+            return _times_inverse_inplace(X, Ri) if own else X @ Ri
+    Y = X if own else X.copy()
+    trsm = blas.get_blas_funcs("trsm", (Rf,))
+    return trsm(1.0, Rf, Y.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
+
+
+def _times_inverse_inplace(X: np.ndarray, Ri: np.ndarray) -> np.ndarray:
+    """X ← X·Ri over row blocks, with NumPy's GEMM (C-contiguous X, no m×n temporary).
+
+    NumPy's matmul, not SciPy's TRMM: the Gram matrices use NumPy's BLAS, and NumPy and SciPy
+    each load their own OpenBLAS, whose threads spin after a call and halve the speed of the
+    other library's next call (CholQR2 at 200000×64 fp32: 125 ms alternating TRMM and SYRK,
+    84 ms with NumPy only). GEMM does twice TRMM's flops on a triangular Ri, but runs faster.
+    """
+    m, n = X.shape
+    b = max(1, _INPLACE_BLOCK_BYTES // max(1, n * X.itemsize))
+    tmp = np.empty((min(b, m), n), dtype=X.dtype)
+    for i in range(0, m, b):
+        blk = X[i:i + b]
+        t = tmp[:blk.shape[0]]
+        np.matmul(blk, Ri, out=t)
+        blk[...] = t
+    return X
 
 
 @register("numpy", "cholesky")
@@ -51,3 +159,68 @@ def cholesky(A):
     for idx in np.ndindex(*batch):
         L[idx], info[idx] = cholesky(A[idx])
     return L, info
+
+
+@register("numpy", "qr")
+def qr(A, mode):
+    """Householder QR through LAPACK: scipy.linalg.qr (xGEQRF/xORGQR) for a matrix,
+    numpy.linalg.qr for a stack. Returns (Q or None, R, "lapack")."""
+    if A.ndim == 2:
+        import scipy.linalg as sla
+
+        smode = {"reduced": "economic", "complete": "full", "r": "r"}[mode]
+        out = sla.qr(A, mode=smode, check_finite=False, overwrite_a=False)
+        if mode == "r":  # scipy's mode="r" returns the full m×n R
+            return None, out[0][:min(A.shape), :], "lapack"
+        return out[0], out[1], "lapack"
+    out = np.linalg.qr(A, mode=mode)
+    if mode == "r":
+        return None, out, "lapack"
+    return out[0], out[1], "lapack"
+
+
+def batched_numba(A: np.ndarray, mode: str):
+    """The Numba batched Householder kernel on a fp32/fp64 stack (..., m, n); None otherwise.
+    Returns (Q or None, R, "numba") with the stack's leading shape."""
+    if A.dtype not in _FLOATS:
+        return None
+    from .._kernels.cpu_qr import batched_householder
+
+    batch = tuple(A.shape[:-2])
+    m, n = A.shape[-2], A.shape[-1]
+    Q, R = batched_householder(np.reshape(A, (math.prod(batch), m, n)), mode)
+    Q = None if Q is None else Q.reshape(batch + Q.shape[1:])
+    return Q, R.reshape(batch + R.shape[1:]), "numba"
+
+
+register("numpy", "batched_qr")(batched_numba)
+
+
+@register("numpy", "tri_cond_est")
+def tri_cond_est(R) -> float:
+    """LAPACK ``xtrcon``: 1/rcond of the 1-norm estimate (O(n²))."""
+    from scipy.linalg import lapack
+
+    R = np.asarray(R)
+    if R.dtype not in _FLOATS:
+        R = R.astype(np.float64)
+    d = np.abs(np.diagonal(R))
+    if not np.all(np.isfinite(d)) or np.min(d) == 0:
+        return float("inf")
+    trcon = lapack.get_lapack_funcs("trcon", (R,))
+    if R.flags.c_contiguous:  # κ₁(R) = κ_∞(Rᵀ), and Rᵀ is Fortran-ordered: no copy
+        rcond, info = trcon(R.T, norm="I", uplo="L", diag="N")
+    else:
+        rcond, info = trcon(np.asfortranarray(R), norm="1", uplo="U", diag="N")
+    # an inf entry gives rcond = 0 and a NaN gives rcond = NaN: both mean "not usable"
+    return float(1.0 / rcond) if rcond > 0 else float("inf")
+
+
+@register("numpy", "countsketch")
+def countsketch(X, rows, signs, k):
+    """A sparse (CSR) S times X: O(mn)."""
+    import scipy.sparse as sp
+
+    m = X.shape[0]
+    S = sp.csr_matrix((signs.astype(X.dtype), (rows, np.arange(m))), shape=(k, m))
+    return np.asarray(S @ X)

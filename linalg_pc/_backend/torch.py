@@ -1,4 +1,5 @@
-"""PyTorch delegates: torch.linalg for the primitives of :mod:`linalg_pc._backend`."""
+"""PyTorch delegates: torch.linalg (and, for CPU stacks of small matrices, the Numba batched
+kernel on the tensor's memory) for the primitives of :mod:`linalg_pc._backend`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,41 @@ import torch
 from . import register
 
 
+@register("torch", "bf16_dtype")
+def bf16_dtype():
+    return torch.bfloat16
+
+
+@register("torch", "dtype_kind")
+def dtype_kind(dt) -> str:
+    if dt.is_complex:
+        return "complex"
+    if dt.is_floating_point:
+        return "float"
+    return "bool" if dt == torch.bool else "int"
+
+
+@register("torch", "from_bf16_bits")
+def from_bf16_bits(h, device):
+    out = torch.from_numpy(np.ascontiguousarray(h)).view(torch.bfloat16)
+    return out if device is None else out.to(device)
+
+
+@register("torch", "all_finite")
+def all_finite(x) -> bool:
+    """CPU tensors: NumPy's check on the tensor's memory (``torch.isfinite`` + ``all`` of a
+    20000×8×8 fp32 stack takes ~10x longer); CUDA tensors: torch's."""
+    if x.device.type == "cpu":
+        from .numpy import all_finite as host_all_finite
+
+        return host_all_finite(to_numpy(x))
+    return bool(torch.all(torch.isfinite(x)))
+
+
 @register("torch", "solve_triangular")
-def solve_triangular(A, B, *, lower, trans, unit_diagonal):
+def solve_triangular(A, B, *, lower, trans, unit_diagonal, side, overwrite_b, cond):
+    if side != "left":
+        return None  # the generic code solves the transposed left-side system
     At = A.mT if trans else A
     upper = (not lower) != trans
     return torch.linalg.solve_triangular(At, B, upper=upper, left=True,
@@ -25,6 +59,28 @@ def cholesky(A):
     bad = ~torch.isfinite(L).reshape(batch + (-1,)).all(dim=-1)
     info = np.where((info == 0) & bad.cpu().numpy(), A.shape[-1], info)
     return L, info
+
+
+@register("torch", "qr")
+def qr(A, mode):
+    """torch.linalg.qr (LAPACK on the CPU, cuSOLVER/MAGMA on CUDA), a matrix or a stack."""
+    Q, R = torch.linalg.qr(A, mode=mode)
+    return (None if mode == "r" else Q), R, "torch"
+
+
+@register("torch", "batched_qr")
+def batched_qr(A, mode):
+    """CPU fp32/fp64 stacks: the Numba batched kernel on the tensor's own memory
+    (``Tensor.numpy`` shares it; the factors come back as tensors without a copy): 20000 8×8
+    fp32 matrices in 19-32 ms, as fast as the NumPy path, against 60-140 ms for torch.linalg.qr
+    and 0.2-1.3 s for the array-API reference (2 shared cores). bf16 stacks arrive decoded to
+    fp32 (the compute format). CUDA tensors: None (the caller's array-API code runs)."""
+    if A.device.type != "cpu" or A.dtype not in (torch.float32, torch.float64):
+        return None
+    from .numpy import batched_numba
+
+    Q, R, backend = batched_numba(A.detach().numpy(), mode)
+    return (None if Q is None else torch.from_numpy(Q)), torch.from_numpy(R), backend
 
 
 @register("torch", "to_numpy")
@@ -44,3 +100,14 @@ def uniform(shape, rng, *, device, dtype):
     if isinstance(rng, torch.Generator):
         return torch.rand(shape, generator=rng, dtype=dtype, device=device)
     return None
+
+
+@register("torch", "countsketch")
+def countsketch(X, rows, signs, k):
+    """A scatter-add (``index_add_``): O(mn)."""
+    dev = X.device
+    idx = torch.as_tensor(rows, device=dev)
+    sg = torch.as_tensor(signs, dtype=X.dtype, device=dev)
+    Y = torch.zeros((k, X.shape[1]), dtype=X.dtype, device=dev)
+    Y.index_add_(0, idx, X * sg[:, None])
+    return Y

@@ -159,8 +159,7 @@ def _target(dtype, xp):
     if not isinstance(xp, ModuleType):
         raise TypeError(f"xp must be an array namespace (module), got {type(xp).__name__}")
     store = "fp32" if f.name == "tf32" else f.name
-    if (B.is_numpy(xp) or B.is_torch(xp) or B.is_cupy(xp) or B.is_strict(xp)) and \
-            not B.has_dtype(xp, store):
+    if B.supported(xp) and not B.has_dtype(xp, store):
         raise TypeError(f"dtype: {B.namespace_name(xp)} cannot store {f.name} arrays")
     return f, xp
 
@@ -233,7 +232,7 @@ def _store(A64: np.ndarray, f: Format, xp, name: str, params: dict) -> TestMatri
         else:
             host = to_storage(A64, f)
         k_st = _kappa(host)
-    out = host if B.is_numpy(xp) else B.to_namespace(host, xp)
+    out = B.to_namespace(host, xp)  # host itself for NumPy
     p = {"generator": name.split("(")[0], "m": int(A64.shape[0]), "n": int(A64.shape[1]),
          "dtype": f.name, **params}
     return TestMatrix(A=out, name=name, kappa=float(k64), kappa_stored=float(k_st), params=p)

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _backend as B
-from .._formats import Format, get_format
+from .._formats import Format
+from .._policy import Precision, ResolvedPrecision
 from ..precision import from_storage, round_to, to_storage
 
 __all__ = ["QRResult", "QRInfo", "METHODS", "MODES", "TALL_ONLY"]
@@ -107,31 +108,43 @@ class Trace:
 
 @dataclass
 class Ctx:
-    """Formats and namespace of one factorization."""
+    """Namespace, resolved formats (:class:`~linalg_pc._policy.ResolvedPrecision`) and trace of
+    one factorization."""
 
     xp: Any
-    input_format: Format
-    compute: Format
-    storage: Format
-    emulate: Format | None
+    prec: ResolvedPrecision
     mode: str
     trace: Trace
 
     @property
+    def input_format(self) -> Format:
+        return self.prec.input
+
+    @property
+    def compute(self) -> Format:
+        return self.prec.compute
+
+    @property
+    def storage(self) -> Format:
+        return self.prec.storage
+
+    @property
+    def emulate(self) -> Format | None:
+        return self.prec.emulate
+
+    @property
     def dtype(self):
-        return B.native_dtype(self.xp, self.compute)
+        return self.prec.compute_dtype(self.xp)
 
     @property
     def u(self) -> float:
         """Unit roundoff of the arithmetic that accumulates (the compute format)."""
-        return self.compute.unit_roundoff
+        return self.prec.u
 
     @property
     def u_work(self) -> float:
         """Unit roundoff of the stored intermediates (emulated format when emulating)."""
-        if self.emulate is not None:
-            return max(self.emulate.unit_roundoff, self.compute.unit_roundoff)
-        return self.compute.unit_roundoff
+        return self.prec.u_work
 
     def em(self, x):
         """Round a stored intermediate to the emulated format (identity when not emulating)."""
@@ -141,51 +154,31 @@ class Ctx:
             return round_to(np.asarray(x), self.emulate)[()]  # float, not an array)
         return round_to(x, self.emulate)
 
+    def sub(self, mode: str, method: str = "householder") -> Ctx:
+        """A context for an inner factorization of compute-format data (same arithmetic and
+        emulation, results kept in the compute format) with its own trace."""
+        p = self.prec
+        prec = ResolvedPrecision(input=p.compute, storage=p.compute, compute=p.compute,
+                                 emulate=p.emulate)
+        return Ctx(xp=self.xp, prec=prec, mode=mode, trace=Trace(method, method))
+
     @property
     def name(self) -> str:
         return B.namespace_name(self.xp)
-
-
-def _dtype_kind(xp, A) -> str:
-    """"float", "int", "bool" or "complex" without tripping on ml_dtypes bf16."""
-    dt = A.dtype
-    if B.is_torch(xp):
-        if dt.is_complex:
-            return "complex"
-        if dt.is_floating_point:
-            return "float"
-        return "bool" if dt == xp.bool else "int"
-    if isinstance(dt, np.dtype):
-        if dt.kind == "V" and dt.itemsize == 2:  # ml_dtypes bfloat16
-            return "float"
-        return {"f": "float", "c": "complex", "b": "bool", "i": "int", "u": "int"}.get(dt.kind,
-                                                                                       "other")
-    if xp.isdtype(dt, "complex floating"):
-        return "complex"
-    if xp.isdtype(dt, "real floating"):
-        return "float"
-    if xp.isdtype(dt, "bool"):
-        return "bool"
-    if xp.isdtype(dt, "integral"):
-        return "int"
-    return "other"
-
-
-def _format_arg(value, argname: str) -> Format | None:
-    if value is None:
-        return None
-    return get_format(value, argname=argname)
 
 
 def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None, emulate=None,
             tall_only: bool = False, check: bool = True, batch_ok: bool = True):
     """Check ``A`` and the options, and decode A into the compute dtype.
 
-    Returns ``(ctx, Ac)`` with ``Ac`` of shape A.shape in the compute dtype (A itself when no
-    conversion is needed: algorithms must not write into it). Raises before any work:
-    TypeError for a non-array, ValueError for ndim < 2, non-finite entries (naming ``A``), an
-    unknown mode or format, m < n for a tall-only method; NotImplementedError for complex input.
-    Integer and boolean inputs are cast to fp64, as NumPy does.
+    The formats are resolved by the precision policy, ``Precision(storage, compute,
+    emulate).resolve(A)`` (:mod:`linalg_pc._policy`): compute defaults to A's format, at least
+    fp32; storage to A's format. Returns ``(ctx, Ac)`` with ``Ac`` of shape A.shape in the
+    compute dtype (A itself when no conversion is needed: algorithms must not write into it).
+    Raises before any work: TypeError for a non-array, ValueError for ndim < 2, non-finite
+    entries (naming ``A``), an unknown mode or format, m < n for a tall-only method;
+    NotImplementedError for complex input. Integer and boolean inputs are cast to fp64, as NumPy
+    does.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -198,7 +191,7 @@ def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None
     if not batch_ok and A.ndim > 2:
         raise ValueError(f"method {method!r} takes a single matrix; got A of shape "
                          f"{tuple(A.shape)} (use lpc.qr, which loops over the batch)")
-    kind = _dtype_kind(xp, A)
+    kind = B.dtype_kind(A)
     if kind == "complex":
         raise NotImplementedError("complex A is not supported yet; factor the real and "
                                   "imaginary parts as a real problem or use the library's QR")
@@ -206,40 +199,27 @@ def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None
         A = xp.astype(A, xp.float64)
     elif kind != "float":
         raise TypeError(f"A must have a real floating or integer dtype, got {A.dtype}")
-    fin = B.format_of(A, argname="A")
+    B.format_of(A, argname="A")
     m, n = A.shape[-2], A.shape[-1]
     if tall_only and m < n:
         raise ValueError(f"method {method!r} needs m >= n (a tall or square A); got A of shape "
                          f"{tuple(A.shape)}. Use method='householder' (or 'auto') for wide "
                          f"matrices")
-    fc = _format_arg(compute, "compute")
-    if fc is None:
-        fc = get_format("fp32") if fin.bits == 16 else fin
-    if fc.name not in ("fp32", "fp64"):
-        raise ValueError(f"compute must be 'fp32' or 'fp64' (the arithmetic formats), got "
-                         f"{fc.name!r}; to see what {fc.name} arithmetic would do, pass "
-                         f"emulate={fc.name!r}")
-    fs = _format_arg(storage, "storage") or fin
-    if fs.name == "tf32":
-        raise ValueError("storage cannot be 'tf32' (it has no storage dtype); use 'fp32'")
-    if not B.has_dtype(xp, fs):
-        raise ValueError(f"storage {fs.name!r} has no dtype in {B.namespace_name(xp)}")
-    fe = _format_arg(emulate, "emulate")
-    if fe is not None and fe.unit_roundoff < fc.unit_roundoff:
-        raise ValueError(f"emulate={fe.name!r} is more precise than compute={fc.name!r}; "
-                         f"emulate a format at most as precise as the arithmetic")
+    prec = Precision(storage=storage, compute=compute, emulate=emulate).resolve(A)
+    if not B.has_dtype(xp, prec.storage):
+        raise ValueError(f"storage {prec.storage.name!r} has no dtype in "
+                         f"{B.namespace_name(xp)}")
     if check:
         B.check_finite(xp, A, "A")
+    fin, fc = prec.input, prec.compute
     if fin.bits == 16:
         Ac = from_storage(A, fc.name)
     elif fin != fc:
-        Ac = xp.astype(A, B.native_dtype(xp, fc))
+        Ac = xp.astype(A, prec.compute_dtype(xp))
     else:
         Ac = A
-    trace = Trace(method=method, requested=method)
-    ctx = Ctx(xp=xp, input_format=fin, compute=fc, storage=fs, emulate=fe, mode=mode,
-              trace=trace)
-    if fe is not None:
+    ctx = Ctx(xp=xp, prec=prec, mode=mode, trace=Trace(method=method, requested=method))
+    if prec.emulate is not None:
         Ac = ctx.em(Ac)
     return ctx, Ac
 
@@ -347,47 +327,23 @@ def pow2_rescaling(ctx: Ctx, A, what: str) -> int:
 def kappa_est(xp, R) -> float:
     """Cheap estimate of κ(R) for upper-triangular R (k×n, k <= n uses the leading k×k).
 
-    NumPy: LAPACK ``xtrcon`` (1-norm estimate, O(n²)). Other libraries: ‖R‖₁‖R⁻¹‖₁ from a
-    triangular solve (n³/3 flops) for n <= 2048, the ratio of the extreme diagonal entries (a lower
-    bound) beyond. Returns ``inf`` for a singular or non-finite R; 1.0 for an empty R.
+    R is first rescaled by a power of two when its scale is out of range (κ is scale
+    invariant), then :func:`linalg_pc._backend.tri_cond_est` estimates κ₁: LAPACK ``xtrcon``
+    (O(n²)) on NumPy, ‖R‖₁‖R⁻¹‖₁ from a triangular solve (n³/3 flops) for n <= 2048 on other
+    libraries, the ratio of the extreme diagonal entries (a lower bound) beyond. Returns ``inf``
+    for a singular or non-finite R; 1.0 for an empty R; the largest over a stack.
     """
     k = min(R.shape[-2], R.shape[-1])
     if k == 0:
         return 1.0
     if R.ndim > 2:
         Rn = B.to_numpy(R).reshape((-1,) + tuple(R.shape[-2:]))
-        return max((kappa_est(np, Rn[i]) for i in range(Rn.shape[0])), default=1.0)
+        xn = B.array_namespace(Rn)
+        return max((kappa_est(xn, Rn[i]) for i in range(Rn.shape[0])), default=1.0)
     Rk = R[:k, :k]
     dmax = to_float(xp.max(xp.abs(diagonal(xp, Rk))))  # a first look at the scale, in O(k)
     if not (dmax > 0 and math.isfinite(dmax) and abs(math.frexp(dmax)[1]) <= POW2_SAFE):
         e = pow2_exponent(xp, Rk)  # the scale of the largest entry, which must not overflow
         if abs(e) > POW2_SAFE:
             Rk = scale_pow2(Rk, e)  # κ is scale invariant
-    if B.is_numpy(xp):
-        from scipy.linalg import lapack
-
-        Rk = np.asarray(Rk)
-        if Rk.dtype not in (np.float32, np.float64):
-            Rk = Rk.astype(np.float64)
-        d = np.abs(np.diagonal(Rk))
-        if not np.all(np.isfinite(d)) or np.min(d) == 0:
-            return float("inf")
-        trcon = lapack.get_lapack_funcs("trcon", (Rk,))
-        if Rk.flags.c_contiguous:  # κ₁(R) = κ_∞(Rᵀ), and Rᵀ is Fortran-ordered: no copy
-            rcond, info = trcon(Rk.T, norm="I", uplo="L", diag="N")
-        else:
-            rcond, info = trcon(np.asfortranarray(Rk), norm="1", uplo="U", diag="N")
-        # an inf entry gives rcond = 0 and a NaN gives rcond = NaN: both mean "not usable"
-        return float(1.0 / rcond) if rcond > 0 else float("inf")
-    d = xp.abs(diagonal(xp, Rk))
-    dmin = to_float(xp.min(d))
-    if dmin == 0 or not np.isfinite(dmin) or not bool(xp.all(xp.isfinite(Rk))):
-        return float("inf")
-    if k > 2048:
-        return to_float(xp.max(d)) / dmin
-    with np.errstate(over="ignore", invalid="ignore"):  # κ past the range is read as inf
-        Ri = B.solve_triangular(Rk, eye(xp, k, like=Rk), lower=False)
-        n1 = to_float(xp.max(xp.sum(xp.abs(Rk), axis=0)))
-        n2 = to_float(xp.max(xp.sum(xp.abs(Ri), axis=0)))
-    v = n1 * n2
-    return v if np.isfinite(v) else float("inf")
+    return B.tri_cond_est(Rk)

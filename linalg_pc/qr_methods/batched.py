@@ -1,9 +1,11 @@
 """QR of many small matrices at once: A (..., m, n) with the leading dimensions as the batch.
 
-NumPy: a Numba kernel (``_kernels/cpu_qr.py``) runs one fused Householder factorization per
-matrix with ``prange`` over the batch; CuPy: one CUDA thread per matrix
-(``_kernels/gpu_qr.py``); other libraries (PyTorch, array_api_strict): the batched array-API
-reference implementation (``householder_factor``), which vectorizes over the batch. LAPACK's
+NumPy and PyTorch on the CPU: a Numba kernel (``_kernels/cpu_qr.py``) runs one fused Householder
+factorization per matrix with ``prange`` over the batch (on a CPU tensor's own memory, without a
+copy); CuPy: one CUDA thread per matrix (``_kernels/gpu_qr.py``); other libraries and devices
+(array_api_strict, CUDA tensors): the batched array-API reference implementation
+(``householder_factor``), which vectorizes over the batch. The backend's ``"batched_qr"``
+delegate says which kernel a library has. LAPACK's
 per-call overhead (and the per-matrix loops of torch/cuSOLVER batched QR) dominate for matrices
 this small: a stack of 100,000 8×8 matrices is ~1 µs of arithmetic each.
 
@@ -14,8 +16,6 @@ matrix to rounding. Bound: Householder's, ‖I − QᵀQ‖ ≤ γ̃_{mn}, ‖A 
 from __future__ import annotations
 
 import math
-
-import numpy as np
 
 from .. import _backend as B
 from ._common import Ctx, QRResult, finish, kappa_est, prepare
@@ -31,27 +31,18 @@ KAPPA_EST_MAX_BATCH = 4096
 
 
 def batched_core(ctx: Ctx, A):
-    """(Q, R) of a stack in the compute dtype; sets ``ctx.trace.backend``."""
-    xp = ctx.xp
-    mode = ctx.mode
-    batch = tuple(A.shape[:-2])
-    m, n = A.shape[-2], A.shape[-1]
-    nb = math.prod(batch)
-    if ctx.emulate is None and B.is_numpy(xp) and A.dtype in (np.float32, np.float64):
-        from .._kernels.cpu_qr import batched_householder
+    """(Q, R) of a stack in the compute dtype; sets ``ctx.trace.backend``.
 
-        Q, R = batched_householder(np.reshape(A, (nb, m, n)), mode)
-        ctx.trace.backend = "numba"
-        Q = None if Q is None else Q.reshape(batch + Q.shape[1:])
-        return Q, R.reshape(batch + R.shape[1:])
-    if ctx.emulate is None and B.is_cupy(xp) and max(m, n) <= BATCHED_MAX_DIM:
-        from .._kernels.gpu_qr import batched_householder_gpu
-
-        Q, R = batched_householder_gpu(xp.reshape(A, (nb, m, n)), mode)
-        ctx.trace.backend = "cuda"
-        Q = None if Q is None else xp.reshape(Q, batch + tuple(Q.shape[1:]))
-        return Q, xp.reshape(R, batch + tuple(R.shape[1:]))
-    return householder_core(ctx, A, vendor=False)
+    The backend's ``"batched_qr"`` delegate runs when the library has one for this stack (the
+    Numba kernel for NumPy and CPU torch fp32/fp64 stacks, the CUDA kernel for CuPy up to
+    ``BATCHED_MAX_DIM``) and nothing is emulated; otherwise the array-API reference.
+    """
+    impl = B.delegate(ctx.xp, "batched_qr") if ctx.emulate is None else None
+    out = impl(A, ctx.mode) if impl is not None else None
+    if out is None:
+        return householder_core(ctx, A, vendor=False)
+    Q, R, ctx.trace.backend = out
+    return Q, R
 
 
 def batched_qr(A, *, mode: str = "reduced", storage=None, compute=None,

@@ -5,11 +5,12 @@ One CholeskyQR pass on an m×n matrix X (m >= n):
     G = XᵀX (accumulated in the compute format, never in bf16)
     R = chol(G) (upper),   X <- X R⁻¹
 
-All three steps are BLAS-3 / LAPACK calls (SYRK-like Gram product, POTRF, TRSM in place from
-NumPy's own BLAS, or TRTRI + GEMM when that is not reachable and R is well conditioned), and a
-parallel implementation needs a single reduction (the n×n Gram matrix), which is why these
-methods are the fastest QR for tall-skinny matrices. On NumPy a decoded copy of A (bf16/fp16
-input, or a cast) is the work array of the passes; Q's memory is recycled (``_buffers``).
+All three steps are BLAS-3 / LAPACK calls through the backend (SYRK-like Gram product, POTRF, on
+NumPy a TRSM in place from NumPy's own BLAS, or TRTRI + GEMM when that is not reachable and R is
+well conditioned), and a parallel implementation needs a single reduction (the n×n Gram
+matrix), which is why these methods are the fastest QR for tall-skinny matrices. On NumPy a
+decoded copy of A (bf16/fp16 input, or a cast) is the work array of the passes; Q's memory is
+recycled (``_buffers``).
 
 - **CholQR** (one pass): ‖I − QᵀQ‖ ≈ u·κ(A)²; breaks down (Cholesky fails) once κ(A) ≳ u^(−1/2).
 - **CholQR2** (two passes, R = R₂R₁; Yamamoto, Nakatsukasa, Yanagisawa, Fukaya, ETNA 44, 2015):
@@ -43,7 +44,6 @@ import math
 import numpy as np
 
 from .. import _backend as B
-from .. import _buffers
 from ._common import (
     Ctx,
     QRResult,
@@ -66,9 +66,6 @@ __all__ = ["cholqr", "cholqr2", "scholqr3", "SHIFT_POLICIES"]
 SHIFT_POLICIES = ("breakdown", "always")
 #: A pass whose R has κ_est above this leaves ‖I − QᵀQ‖ ≈ u·κ² > 64u: CholQR2/3 add a pass.
 ACCEPT_KAPPA = 8.0
-#: Below this κ_est(R) the solve X R⁻¹ runs as TRTRI + TRMM/GEMM (faster than TRSM, and its extra
-#: error u·κ(R) is negligible); above it, the backward-stable TRSM.
-INVERSE_KAPPA_MAX = 100.0
 #: Fukaya et al.'s shift constant: s = 11(mn + n(n+1))·u·‖A‖₂².
 FUKAYA_SHIFT_C = 11.0
 #: Growth of the shift per Cholesky retry ("shift only on breakdown", as pyMOR does).
@@ -80,77 +77,30 @@ MAX_PASSES = 6
 
 
 # --------------------------------------------------------------------------- BLAS helpers
-def _numpy_fast(ctx: Ctx, X) -> bool:
-    return (B.is_numpy(ctx.xp) and X.ndim == 2 and ctx.emulate is None
-            and X.dtype in (np.float32, np.float64))
+def _host_blas(ctx: Ctx, X) -> bool:
+    """X is a 2-D host fp32/fp64 array of a library whose products and solves are direct BLAS
+    calls (the backend's ``host_blas``; NumPy) and nothing is emulated: the passes may work in
+    place and read finiteness off the Gram matrix."""
+    return X.ndim == 2 and ctx.emulate is None and B.host_blas(X)
 
 
 def gram(ctx: Ctx, X):
-    """XᵀX in the compute dtype (NumPy dispatches ``X.T @ X`` to BLAS SYRK)."""
+    """XᵀX in the compute dtype (NumPy dispatches ``Xᵀ @ X`` of one buffer to BLAS SYRK)."""
     xp = ctx.xp
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and rescaled
-        if B.is_numpy(xp):
-            return X.T @ X if X.ndim == 2 else np.matmul(np.swapaxes(X, -1, -2), X)
         return xp.matmul(mT(xp, X), X)
-
-
-#: Row-block size (bytes) of the in-place product X ← X·R⁻¹: a block and its product stay in
-#: cache while the block is overwritten.
-_INPLACE_BLOCK_BYTES = 1 << 20
-
-
-def _times_inverse_inplace(X: np.ndarray, Ri: np.ndarray) -> np.ndarray:
-    """X ← X·Ri over row blocks, with NumPy's GEMM (C-contiguous X, no m×n temporary).
-
-    NumPy's matmul, not SciPy's TRMM: the Gram matrices use NumPy's BLAS, and NumPy and SciPy
-    each load their own OpenBLAS, whose threads spin after a call and halve the speed of the
-    other library's next call (CholQR2 at 200000×64 fp32: 125 ms alternating TRMM and SYRK,
-    84 ms with NumPy only). GEMM does twice TRMM's flops on a triangular Ri, but runs faster.
-    """
-    m, n = X.shape
-    b = max(1, _INPLACE_BLOCK_BYTES // max(1, n * X.itemsize))
-    tmp = np.empty((min(b, m), n), dtype=X.dtype)
-    for i in range(0, m, b):
-        blk = X[i:i + b]
-        t = tmp[:blk.shape[0]]
-        np.matmul(blk, Ri, out=t)
-        blk[...] = t
-    return X
 
 
 def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):
     """X R⁻¹ for upper-triangular R. ``own``: X is a work array that may be overwritten.
 
-    NumPy: TRSM in place from NumPy's own BLAS (:mod:`.._kernels.cpu_blas`, mn² flops, backward
-    stable) when it is reachable; otherwise TRTRI + GEMM over row blocks while κ_est(R) <=
-    ``INVERSE_KAPPA_MAX`` (2mn² flops, extra error u·κ(R)), SciPy's TRSM beyond.
+    Through :func:`linalg_pc._backend.solve_triangular` (right side, ``overwrite_b=own``,
+    ``cond=kap``): on NumPy a TRSM in place from NumPy's own BLAS (mn² flops, backward stable)
+    when it is reachable, TRTRI + GEMM while κ_est(R) <= 100 otherwise (2mn² flops, extra error
+    u·κ(R)).
     """
-    if _numpy_fast(ctx, X) and R.dtype == X.dtype:
-        from .._kernels import cpu_blas
-
-        if cpu_blas.available(X.dtype):
-            Y = X
-            if not (own and X.flags.c_contiguous and X.flags.writeable):
-                Y = _buffers.empty(X.shape, X.dtype)  # Q's memory: recycled when possible
-                np.copyto(Y, X)
-            return cpu_blas.trsm_right_upper(Y, R)
-
-        from scipy.linalg import blas, lapack
-
-        if not X.flags.c_contiguous:
-            X = np.ascontiguousarray(X)
-            own = True
-        Rf = np.asfortranarray(R)
-        if kap <= INVERSE_KAPPA_MAX:
-            trtri = lapack.get_lapack_funcs("trtri", (Rf,))
-            Ri, info = trtri(Rf, lower=0)
-            if info == 0:
-                Ri = np.triu(Ri)
-                return _times_inverse_inplace(X, Ri) if own else X @ Ri
-        Y = X if own else X.copy()
-        trsm = blas.get_blas_funcs("trsm", (Rf,))
-        return trsm(1.0, Rf, Y.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
-    return ctx.em(B.solve_triangular(R, X, lower=False, side="right"))
+    return ctx.em(B.solve_triangular(R, X, lower=False, side="right", overwrite_b=own,
+                                     cond=kap))
 
 
 def _lambda_max(xp, G, iters: int = 30) -> float:
@@ -316,10 +266,7 @@ def complete_q(ctx: Ctx, Q, R):
     m, n = Q.shape[-2], Q.shape[-1]
     if m == n:
         return Q, R
-    sub = Ctx(xp=xp, input_format=ctx.compute, compute=ctx.compute, storage=ctx.compute,
-              emulate=ctx.emulate, mode="complete", trace=type(ctx.trace)("householder",
-                                                                          "householder"))
-    Qc, _ = householder_core(sub, Q)
+    Qc, _ = householder_core(ctx.sub("complete"), Q)
     Qfull = xp.concat([Q, Qc[..., :, n:]], axis=-1)
     Rfull = xp.concat([R, zeros(xp, (m - n, R.shape[-1]), like=R)], axis=-2)
     return Qfull, Rfull
@@ -335,7 +282,7 @@ def run_family(ctx: Ctx, A, *, min_passes, max_passes, accept, shift, allow_fall
     tr = ctx.trace
     xp = ctx.xp
     m, n = A.shape[-2], A.shape[-1]
-    tr.backend = "lapack" if _numpy_fast(ctx, A) else "blas"
+    tr.backend = "lapack" if _host_blas(ctx, A) else "blas"
     if n == 0 or m == 0:
         Q, R = householder_core(ctx, A)
         tr.passes = 0
@@ -363,13 +310,15 @@ def _run(A, name, *, mode, storage, compute, emulate, min_passes, max_passes, ac
     ctx, Ac = prepare(A, method=name, mode=mode, storage=storage, compute=compute,
                       emulate=emulate, tall_only=True, batch_ok=False, check=False)
     A_raw = reload = None
-    if _numpy_fast(ctx, Ac):
-        A_raw = A  # finiteness is checked on the Gram matrix's diagonal (NaN/inf reach it)
+    finite_known = B.dtype_kind(A) != "float"  # integer and boolean input: nothing to check
+    if _host_blas(ctx, Ac):
+        # finiteness is checked on the Gram matrix's diagonal (NaN/inf reach it)
+        A_raw = None if finite_known else A
         if Ac is not A:  # a decoded copy (bf16/fp16 input, or a cast): the passes work in it
             def reload():
                 return prepare(A, method=name, mode=mode, storage=storage, compute=compute,
                                emulate=emulate, tall_only=True, batch_ok=False, check=False)[1]
-    else:
+    elif not finite_known:
         B.check_finite(ctx.xp, A, "A")
     Q, R = run_family(ctx, Ac, min_passes=min_passes, max_passes=max_passes, accept=accept,
                       shift=shift, allow_fallback_shift=allow_fallback_shift, A_raw=A_raw,

@@ -139,7 +139,8 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
         Q, R = (batched_core if method == "batched" else householder_core)(ctx, Ac)
         if math.prod(Ac.shape[:-2]) <= KAPPA_EST_MAX_BATCH:
             ctx.trace.kappa_est = kappa_est(ctx.xp, R)
-        res = finish(ctx, Q, R)
+        res = finish(ctx, Q, R)  # its info already holds ctx's notes
+        return QRResult(res.Q, res.R, _replace(res.info, requested=requested))
     else:
         res = _FUNCS[method](Ac, **kwargs)
     info = res.info

@@ -100,8 +100,7 @@ def _bcgs2(ctx: Ctx, A, block_size: int):
     m, n = A.shape
     Q = zeros(xp, (m, n), like=A)
     R = zeros(xp, (n, n), like=A)
-    sub = Ctx(xp=xp, input_format=ctx.compute, compute=ctx.compute, storage=ctx.compute,
-              emulate=ctx.emulate, mode="reduced", trace=type(ctx.trace)("householder", "h"))
+    sub = ctx.sub("reduced")
     for j0 in range(0, n, block_size):
         j1 = min(j0 + block_size, n)
         V = A[:, j0:j1]

@@ -1,10 +1,11 @@
 """Householder QR: blocked, compact WY representation, and delegation to the vendor library.
 
-``householder_qr`` delegates to LAPACK (``scipy.linalg.qr`` / ``numpy.linalg.qr`` for stacks),
-cuSOLVER (``cupy.linalg.qr``) or ``torch.linalg.qr`` whenever the arithmetic is fp32/fp64 and
-nothing is emulated. The array-API implementation below (:func:`householder_factor`) is the
-reference: it runs for every other namespace, for emulated formats (every stored intermediate
-rounded), and for stacks of matrices on libraries without a batched QR.
+``householder_qr`` delegates to the library's QR (the backend's ``"qr"`` delegate: LAPACK through
+``scipy.linalg.qr`` / ``numpy.linalg.qr`` for stacks, cuSOLVER through ``cupy.linalg.qr``, or
+``torch.linalg.qr``) whenever the arithmetic is fp32/fp64 and nothing is emulated. The array-API
+implementation below (:func:`householder_factor`) is the reference: it runs for every other
+namespace, for emulated formats (every stored intermediate rounded), and for stacks of matrices
+on libraries without a batched QR.
 
 Factorization (LAPACK ``xGEQRF`` conventions): A = H₁H₂⋯H_k R with H_j = I − τ_j v_j v_jᵀ,
 v_j(j) = 1, β_j = −sign(α_j)‖x_j‖₂ on the diagonal of R. Columns are processed in panels of
@@ -31,8 +32,6 @@ True
 from __future__ import annotations
 
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from .. import _backend as B
 from ._common import Ctx, QRResult, diagonal, eye, finish, kappa_est, mT, prepare, triu, zeros
@@ -247,38 +246,6 @@ def form_q(F: HouseholderFactors, m: int, ncols: int, *, em=None):
     return apply_q(F, E, em=em)
 
 
-# --------------------------------------------------------------------------- vendor delegation
-def _vendor_qr(ctx: Ctx, A, mode: str):
-    """LAPACK / cuSOLVER / torch QR; returns (Q, R, backend) or None when not available."""
-    xp = ctx.xp
-    if B.is_numpy(xp):
-        if A.ndim == 2:
-            import scipy.linalg as sla
-
-            smode = {"reduced": "economic", "complete": "full", "r": "r"}[mode]
-            out = sla.qr(A, mode=smode, check_finite=False, overwrite_a=False)
-            if mode == "r":  # scipy's mode="r" returns the full m×n R
-                return None, out[0][:min(A.shape), :], "lapack"
-            return out[0], out[1], "lapack"
-        out = np.linalg.qr(A, mode=mode)
-        if mode == "r":
-            return None, out, "lapack"
-        return out[0], out[1], "lapack"
-    if B.is_torch(xp):
-        import torch
-
-        Q, R = torch.linalg.qr(A, mode=mode)
-        return (None if mode == "r" else Q), R, "torch"
-    if B.is_cupy(xp):
-        import cupy
-
-        if mode == "r":
-            return None, cupy.linalg.qr(A, mode="r"), "cusolver"
-        Q, R = cupy.linalg.qr(A, mode=mode)
-        return Q, R, "cusolver"
-    return None
-
-
 def householder_core(ctx: Ctx, A, *, block_size: int = DEFAULT_BLOCK_SIZE, vendor: bool = True):
     """Householder QR of A (compute dtype) per ``ctx.mode``; returns (Q or None, R)."""
     xp = ctx.xp
@@ -294,11 +261,10 @@ def householder_core(ctx: Ctx, A, *, block_size: int = DEFAULT_BLOCK_SIZE, vendo
         R = zeros(xp, batch + ((m if mode == "complete" else k), n), like=A)
         ctx.trace.backend = "reference"
         return (None if mode == "r" else Q), R
-    if vendor and ctx.emulate is None:
-        out = _vendor_qr(ctx, A, mode)
-        if out is not None:
-            Q, R, ctx.trace.backend = out
-            return Q, R
+    vendor_qr = B.delegate(xp, "qr") if vendor and ctx.emulate is None else None
+    if vendor_qr is not None:  # LAPACK / torch.linalg / cuSOLVER
+        Q, R, ctx.trace.backend = vendor_qr(A, mode)
+        return Q, R
     em = ctx.em if ctx.emulate is not None else None
     F = householder_factor(A, block_size=block_size, em=em)
     ctx.trace.backend = "reference"

@@ -64,34 +64,14 @@ def _sketch(ctx, A, kind: str, k: int, rng, sketch_format):
     X = A if sketch_format is None else round_to(A, sketch_format)
     if kind == "gaussian":
         S = gen.standard_normal((k, m)) / math.sqrt(k)
-        S = S.astype(A.dtype) if B.is_numpy(xp) else xp.asarray(S, dtype=A.dtype, device=dev)
+        S = xp.asarray(S, dtype=A.dtype, device=dev)
         if sketch_format is not None:
             S = round_to(S, sketch_format)
         Y = xp.matmul(S, X)
     else:
         rows = gen.integers(0, k, size=m)
         signs = gen.choice(np.array([-1.0, 1.0]), size=m)
-        if B.is_numpy(xp):
-            import scipy.sparse as sp
-
-            S = sp.csr_matrix((signs.astype(A.dtype), (rows, np.arange(m))), shape=(k, m))
-            Y = np.asarray(S @ X)
-        elif B.is_torch(xp):
-            import torch
-
-            idx = torch.as_tensor(rows, device=dev)
-            sg = torch.as_tensor(signs, dtype=A.dtype, device=dev)
-            Y = torch.zeros((k, n), dtype=A.dtype, device=dev)
-            Y.index_add_(0, idx, X * sg[:, None])
-        elif B.is_cupy(xp):
-            import cupyx
-
-            Y = xp.zeros((k, n), dtype=A.dtype)
-            cupyx.scatter_add(Y, xp.asarray(rows), X * xp.asarray(signs, dtype=A.dtype)[:, None])
-        else:
-            onehot = np.zeros((k, m))
-            onehot[rows, np.arange(m)] = signs
-            Y = xp.matmul(xp.asarray(onehot, dtype=A.dtype, device=dev), X)
+        Y = B.countsketch(X, rows, signs, k)
     if sketch_format is not None:
         Y = round_to(Y, sketch_format)
     return ctx.em(Y)
@@ -169,10 +149,7 @@ def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate
     As = ctx.em(scale_pow2(Ac, sexp)) if sexp else Ac
     try:
         Y = _sketch(ctx, As, sketch, k, rng, sfmt)
-        sub_ctx = type(ctx)(xp=xp, input_format=ctx.compute, compute=ctx.compute,
-                            storage=ctx.compute, emulate=ctx.emulate, mode="r",
-                            trace=type(tr)("householder", "householder"))
-        _, Rs = householder_core(sub_ctx, Y)
+        _, Rs = householder_core(ctx.sub("r"), Y)
         Rs = ctx.em(Rs[:n, :])
         kap_s = kappa_est(xp, Rs)
         if not kap_s * ctx.u_work < 1.0:

@@ -26,8 +26,7 @@ DEFAULT_LEAF_ROWS = 4096
 
 
 def _hqr(ctx: Ctx, X, mode="reduced"):
-    sub = Ctx(xp=ctx.xp, input_format=ctx.compute, compute=ctx.compute, storage=ctx.compute,
-              emulate=ctx.emulate, mode=mode, trace=type(ctx.trace)("householder", "h"))
+    sub = ctx.sub(mode)
     Q, R = householder_core(sub, X)
     ctx.trace.backend = sub.trace.backend
     return Q, R

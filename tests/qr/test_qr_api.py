@@ -85,6 +85,32 @@ def test_unknown_mode_and_formats():
         lpc.qr(_rand(5, 3, dtype=np.float32), emulate="fp64")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, ml_dtypes.bfloat16,
+                                   np.int32])
+@pytest.mark.parametrize("opts", [{}, {"compute": "fp64"}, {"storage": "bf16"},
+                                  {"compute": "fp32", "emulate": "bf16"}, {"storage": "fp16"}])
+def test_formats_follow_the_precision_policy(dtype, opts):
+    """QR resolves storage/compute/emulate with Precision(...).resolve(A), for every method."""
+    from linalg_pc._policy import Precision
+    from linalg_pc.qr_methods._common import prepare
+
+    A = _rand(12, 4, 30).astype(dtype)
+    p = Precision(**opts).resolve(A)
+    ctx, Ac = prepare(A, method="householder", **opts)
+    assert ctx.prec == p and ctx.compute == p.compute and ctx.storage == p.storage
+    assert ctx.emulate == p.emulate and ctx.u_work == p.u_work
+    assert B.format_of(Ac) == p.compute
+    for method in ("householder", "cholqr2", "mgs"):
+        info = lpc.qr(A, method=method, **opts).info
+        assert (info.compute, info.storage) == (p.compute.name, p.storage.name)
+        assert info.emulate == (None if p.emulate is None else p.emulate.name)
+
+
+def test_auto_note_on_stacks_appears_once():
+    notes = lpc.qr(np.random.default_rng(31).standard_normal((20, 8, 8))).info.notes
+    assert notes.count("auto chose batched for shape (20, 8, 8)") == 1
+
+
 def test_complex_not_implemented():
     with pytest.raises(NotImplementedError, match="complex"):
         lpc.qr(np.ones((4, 2), dtype=np.complex128))
@@ -359,6 +385,54 @@ def test_numba_kernel_matches_reference_implementation(dtype):
 def test_batched_info():
     info = lpc.qr(np.random.default_rng(28).standard_normal((10, 4, 4))).info
     assert info.method == "batched" and info.backend == "numba" and info.kappa_est >= 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("mode", ["reduced", "complete", "r"])
+def test_batched_torch_cpu_stacks_take_the_kernel(dtype, mode):
+    """CPU torch stacks reach the Numba kernel on the tensor's memory (not the array-API
+    reference), stay tensors, and match fp64 LAPACK to the NumPy path's O(u) tolerance (and the
+    NumPy path itself, bit for bit: the same kernel on the same numbers)."""
+    torch = pytest.importorskip("torch")
+    S = np.random.default_rng(29).standard_normal((2, 150, 7, 5))
+    T = torch.from_numpy(S).to(getattr(torch, dtype))
+    Q, R, info = lpc.qr(T, mode=mode)
+    assert info.method == "batched" and info.backend == "numba"
+    assert isinstance(R, torch.Tensor) and R.dtype == T.dtype
+    assert (Q is None) == (mode == "r") and (Q is None or Q.dtype == T.dtype)
+    Sn = to_numpy(T)
+    q, r, ninfo = lpc.qr(Sn, mode=mode)
+    assert ninfo.backend == "numba"
+    np.testing.assert_array_equal(to_numpy(R).view(np.uint8), r.view(np.uint8))
+    if Q is not None:
+        np.testing.assert_array_equal(to_numpy(Q).view(np.uint8), q.view(np.uint8))
+    S64 = np.asarray(Sn, dtype=np.float64)
+    u = lpc.unit_roundoff("fp64" if dtype == "float64" else "fp32")
+    u_store = lpc.unit_roundoff({"float32": "fp32", "float64": "fp64", "bfloat16": "bf16"}[dtype])
+    for idx in [(0, 0), (0, 77), (1, 149)]:
+        ql, rl = np.linalg.qr(S64[idx], mode="complete" if mode == "complete" else "reduced")
+        tol = 20 * u * kappa(S64[idx]) * 7 + 2 * u_store  # the NumPy path's, + storage rounding
+        Rt = to_numpy(R[idx]).astype(np.float64)
+        np.testing.assert_allclose(Rt, rl, atol=tol * np.abs(rl).max())
+        if Q is not None:
+            np.testing.assert_allclose(to_numpy(Q[idx]).astype(np.float64), ql, atol=tol)
+
+
+def test_batched_torch_gradient_tensor_and_emulation():
+    """A tensor that requires grad is read through a detached view, a strided view like its
+    contiguous copy; emulation keeps the reference implementation (every stored intermediate
+    rounded)."""
+    torch = pytest.importorskip("torch")
+    T = torch.randn(40, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3),
+                    requires_grad=True)
+    Q, R, info = lpc.qr(T)
+    assert info.backend == "numba"
+    np.testing.assert_allclose(to_numpy(Q @ R), to_numpy(T), atol=1e-13)
+    assert lpc.qr(T.detach(), emulate="bf16").info.backend == "reference"
+    V = T.detach().transpose(0, 1)[:, :3]  # a strided view: factored like its contiguous copy
+    Qv, Rv, info = lpc.qr(V)
+    Qc, Rc, _ = lpc.qr(V.contiguous())
+    assert info.backend == "numba" and torch.equal(Qv, Qc) and torch.equal(Rv, Rc)
 
 
 def test_batched_bf16_storage():

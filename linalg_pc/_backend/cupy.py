@@ -45,3 +45,53 @@ def uniform(shape, rng, *, device, dtype):
     if rng is not None and type(rng).__module__.startswith("cupy"):
         return rng.random(shape, dtype=dtype)
     return None
+
+
+# --------------------------------------------------------------------------- operators, columns
+@register("cupy", "is_sparse")
+def is_sparse(A):
+    import cupyx.scipy.sparse as csp
+
+    return csp.issparse(A)
+
+
+@register("cupy", "is_linear_operator")
+def is_linear_operator(A):
+    from cupyx.scipy.sparse.linalg import LinearOperator
+
+    return isinstance(A, LinearOperator)
+
+
+@register("cupy", "sparse_all_finite")
+def sparse_all_finite(A):
+    from .numpy import _sparse_all_finite
+
+    return _sparse_all_finite(cupy, A)
+
+
+@register("cupy", "take_columns")
+def take_columns(Q, cols):
+    """Slices for up to four runs of consecutive columns (strided gathers are slow)."""
+    from . import column_runs
+
+    runs = column_runs(cols)
+    if len(runs) > 4:
+        return None
+    parts = [Q[..., a:b] for a, b, _ in runs]
+    return parts[0] if len(parts) == 1 else cupy.concatenate(parts, axis=-1)
+
+
+@register("cupy", "put_columns")
+def put_columns(Q, cols, new, *, inplace):
+    """Slice assignments for up to eight runs, a fancy-index put otherwise (on a copy unless
+    ``inplace``)."""
+    from . import column_runs
+
+    out = Q if inplace else Q.copy()
+    runs = column_runs(cols)
+    if len(runs) <= 8:
+        for a, b, pos in runs:
+            out[..., a:b] = new[..., pos:pos + (b - a)]
+    else:
+        out[..., cupy.asarray(cols)] = new
+    return out

@@ -44,3 +44,32 @@ def uniform(shape, rng, *, device, dtype):
     if isinstance(rng, torch.Generator):
         return torch.rand(shape, generator=rng, dtype=dtype, device=device)
     return None
+
+
+# --------------------------------------------------------------------------- operators, columns
+@register("torch", "take_columns")
+def take_columns(Q, cols):
+    """Slices for up to four runs of consecutive columns (strided gathers are slow)."""
+    from . import column_runs
+
+    runs = column_runs(cols)
+    if len(runs) > 4:
+        return None
+    parts = [Q[..., a:b] for a, b, _ in runs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+@register("torch", "put_columns")
+def put_columns(Q, cols, new, *, inplace):
+    """Slice assignments for up to eight runs, an index-put otherwise (on a clone unless
+    ``inplace``)."""
+    from . import column_runs
+
+    out = Q if inplace else Q.clone()
+    runs = column_runs(cols)
+    if len(runs) <= 8:
+        for a, b, pos in runs:
+            out[..., a:b] = new[..., pos:pos + (b - a)]
+    else:
+        out[..., torch.as_tensor(cols, device=Q.device)] = new
+    return out

@@ -4,13 +4,18 @@
 - :func:`subspace_refresh`: one orthogonal-iteration step on k columns of a basis (rotate /
   project), :func:`select_columns` (cyclic, topk, residual, random), :func:`eigenbasis_quality`;
 - :class:`StoredBasis`: a basis kept in fp32, bf16, bf16-project, bf16-rectify or the
-  block-rotation reparametrization Q = Q₀·blkdiag(W);
+  block-rotation reparametrization Q = Q₀·blkdiag(W), over the functional
+  :class:`BasisState` of :mod:`linalg_pc.basis.state` (``init``, ``update``, ``apply``,
+  ``materialize``, ``rebase``; batched);
+- :class:`RefreshInfo`: the typed info of every refresh;
 - :mod:`linalg_pc.basis.study`: the drifting-factor study (``basis_drift_study``,
   ``plot_basis_drift``).
 """
 
 from ._common import ORTHONORMALITY_TOL
+from ._refresh import RefreshInfo
 from .completion import complete_basis
+from .state import STATE_SCHEMES, BasisState
 from .storage import STORAGE_SCHEMES, BasisUpdate, StoredBasis, bjorck_step
 from .study import (
     DriftingFactor,
@@ -32,12 +37,15 @@ __all__ = [
     "complete_basis",
     "subspace_refresh",
     "SubspaceRefresh",
+    "RefreshInfo",
     "select_columns",
     "eigenbasis_quality",
     "COLUMN_POLICIES",
     "StoredBasis",
     "BasisUpdate",
     "STORAGE_SCHEMES",
+    "BasisState",
+    "STATE_SCHEMES",
     "bjorck_step",
     "basis_drift_study",
     "equal_compute_study",

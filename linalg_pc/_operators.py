@@ -244,8 +244,8 @@ def as_operator(A, *, argname: str, n: int | None = None, xp=None, like: str = "
     elif hasattr(A, "__matmul__"):
         kind = "matmul"
     else:
-        raise TypeError(f"{argname} must be an array, a sparse matrix, a LinearOperator or a "
-                        f"callable X -> {argname} @ X, got {type(A).__name__}")
+        raise TypeError(f"{argname} must be an array, a callable X -> {argname} @ X, a sparse "
+                        f"matrix or a linear operator, got {type(A).__name__}")
     shape = getattr(A, "shape", None)
     if shape is not None and len(shape) >= 2:
         _check_shape(tuple(shape), argname=argname, n=n, like=like)

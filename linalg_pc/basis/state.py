@@ -12,11 +12,11 @@ factors of the same shape) and calls
 - :func:`rebase` (fold the block rotations into Q₀).
 
 Every function returns new values and leaves its inputs alone, except :func:`update` with
-``inplace=True``, which writes the refreshed columns (or the one k×k block rotation) into the
-state's own arrays where the library allows item assignment (NumPy, PyTorch, CuPy): no copy of
-the d×m basis per refresh. :func:`init` copies its input, so an in-place update never writes
-into the caller's arrays. :class:`~linalg_pc.basis.storage.StoredBasis` is the mutable object
-over these functions.
+``inplace=True``, which writes the refreshed columns (NumPy, PyTorch, CuPy; other namespaces
+get a new array) or the one k×k block rotation (every namespace: an item assignment) into the
+state's own arrays: no copy of the d×m basis per refresh. :func:`init` copies its input, so an
+in-place update never writes into the caller's arrays.
+:class:`~linalg_pc.basis.storage.StoredBasis` is the mutable object over these functions.
 
 Schemes (see :mod:`linalg_pc.basis.storage` for their error behaviour): "dense" keeps the basis
 in its input's format (the precision policy's default storage; fp64 in, fp64 kept and fp64
@@ -397,7 +397,7 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
         if state.scheme == "block-rotation":
             Wn, _ = qr_pos(xp, Wb @ Vrot)
             back = xp.asarray(np.argsort(loc), device=dev)
-            W = state.W if inplace and _assignable(xp) else xp.asarray(state.W, copy=True)
+            W = state.W if inplace else xp.asarray(state.W, copy=True)
             W[..., b, :, :] = xp.astype(xp.take(Wn, back, axis=-1), W.dtype)
             new = dataclasses.replace(state, W=W)
         else:
@@ -407,10 +407,6 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
     info = dataclasses.replace(make_info(method, comp, J.size, sort, loss, R, xp),
                                scheme=state.scheme)
     return new, BasisUpdate(J, eig, full_permutation(xp, perm, J, m, dev), info)
-
-
-def _assignable(xp) -> bool:
-    return B.is_numpy(xp) or B.is_torch(xp) or B.is_cupy(xp)
 
 
 def rebase(state: BasisState, *, shifted: bool = True) -> BasisState:

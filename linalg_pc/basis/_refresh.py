@@ -1,7 +1,8 @@
 """The column refresh shared by :func:`subspace_refresh` and the basis state: the rotate and
 project steps on decoded columns, the permutation they report and their typed info.
 
-Nothing here checks its inputs: the public functions do (see :mod:`linalg_pc.basis._common`).
+The public functions validate the columns and the operator (:mod:`linalg_pc.basis._common`);
+:func:`refresh_columns` checks only the orthonormality and finiteness of the touched columns.
 The mathematics is documented in :func:`linalg_pc.basis.subspace.subspace_refresh`.
 """
 

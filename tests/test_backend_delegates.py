@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import linalg_pc._backend as B
+from linalg_pc._backend import _core
 from linalg_pc.qr_methods import apply_q, householder_factor
 
 # backward-stable triangular solve: ||x - x_ref|| / ||x_ref|| <= c * kappa * u (Higham Thm 8.5)
@@ -28,12 +29,12 @@ def generic(xp, primitive: str):
     """Run ``primitive`` without xp's delegate (the generic array-API implementation)."""
     B.delegate(xp, primitive)  # load the library's delegates first
     key = (B.namespace_name(xp), primitive)
-    saved = B._DELEGATES.pop(key, None)
+    saved = _core._DELEGATES.pop(key, None)
     try:
         yield
     finally:
         if saved is not None:
-            B._DELEGATES[key] = saved
+            _core._DELEGATES[key] = saved
 
 
 def _upper(rng, n, grade=1.0):

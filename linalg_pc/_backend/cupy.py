@@ -8,7 +8,7 @@ import math
 import cupy
 import numpy as np
 
-from . import register
+from ._core import register
 from .numpy import _bf16, numpy_dtype_kind
 
 register("cupy", "dtype_kind")(numpy_dtype_kind)  # CuPy dtypes are NumPy dtypes
@@ -33,7 +33,7 @@ def solve_triangular(A, B, *, lower, trans, unit_diagonal, side, overwrite_b, co
 
 @register("cupy", "cholesky")
 def cholesky(A):
-    from . import _cholesky_fallback
+    from .linalg import _cholesky_fallback
 
     batch = A.shape[:-2]
     try:
@@ -90,3 +90,53 @@ def countsketch(X, rows, signs, k):
     Y = cupy.zeros((k, X.shape[1]), dtype=X.dtype)
     cupyx.scatter_add(Y, cupy.asarray(rows), X * cupy.asarray(signs, dtype=X.dtype)[:, None])
     return Y
+
+
+# --------------------------------------------------------------------------- operators, columns
+@register("cupy", "is_sparse")
+def is_sparse(A):
+    import cupyx.scipy.sparse as csp
+
+    return csp.issparse(A)
+
+
+@register("cupy", "is_linear_operator")
+def is_linear_operator(A):
+    from cupyx.scipy.sparse.linalg import LinearOperator
+
+    return isinstance(A, LinearOperator)
+
+
+@register("cupy", "sparse_all_finite")
+def sparse_all_finite(A):
+    from .numpy import _sparse_all_finite
+
+    return _sparse_all_finite(cupy, A)
+
+
+@register("cupy", "take_columns")
+def take_columns(Q, cols):
+    """Slices for up to four runs of consecutive columns (strided gathers are slow)."""
+    from .columns import column_runs
+
+    runs = column_runs(cols)
+    if len(runs) > 4:
+        return None
+    parts = [Q[..., a:b] for a, b, _ in runs]
+    return parts[0] if len(parts) == 1 else cupy.concatenate(parts, axis=-1)
+
+
+@register("cupy", "put_columns")
+def put_columns(Q, cols, new, *, inplace):
+    """Slice assignments for up to eight runs, a fancy-index put otherwise (on a copy unless
+    ``inplace``)."""
+    from .columns import column_runs
+
+    out = Q if inplace else Q.copy()
+    runs = column_runs(cols)
+    if len(runs) <= 8:
+        for a, b, pos in runs:
+            out[..., a:b] = new[..., pos:pos + (b - a)]
+    else:
+        out[..., cupy.asarray(cols)] = new
+    return out

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from . import register
+from ._core import register
 
 #: Row-block size (bytes) of the in-place product X ← X·R⁻¹: a block and its product stay in
 #: cache while the block is overwritten.
@@ -224,3 +224,95 @@ def countsketch(X, rows, signs, k):
     m = X.shape[0]
     S = sp.csr_matrix((signs.astype(X.dtype), (rows, np.arange(m))), shape=(k, m))
     return np.asarray(S @ X)
+
+
+# --------------------------------------------------------------------------- operators, columns
+@register("numpy", "is_sparse")
+def is_sparse(A):
+    import scipy.sparse as sp
+
+    return sp.issparse(A)
+
+
+@register("numpy", "is_linear_operator")
+def is_linear_operator(A):
+    from scipy.sparse.linalg import LinearOperator
+
+    return isinstance(A, LinearOperator)
+
+
+def _sparse_all_finite(mod, A):
+    """dataᵀdata is finite when every entry is (one fast pass); only when it is not (a NaN or
+    inf entry, or overflow of finite ones) are the entries tested one by one."""
+    data = A.tocsr().data if A.format not in ("csr", "csc", "coo", "bsr") else A.data
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = data.ravel()
+        if bool(mod.isfinite(v @ v)):
+            return True
+    return bool(mod.all(mod.isfinite(data)))
+
+
+@register("numpy", "sparse_all_finite")
+def sparse_all_finite(A):
+    return _sparse_all_finite(np, A)
+
+
+@register("numpy", "take_columns")
+def take_columns(Q, cols):
+    """A view for one run of columns, the one-pass Numba gather for several."""
+    from .columns import column_runs
+
+    if not isinstance(Q, np.ndarray):
+        return None
+    runs = column_runs(cols)
+    if len(runs) == 1:
+        return Q[..., runs[0][0]:runs[0][1]]
+    from .._kernels import cpu_columns
+
+    return cpu_columns.gather_columns(Q, cols)
+
+
+@register("numpy", "put_columns")
+def put_columns(Q, cols, new, *, inplace):
+    """Out of place: the fused copy-and-scatter Numba kernel; in place: slice assignments."""
+    from .columns import column_runs
+
+    if not (isinstance(Q, np.ndarray) and isinstance(new, np.ndarray) and new.dtype == Q.dtype):
+        return None
+    if not inplace:
+        from .._kernels import cpu_columns
+
+        return cpu_columns.scatter_columns(Q, cols, new)
+    runs = column_runs(cols)
+    if len(runs) <= 8:
+        for a, b, pos in runs:
+            Q[..., a:b] = new[..., pos:pos + (b - a)]
+    else:
+        Q[..., cols] = new
+    return Q
+
+
+@register("numpy", "matmul_into_columns")
+def matmul_into_columns(Q, cols, A, V):
+    """One run a:b: ``A @ V`` written by BLAS into the new array, the rest copied once."""
+    from .columns import column_runs
+
+    if not all(isinstance(x, np.ndarray) for x in (Q, A, V)) or not (
+            Q.dtype == A.dtype == V.dtype):
+        return None
+    runs = column_runs(cols)
+    if len(runs) != 1:
+        return None
+    try:
+        if np.broadcast_shapes(A.shape[:-2], V.shape[:-2]) != Q.shape[:-2]:
+            return None
+    except ValueError:
+        return None
+    a, b, _ = runs[0]
+    out = np.empty(Q.shape, dtype=Q.dtype)
+    np.matmul(A, V, out=out[..., a:b])
+    if a:
+        out[..., :a] = Q[..., :a]
+    if b < Q.shape[-1]:
+        out[..., b:] = Q[..., b:]
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import register
+from ._core import register
 
 
 @register("torch", "bf16_dtype")
@@ -111,3 +111,32 @@ def countsketch(X, rows, signs, k):
     Y = torch.zeros((k, X.shape[1]), dtype=X.dtype, device=dev)
     Y.index_add_(0, idx, X * sg[:, None])
     return Y
+
+
+# --------------------------------------------------------------------------- operators, columns
+@register("torch", "take_columns")
+def take_columns(Q, cols):
+    """Slices for up to four runs of consecutive columns (strided gathers are slow)."""
+    from .columns import column_runs
+
+    runs = column_runs(cols)
+    if len(runs) > 4:
+        return None
+    parts = [Q[..., a:b] for a, b, _ in runs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+@register("torch", "put_columns")
+def put_columns(Q, cols, new, *, inplace):
+    """Slice assignments for up to eight runs, an index-put otherwise (on a clone unless
+    ``inplace``)."""
+    from .columns import column_runs
+
+    out = Q if inplace else Q.clone()
+    runs = column_runs(cols)
+    if len(runs) <= 8:
+        for a, b, pos in runs:
+            out[..., a:b] = new[..., pos:pos + (b - a)]
+    else:
+        out[..., torch.as_tensor(cols, device=Q.device)] = new
+    return out

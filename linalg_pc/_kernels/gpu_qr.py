@@ -3,8 +3,8 @@
 The same algorithm as ``cpu_qr.py`` (LAPACK ``xGEQR2`` + ``xORG2R`` conventions, norms scaled by
 max|x|), compiled per (m, n, mode, dtype) with the sizes as compile-time constants so the work
 array lives in registers/local memory. cuSOLVER's and torch's batched QR loop over the batch
-(PyTorch issue 143281: 270,000 3×3 QRs take 8.1 s in torch on an H100); one thread per matrix does the
-whole stack in one launch. Built lazily: importing linalg_pc never needs CuPy.
+(PyTorch issue 143281: 270,000 3×3 QRs take 8.1 s in torch on an H100); one thread per matrix
+does the whole stack in one launch. Built lazily: importing linalg_pc never needs CuPy.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Helpers shared by the basis routines: decoding, orthogonality checks, sign-fixed QR.
+"""Helpers shared by the basis routines: compute formats, input checks (columns, operators),
+decoding, orthogonality checks, sign-fixed QR.
 
 Nothing here is public API. Every helper takes the namespace ``xp`` explicitly and keeps arrays in
 it; the only host transfers are the scalar results of the input checks.
@@ -11,6 +12,8 @@ import math
 import numpy as np
 
 from .. import _backend as B
+from .._operators import as_operator, host_or_device_ok, is_array, is_integer_dtype
+from .._policy import Precision
 from ..precision import from_storage, get_format, to_storage
 
 #: Default tolerance on the loss of orthogonality ``‖QᵀQ − I‖₂`` accepted by the input checks of
@@ -20,12 +23,72 @@ from ..precision import from_storage, get_format, to_storage
 ORTHONORMALITY_TOL = 0.1
 
 
-def compute_format(compute) -> str:
-    """Validate a compute-format argument: "fp32" or "fp64"."""
-    f = get_format(compute, argname="compute")
-    if f.name not in ("fp32", "fp64"):
-        raise ValueError(f"compute must be 'fp32' or 'fp64', got {f.name!r}")
-    return f.name
+def compute_format(compute, x=None) -> str:
+    """The arithmetic format name, "fp32" or "fp64", by the precision policy.
+
+    ``compute`` is the caller's choice (None: the default of :class:`~linalg_pc.Precision`,
+    the format of ``x`` at least fp32: fp64 in, fp64 arithmetic). ValueError naming
+    ``compute`` for any other format.
+    """
+    if compute is None and x is None:
+        raise ValueError("compute is None and there is no input to resolve it against")
+    return Precision(compute=compute).resolve(x if x is not None else compute).compute.name
+
+
+def check_cols(cols, m: int, *, argname: str = "cols") -> np.ndarray:
+    """cols as a host int64 vector: 1-D, integral, unique, in [0, m)."""
+    c = B.to_numpy(cols) if is_array(cols) and not isinstance(cols, np.ndarray) else cols
+    c = np.asarray(c)
+    if c.ndim != 1:
+        raise ValueError(f"{argname} must be a 1-D sequence of column indices, got shape "
+                         f"{c.shape}")
+    if c.size == 0:
+        raise ValueError(f"{argname} must name at least one column")
+    if not (np.issubdtype(c.dtype, np.integer)
+            or (np.issubdtype(c.dtype, np.floating) and np.all(c == np.round(c)))):
+        raise ValueError(f"{argname} must hold integer column indices, got dtype {c.dtype}")
+    c = c.astype(np.int64)
+    bad = c[(c < 0) | (c >= m)]
+    if bad.size:
+        raise ValueError(f"{argname} has indices out of range [0, {m}): {bad[:5].tolist()}")
+    uniq, counts = np.unique(c, return_counts=True)
+    if uniq.size != c.size:
+        raise ValueError(f"{argname} has repeated indices: {uniq[counts > 1][:5].tolist()}")
+    return c
+
+
+def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K"):
+    """A function X ↦ K X in the compute format, K validated by the rules of
+    :func:`linalg_pc._operators.as_operator` (any batch broadcasting with Q's, checked on the
+    products: a NaN or inf of K reaches every row of K X it multiplies, so checking the d×k
+    product replaces an O(d²) scan of K before the work)."""
+    op = as_operator(K, argname=argname, n=d, xp=xp, like="Q", batch=batch,
+                     max_batch_ndim=None, check_entries=False)
+    host_or_device_ok(xp, op, argname)
+    if op.kind in ("dense", "batched"):
+        Kc = (xp.astype(K, B.native_dtype(xp, comp)) if is_integer_dtype(xp, K.dtype)
+              else decode(K, comp))
+        return lambda X: _finite_product(xp, Kc @ X, argname)
+
+    def apply(X):
+        Y = op.matmat(X)
+        if not is_array(Y) or tuple(Y.shape[-2:]) != tuple(X.shape[-2:]):
+            got = tuple(Y.shape) if is_array(Y) else type(Y).__name__
+            raise ValueError(f"{argname}(X) must return an array shaped like X "
+                             f"{tuple(X.shape)}, got {got}")
+        Y = xp.asarray(Y)
+        _finite_product(xp, Y, argname)
+        return decode(Y, comp)
+
+    return apply
+
+
+def _finite_product(xp, Y, argname):
+    """Raise if the product K @ X has a non-finite entry."""
+    if not bool(xp.all(xp.isfinite(Y))):
+        raise ValueError(f"{argname} has non-finite entries (NaN or inf): {argname} @ X is "
+                         f"not finite")
+    return Y
 
 
 def decode(x, compute: str):

@@ -41,7 +41,8 @@ def complete_basis(U, *, method: str = "householder", rng=None, compute=None,
     rng : None, int, numpy.random.Generator or torch.Generator
         Randomness for ``method="random"`` (ignored otherwise).
     compute : {"fp32", "fp64"}, optional
-        Arithmetic and output format. Default: fp64 for fp64 input, fp32 otherwise.
+        Arithmetic and output format. Default (:class:`~linalg_pc.Precision`): U's format, at
+        least fp32 (fp64 for fp64 input, fp32 otherwise).
     orth_tol : float or None
         Largest accepted ‖UᵀU − I‖₂ (default :data:`ORTHONORMALITY_TOL` = 0.1). ``None``
         skips the check.
@@ -85,8 +86,7 @@ def complete_basis(U, *, method: str = "householder", rng=None, compute=None,
     if k > d:
         raise ValueError(f"U must have k <= d columns, got U of shape {tuple(U.shape)} (k={k} > "
                          f"d={d})")
-    comp = compute_format(compute if compute is not None else
-                          ("fp64" if fmt.name == "fp64" else "fp32"))
+    comp = compute_format(compute, fmt)
     B.check_finite(xp, U, "U")
     Uc = decode(U, comp)
     check_orthonormal(xp, Uc, argname="U", tol=orth_tol)

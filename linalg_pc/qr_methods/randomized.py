@@ -12,8 +12,8 @@ residual for κ(A) up to ≈ u⁻¹ (Balabanov, arXiv 2210.09953; Higgins, Szyld
 arXiv 2309.05868; Fan, Guo, Lin, "A novel randomized XR-based preconditioned CholeskyQR
 algorithm", 2021). The sketch only has to capture the conditioning, so it may run in a lower
 format (``sketch_format="fp16"`` or ``"bf16"``: S and A are rounded to it before the product, the
-product accumulates in the compute format; fp16 is enough for κ ≲ 1e4, as measured for mixed-precision randomized CholeskyQR, MRCQR,
-arXiv 2606.18411).
+product accumulates in the compute format; fp16 is enough for κ ≲ 1e4, as measured for
+mixed-precision randomized CholeskyQR, MRCQR, arXiv 2606.18411).
 
 Sketches:
 

@@ -57,7 +57,9 @@ import numpy as np
 from .._backend import array_namespace, check_finite, device_of, is_numpy, to_numpy
 from .._kernels import cpu_solvers as K
 from .._kernels._twins import pick
-from ._operators import Operator, _is_complex, _is_integer, as_operator, host_or_device_ok
+from .._operators import Operator, as_operator, host_or_device_ok
+from .._operators import is_complex_dtype as _is_complex
+from .._operators import is_integer_dtype as _is_integer
 
 __all__ = ["pcg", "PCGResult", "INNER_RTOL", "STALL_LIMIT", "GAP_RATIO"]
 

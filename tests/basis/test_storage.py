@@ -151,7 +151,7 @@ def test_update_equals_subspace_refresh(rng, scheme):
     np.testing.assert_allclose(np64(sb.materialize("fp64"))[:, J], ref.Q[:, J], atol=tol)
     np.testing.assert_allclose(np64(up.eigenvalues), ref.eigenvalues, rtol=2e-2)
     np.testing.assert_array_equal(np.asarray(up.permutation), np.arange(d))
-    assert up.info["scheme"] == scheme
+    assert up.info.scheme == scheme
 
 
 def test_block_rotation_changes_one_block(rng):
@@ -179,7 +179,7 @@ def test_rebase_alternates_offset_and_resets(rng):
     for step in range(9):
         up = sb.update(K, sb.blocks()[step % 4])
         offsets.append(sb.offset)
-        assert up.info["rebased"] == ((step + 1) % 3 == 0)
+        assert up.info.rebased == ((step + 1) % 3 == 0)
     assert offsets == [0, 0, 4, 4, 4, 0, 0, 0, 4]
     assert sb.n_rebases == 3
     np.testing.assert_array_equal(np.array(sb.stored["W"])[0], np.eye(k, dtype=np.float32)) \

@@ -182,11 +182,11 @@ def test_rank_deficient_flag(rng):
     d = 12
     Q = orthogonal(d, rng)
     res = lpc.subspace_refresh(np.zeros((d, d)), Q, [0, 1, 2], compute="fp64")
-    assert res.info["rank_deficient"]
+    assert res.info.rank_deficient
     assert loss_1(res.Q) < LAPACK_RATIO * d * 2.0**-53
     res = lpc.subspace_refresh(np.eye(d), Q, [0, 1, 2], compute="fp64")
-    assert not res.info["rank_deficient"]
-    assert res.info["method"] == "rotate" and res.info["k"] == 3
+    assert not res.info.rank_deficient
+    assert res.info.method == "rotate" and res.info.k == 3
 
 
 @settings(max_examples=40, deadline=None)
@@ -256,7 +256,7 @@ def test_bad_input(rng):
         lpc.subspace_refresh(torch.from_numpy(K), Q, [1])
     # a nearly orthonormal Q (bf16-like error) is accepted; the loss is reported
     res = lpc.subspace_refresh(K, Q + 1e-4 * rng.standard_normal(Q.shape), [1, 2])
-    assert 0 < res.info["input_loss"] < 0.1
+    assert 0 < res.info.input_loss < 0.1
 
 
 # --------------------------------------------------------------------------- quality

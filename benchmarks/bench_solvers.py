@@ -38,7 +38,7 @@ from harness import Case
 
 import linalg_pc as lpc
 from linalg_pc._kernels import _twins
-from linalg_pc._kernels import cpu_solvers as K
+from linalg_pc._kernels import cpu_csr as K
 
 
 def poisson3d(n: int) -> sp.csr_matrix:
@@ -66,7 +66,7 @@ def copy_bandwidth(nbytes: int = 128 << 20, repeats: int = 5) -> float:
     src = np.ones(nbytes // 8)
     dst = np.empty_like(src)
     best = min(_best_time(lambda k=kern: k(src, dst), repeats)
-               for kern in (K.copy_kernel, K.pick(K.copy_kernel, 0)))
+               for kern in (K.copy_kernel, _twins.pick(K.copy_kernel, 0)))
     return 2 * src.nbytes / best
 
 

@@ -259,9 +259,7 @@ def host_or_device_ok(xp, op: Operator, argname: str) -> None:
     """Reject mixing host sparse/LinearOperator objects with device arrays (and vice versa)."""
     lib = B.object_library(op.obj) if op.kind in ("scipy_sparse", "cupy_sparse", "linop") \
         else None
-    if lib == "numpy" and not B.is_numpy(xp):
-        raise TypeError(f"{argname} is a SciPy object; the other operands must then be NumPy "
-                        f"arrays, got {B.namespace_name(xp)}")
-    if lib == "cupy" and not B.is_cupy(xp):
-        raise TypeError(f"{argname} is a cupyx object; the other operands must then be CuPy "
+    if lib is not None and lib != B.namespace_name(xp):
+        owner, arrays = {"numpy": ("a SciPy", "NumPy"), "cupy": ("a cupyx", "CuPy")}[lib]
+        raise TypeError(f"{argname} is {owner} object; the other operands must then be {arrays} "
                         f"arrays, got {B.namespace_name(xp)}")

@@ -10,7 +10,8 @@ import importlib
 import pytest
 
 MODULES = ["linalg_pc._kernels.cpu", "linalg_pc._kernels.cpu_qr", "linalg_pc._kernels.cpu_columns",
-           "linalg_pc._kernels.cpu_solvers"]
+           "linalg_pc._kernels.cpu_csr", "linalg_pc._kernels.cpu_dense_small",
+           "linalg_pc._kernels.cpu_pcg_small", "linalg_pc._kernels.cpu_dcreg"]
 
 
 def _pairs(mod):
@@ -64,9 +65,9 @@ def test_one_policy_table_picks_the_twin(monkeypatch):
     needs, the serial twin; otherwise the parallel one."""
     import numba
 
-    from linalg_pc._kernels import _twins, cpu_solvers
+    from linalg_pc._kernels import _twins, cpu_dense_small
 
-    kern = cpu_solvers.symmetrize_batch
+    kern = cpu_dense_small.symmetrize_batch
     t = _twins.twins_of(kern)
     monkeypatch.setitem(_twins.POLICIES, "dense", (100, 1))
     assert _twins.pick(kern, 99) is t.serial

@@ -1,7 +1,7 @@
 """Solvers: PCG (dense, sparse, operator, multi-RHS, batched), block-Schur degeneracy analysis
 with targeted preconditioning (DCReg), and Woodbury / Sherman–Morrison inverse updates."""
 
-from .degenerate import solve_degenerate
+from .degenerate import DegenerateSolveResult, solve_degenerate
 from .pcg import PCGResult, pcg
 from .schur import DegeneracyReport, block_degeneracy, schur_complements, targeted_preconditioner
 from .woodbury import ShermanMorrisonResult, WoodburyInverse, sherman_morrison_update
@@ -14,6 +14,7 @@ __all__ = [
     "DegeneracyReport",
     "targeted_preconditioner",
     "solve_degenerate",
+    "DegenerateSolveResult",
     "WoodburyInverse",
     "sherman_morrison_update",
     "ShermanMorrisonResult",

@@ -32,12 +32,16 @@ Examples
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
-from .._backend import array_namespace, check_finite, is_numpy, solve_triangular
-from .._kernels import cpu_solvers as K
-from .pcg import STATUS_NAMES, PCGResult, _check_scalar, pcg
+from .._backend import array_namespace, check_finite, solve_triangular, to_numpy
+from ._loop import trim_history
+from ._status import CONVERGED, STATUS_NAMES, status_names
+from .pcg import PCGResult, _check_scalar, pcg
 from .schur import (
+    DegeneracyReport,
     _check_params,
     _labels,
     _report_from_kernel,
@@ -48,13 +52,33 @@ from .schur import (
     targeted_preconditioner,
 )
 
-__all__ = ["solve_degenerate"]
+__all__ = ["solve_degenerate", "DegenerateSolveResult"]
+
+
+class DegenerateSolveResult(NamedTuple):
+    """Result of :func:`solve_degenerate`; unpacks as ``x, report, pcg_result``.
+
+    Attributes
+    ----------
+    x : array (..., n)
+        The solution: the PCG iterate where PCG converged, the QR solution elsewhere.
+    report : DegeneracyReport
+        The analysis the preconditioner was built from.
+    pcg_result : PCGResult
+        The PCG run (its ``x`` is the PCG iterate); ``fallback`` marks the systems whose
+        solution came from the direct solve. Scalars for a single system, arrays over the
+        (flattened) batch otherwise.
+    """
+
+    x: Any
+    report: DegeneracyReport
+    pcg_result: PCGResult
 
 
 def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
                      kappa_target: float = 10.0, rtol: float = 1e-6, atol: float | None = None,
                      maxiter: int | None = None, check_every: int = 25, labels=None,
-                     engine: str = "auto"):
+                     engine: str = "auto") -> DegenerateSolveResult:
     """Solve H x = b for one or many SPD systems with the DCReg pipeline.
 
     Parameters
@@ -76,13 +100,11 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
 
     Returns
     -------
-    x : array (..., n)
-        The solution: the PCG iterate where it converged, the QR solution elsewhere.
-    report : DegeneracyReport
-    pcg_result : PCGResult
-        The PCG run (its ``x`` is the PCG iterate); ``fallback`` marks the systems whose
-        solution came from the direct solve. Scalars for a single system, arrays over the
-        (flattened) batch otherwise.
+    DegenerateSolveResult
+        ``(x, report, pcg_result)``: the solution (PCG iterate where it converged, QR solution
+        elsewhere), the :class:`DegeneracyReport`, and the :class:`PCGResult` of the PCG run
+        (``fallback`` marks the systems solved directly). Computed in the format of H (fp64 in:
+        fp64 arithmetic; fp32 or 16-bit in: fp32).
 
     Raises
     ------
@@ -121,13 +143,13 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
     single = not batch
     bs = xp.astype(b, Hs.dtype) if b.dtype != Hs.dtype else b
     if _use_numba(xp, Hs, split, engine):
-        o = _run_kernel(Hs, np.asarray(bs), split, threshold, kappa_target, u, rtol, atol,
-                        maxiter, check_every)
-        report = _report_from_kernel(xp, o, batch, labs, split, threshold, kappa_target)
-        hist = K.trim_history(o["hist"], o["iters"])
-        x = o["xf"].reshape(batch + (n,))
-        xres = o["x"].reshape(batch + (n,))
-        status, iters, tnorm, fb = o["status"], o["iters"], o["tnorm"], o["fallback"]
+        an, so = _run_kernel(Hs, np.asarray(bs), split, threshold, kappa_target, u, rtol, atol,
+                             maxiter, check_every)
+        report = _report_from_kernel(an, batch, labs, split, threshold, kappa_target)
+        hist = trim_history(so.history, so.iterations)
+        x = so.solution.reshape(batch + (n,))
+        xres = so.x.reshape(batch + (n,))
+        status, iters, tnorm, fb = so.status, so.iterations, so.true_residual_norm, so.fallback
     else:
         report = _report_xp(xp, Hs, split, threshold, kappa_target, labs)
         P = targeted_preconditioner(report)
@@ -138,14 +160,14 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
                   check_every=check_every)
         status = np.array([STATUS_NAMES.index(s) for s in res.status], dtype=np.int8)
         iters, tnorm, hist = res.iterations, res.true_residual_norm, res.residual_norms
-        fail = status != K.CONVERGED
+        fail = status != CONVERGED
         xf = res.x
         fb = np.zeros(fail.shape, dtype=bool)
         if fail.any():
             Q, R = xp.linalg.qr(Hf)
             y = xp.matmul(xp.matrix_transpose(Q), bf[..., None])
             xq = solve_triangular(R, y, lower=False)[..., 0]
-            okq = np.asarray(_to_np(xp.all(xp.isfinite(xq), axis=-1)), dtype=bool)
+            okq = np.asarray(to_numpy(xp.all(xp.isfinite(xq), axis=-1)), dtype=bool)
             fb = fail & okq
             dev = getattr(xf, "device", None)
             m = xp.asarray(fb, device=dev) if dev is not None else xp.asarray(fb)
@@ -154,20 +176,12 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
             x = xf
         x = xp.reshape(x, batch + (n,))
         xres = xp.reshape(xf, batch + (n,))
-    names = np.array(STATUS_NAMES)[status]
-    conv = status == K.CONVERGED
+    names = status_names(status)
+    conv = status == CONVERGED
     if single:
         result = PCGResult(xres, bool(conv[0]), int(iters[0]), hist[:, 0], float(tnorm[0]),
                            str(names[0]), bool(fb[0]))
     else:
         result = PCGResult(xres, conv, np.asarray(iters), hist, np.asarray(tnorm), names,
                            np.asarray(fb, dtype=bool))
-    if is_numpy(xp):
-        x = np.asarray(x)
-    return x, report, result
-
-
-def _to_np(a):
-    from .._backend import to_numpy
-
-    return to_numpy(a)
+    return DegenerateSolveResult(x, report, result)

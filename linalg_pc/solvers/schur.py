@@ -48,9 +48,13 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import array_namespace, check_finite, cholesky, format_of, is_numpy, to_numpy
-from .._kernels import cpu_solvers as K
+from .._backend import array_namespace, check_finite, cholesky, format_of, to_numpy
 from .._kernels._twins import pick
+from .._kernels.capability import cpu_solver_kernels
+from .._kernels.cpu_dcreg import DCRegAnalysis, DCRegSolve, run_dcreg
+from .._kernels.cpu_dense_small import symmetrize_batch
+from .._policy import Precision
+from ._status import KERNEL_CODES, STOP_RULE
 
 __all__ = ["schur_complements", "block_degeneracy", "DegeneracyReport",
            "targeted_preconditioner", "SYMMETRY_FACTOR"]
@@ -129,11 +133,11 @@ def _validate_H(H, split, name="H"):
     if not 1 <= split < n:
         raise ValueError(f"split must satisfy 1 <= split < n = {n}, got {split}")
     fmt = format_of(H, argname=name)
-    if is_numpy(xp) and fmt.name in ("fp32", "fp64") and H.size:
+    if cpu_solver_kernels(xp, H.dtype) and H.size:
         # one fused pass: finiteness, symmetry defect and the symmetrized copy
         Hf = np.ascontiguousarray(H).reshape((-1, n, n))
         out = np.empty_like(Hf)
-        asym, scale, finite = pick(K.symmetrize_batch, Hf.size)(Hf, out)
+        asym, scale, finite = pick(symmetrize_batch, Hf.size)(Hf, out)
         if not finite:
             raise ValueError(f"{name} has non-finite entries (NaN or inf)")
         if asym > SYMMETRY_FACTOR * n * fmt.unit_roundoff * scale:
@@ -141,8 +145,9 @@ def _validate_H(H, split, name="H"):
                              f"exceeds {SYMMETRY_FACTOR:g}·n·u·max|{name}|")
         return xp, out.reshape(H.shape), fmt.unit_roundoff
     check_finite(xp, H, name)
-    if fmt.name in ("bf16", "fp16"):
-        H = xp.astype(H, xp.float32)
+    dt = Precision().resolve(fmt).compute_dtype(xp)  # 16-bit in: fp32 arithmetic
+    if H.dtype != dt:
+        H = xp.astype(H, dt)
     u = format_of(H).unit_roundoff
     asym = xp.max(xp.abs(H - xp.matrix_transpose(H))) if H.size else 0.0
     scale = xp.max(xp.abs(H)) if H.size else 0.0
@@ -317,15 +322,13 @@ def block_degeneracy(H, *, split: int = 3, threshold: float = 10.0, kappa_target
     labs = _labels(labels, n, split)
     use_numba = _use_numba(xp, Hs, split, engine)
     if use_numba:
-        out = _run_kernel(Hs, None, split, threshold, kappa_target, u, 0.0, 0.0, 1, 1)
-        return _report_from_kernel(xp, out, Hs.shape[:-2], labs, split, threshold,
-                                   kappa_target)
+        an, _ = _run_kernel(Hs, None, split, threshold, kappa_target, u)
+        return _report_from_kernel(an, Hs.shape[:-2], labs, split, threshold, kappa_target)
     return _report_xp(xp, Hs, split, threshold, kappa_target, labs)
 
 
 def _use_numba(xp, H, split, engine) -> bool:
-    ok = (is_numpy(xp) and np.dtype(H.dtype) in (np.float32, np.float64)
-          and max(split, H.shape[-1] - split) <= MAX_ENUM)
+    ok = cpu_solver_kernels(xp, H.dtype) and max(split, H.shape[-1] - split) <= MAX_ENUM
     if engine == "numba" and not ok:
         raise ValueError("engine='numba' needs NumPy float32/float64 input with blocks of at "
                          f"most {MAX_ENUM} axes")
@@ -356,56 +359,36 @@ def _report_xp(xp, H, k, threshold, kappa_target, labs) -> DegeneracyReport:
                             float(threshold), float(kappa_target))
 
 
-def _run_kernel(H, b, split, threshold, kappa_target, u, rtol, atol, maxiter, check_every):
-    """Flatten the batch and run the DCReg kernel; returns a dict of NumPy arrays."""
+def _run_kernel(H, b, split, threshold, kappa_target, u, rtol=0.0, atol=0.0, maxiter=1,
+                check_every=1) -> tuple[DCRegAnalysis, DCRegSolve | None]:
+    """Flatten the batch and run the DCReg kernel (analysis, and the solve when b is given),
+    with the status codes and stall rule of linalg_pc.solvers._status."""
     n = H.shape[-1]
-    batch = H.shape[:-2]
     Hf = np.ascontiguousarray(H.reshape((-1, n, n)))
-    N = Hf.shape[0]
-    k, m = split, n - split
-    dt = Hf.dtype
-    do_solve = b is not None
-    bf = (np.ascontiguousarray(np.asarray(b, dtype=dt).reshape(-1, n)) if do_solve
-          else np.zeros((1, n), dtype=dt))
-    o = {
-        "SR": np.empty((N, k, k), dt), "St": np.empty((N, m, m), dt),
-        "lamR": np.empty((N, k), dt), "VR": np.empty((N, k, k), dt),
-        "lamt": np.empty((N, m), dt), "Vt": np.empty((N, m, m), dt),
-        "degR": np.empty((N, k), np.bool_), "degt": np.empty((N, m), np.bool_),
-        "condH": np.empty(N), "condR": np.empty(N), "condt": np.empty(N),
-        "reg": np.empty(N, np.bool_), "P": np.empty((N, n, n), dt),
-        "x": np.zeros((N, n) if do_solve else (1, n), dt),
-        "xf": np.zeros((N, n) if do_solve else (1, n), dt),
-        "iters": np.zeros(N if do_solve else 1, np.int64),
-        "status": np.zeros(N if do_solve else 1, np.int8),
-        "tnorm": np.zeros(N if do_solve else 1),
-        "hist": np.empty((N, maxiter + 1) if do_solve else (1, 1)),
-        "fallback": np.zeros(N if do_solve else 1, np.bool_),
-    }
-    kern = pick(K.dcreg_batch, N * 256)
-    kern(Hf, bf, do_solve, k, _perm_table(k), _perm_table(m), float(threshold),
-         float(kappa_target), float(u), float(rtol), float(atol), int(maxiter),
-         int(check_every), o["SR"], o["St"], o["lamR"], o["VR"], o["lamt"], o["Vt"],
-         o["degR"], o["degt"], o["condH"], o["condR"], o["condt"], o["reg"], o["P"],
-         o["x"], o["xf"], o["iters"], o["status"], o["tnorm"], o["hist"], o["fallback"])
-    o["batch"] = batch
-    return o
+    bf = None if b is None else np.asarray(b, dtype=Hf.dtype).reshape(-1, n)
+    return run_dcreg(Hf, bf, _perm_table(split), _perm_table(n - split), split=split,
+                     threshold=threshold, kappa_target=kappa_target, eps=u, rtol=rtol,
+                     atol=atol, maxiter=maxiter, check_every=check_every, codes=KERNEL_CODES,
+                     rules=STOP_RULE)
 
 
-def _report_from_kernel(xp, o, batch, labs, k, threshold, kappa_target) -> DegeneracyReport:
-    def sh(a, tail=()):
-        return a.reshape(tuple(batch) + tuple(a.shape[1:]) if not tail else tuple(batch) + tail)
+def _report_from_kernel(an: DCRegAnalysis, batch, labs, k, threshold,
+                        kappa_target) -> DegeneracyReport:
+    batch = tuple(batch)
+
+    def sh(a):
+        return a.reshape(batch + tuple(a.shape[1:]))
 
     def cnd(a):
-        a = a.astype(o["lamR"].dtype)
+        a = a.astype(an.eigvals_R.dtype)
         return a.reshape(batch) if batch else a.reshape(())
 
-    VR, Vt = sh(o["VR"]), sh(o["Vt"])
-    degR, degt = sh(o["degR"]), sh(o["degt"])
-    pd = ~o["reg"]
-    return DegeneracyReport(sh(o["SR"]), sh(o["St"]), sh(o["lamR"]), VR, sh(o["lamt"]), Vt,
+    VR, Vt = sh(an.eigvecs_R), sh(an.eigvecs_t)
+    degR, degt = sh(an.degenerate_R), sh(an.degenerate_t)
+    pd = ~an.regularized
+    return DegeneracyReport(sh(an.S_R), sh(an.S_t), sh(an.eigvals_R), VR, sh(an.eigvals_t), Vt,
                             VR * VR, Vt * Vt, degR, degt, np.concatenate([degR, degt], axis=-1),
-                            cnd(o["condH"]), cnd(o["condR"]), cnd(o["condt"]),
+                            cnd(an.cond_H), cnd(an.cond_R), cnd(an.cond_t),
                             pd.reshape(batch) if batch else np.bool_(pd[0]), labs, k,
                             float(threshold), float(kappa_target))
 

@@ -52,6 +52,7 @@ from .._backend import (
     format_of,
     solve_triangular,
 )
+from .._policy import Precision
 
 __all__ = ["WoodburyInverse", "sherman_morrison_update", "ShermanMorrisonResult",
            "SM_SINGULAR_FACTOR"]
@@ -60,11 +61,11 @@ __all__ = ["WoodburyInverse", "sherman_morrison_update", "ShermanMorrisonResult"
 SM_SINGULAR_FACTOR = 64.0
 
 
-def _compute_dtype(xp, x, argname):
-    fmt = format_of(x, argname=argname)
-    if fmt.name in ("bf16", "fp16", "tf32"):
-        return xp.float32
-    return x.dtype
+def _compute_dtype(xp, x, argname, compute=None):
+    """The arithmetic dtype for input ``x`` by the precision policy (linalg_pc._policy): the
+    caller's ``compute``, else x's own format, at least fp32 (16-bit in: fp32)."""
+    fmt = format_of(x, argname=argname)  # raises for non-floating input, naming it
+    return Precision(compute=compute).resolve(fmt).compute_dtype(xp)
 
 
 class WoodburyInverse:
@@ -75,15 +76,19 @@ class WoodburyInverse:
     lam : float
         Damping λ > 0.
     G : array (k, d)
-        Gradients as rows (any supported library; 16-bit input computes in float32).
+        Gradients as rows (any supported library).
     m : float, optional
         Normalization of the sum (default k). Kept fixed by :meth:`add` / :meth:`remove`, as in
         M-FAC's sliding window of m gradients.
+    compute : None, "fp32" or "fp64"
+        The arithmetic (and the dtype of every product), by the precision policy
+        (linalg_pc._policy): default G's own format, at least fp32 (fp64 in: fp64; fp32 and
+        16-bit in: fp32).
 
     Instances are immutable: ``add``, ``remove`` and ``slide`` return new objects.
     """
 
-    def __init__(self, lam, G, *, m=None):
+    def __init__(self, lam, G, *, m=None, compute=None):
         if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)):
             raise TypeError(f"lam must be a real number, got {type(lam).__name__}")
         if not (np.isfinite(lam) and lam > 0):
@@ -93,7 +98,7 @@ class WoodburyInverse:
                              f"{getattr(G, 'shape', type(G).__name__)}")
         xp = array_namespace(G)
         check_finite(xp, G, "G")
-        dt = _compute_dtype(xp, G, "G")
+        dt = _compute_dtype(xp, G, "G", compute)
         G = xp.astype(G, dt) if G.dtype != dt else G
         k = G.shape[0]
         if m is None:
@@ -254,7 +259,7 @@ class ShermanMorrisonResult(NamedTuple):
     singular: Any
 
 
-def sherman_morrison_update(Jinv, u, v=None) -> ShermanMorrisonResult:
+def sherman_morrison_update(Jinv, u, v=None, *, compute=None) -> ShermanMorrisonResult:
     """Inverse of J + uvᵀ from Jinv = J⁻¹ in O(d²): J⁻¹ − (J⁻¹u)(vᵀJ⁻¹) / (1 + vᵀJ⁻¹u).
 
     Parameters
@@ -263,6 +268,9 @@ def sherman_morrison_update(Jinv, u, v=None) -> ShermanMorrisonResult:
     u : array (..., d)
     v : array (..., d), optional
         Default u (the symmetric update MKOR uses: J̃ − J̃uuᵀJ̃ / (1 + uᵀJ̃u)).
+    compute : None, "fp32" or "fp64"
+        The arithmetic and the dtype of the result (linalg_pc._policy): default Jinv's own
+        format, at least fp32.
 
     Returns
     -------
@@ -296,7 +304,7 @@ def sherman_morrison_update(Jinv, u, v=None) -> ShermanMorrisonResult:
     check_finite(xp, Jinv, "Jinv")
     check_finite(xp, u, "u")
     check_finite(xp, v, "v")
-    dt = _compute_dtype(xp, Jinv, "Jinv")
+    dt = _compute_dtype(xp, Jinv, "Jinv", compute)
     Jinv, u, v = (xp.astype(a, dt) if a.dtype != dt else a for a in (Jinv, u, v))
     Ju = xp.matmul(Jinv, u[..., None])[..., 0]  # J⁻¹u
     vJ = xp.matmul(v[..., None, :], Jinv)[..., 0, :]  # vᵀJ⁻¹

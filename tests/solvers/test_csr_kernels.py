@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from linalg_pc._kernels import _twins
-from linalg_pc._kernels import cpu_solvers as K
+from linalg_pc._kernels import cpu_csr as K
 
 
 def _matrix(n, rng, dtype):

@@ -229,7 +229,7 @@ def test_fp32_refinement_reaches_fp64_residual(rng):
     b = rng.standard_normal(A.shape[0])
     rtol = 1e-12
     ref = lpc.pcg(A, b, rtol=rtol)
-    mixed = lpc.pcg(A, b, rtol=rtol, precision="fp32")
+    mixed = lpc.pcg(A, b, rtol=rtol, compute="fp32")
     assert ref.status == "converged" and mixed.status == "converged"
     assert mixed.x.dtype == np.float64
     assert mixed.true_residual_norm < rtol * np.linalg.norm(b)
@@ -248,7 +248,7 @@ def test_fp32_refinement_multi_and_batched(shape, rng):
     if shape == "multi":
         A = poisson(10, 2)
         b = rng.standard_normal((A.shape[0], 3))
-        res = lpc.pcg(A.toarray(), b, rtol=rtol, precision="fp32")
+        res = lpc.pcg(A.toarray(), b, rtol=rtol, compute="fp32")
         r = b - A @ res.x
         nb = np.linalg.norm(b, axis=0)
         assert np.all(np.linalg.norm(r, axis=0) < rtol * nb)
@@ -256,7 +256,7 @@ def test_fp32_refinement_multi_and_batched(shape, rng):
         J = rng.standard_normal((5, 30, 8))
         A = J.transpose(0, 2, 1) @ J
         b = rng.standard_normal((5, 8))
-        res = lpc.pcg(A, b, rtol=rtol, precision="fp32")
+        res = lpc.pcg(A, b, rtol=rtol, compute="fp32")
         r = b - (A @ res.x[..., None])[..., 0]
         assert np.all(np.linalg.norm(r, axis=1) < rtol * np.linalg.norm(b, axis=1))
     assert np.all(res.status == "converged")
@@ -373,7 +373,7 @@ def test_refinement_every_namespace(xp, rng):
     J = rng.standard_normal((40, n))
     A = J.T @ J + 0.5 * np.eye(n)
     b = rng.standard_normal(n)
-    res = lpc.pcg(xp.asarray(A), xp.asarray(b), rtol=1e-13, precision="fp32")
+    res = lpc.pcg(xp.asarray(A), xp.asarray(b), rtol=1e-13, compute="fp32")
     assert res.status == "converged"
     x = to_numpy(res.x)
     assert np.linalg.norm(b - A @ x) < 1e-13 * np.linalg.norm(b)
@@ -392,6 +392,17 @@ def test_cupy_sparse():
 
 
 # --------------------------------------------------------------------------- bad input
+def test_precision_is_a_deprecated_alias_of_compute(rng):
+    """precision= still works, warns, and gives exactly the compute= result."""
+    A = poisson(8, 2)
+    b = rng.standard_normal(A.shape[0])
+    new = lpc.pcg(A, b, rtol=1e-13, compute="fp32")
+    with pytest.warns(DeprecationWarning, match="compute"):
+        old = lpc.pcg(A, b, rtol=1e-13, precision="fp32")
+    assert old.status == new.status and old.iterations == new.iterations
+    assert np.array_equal(old.x, new.x)
+
+
 def test_bad_input_names_argument():
     A = np.eye(3)
     with pytest.raises(ValueError, match="A"):
@@ -422,6 +433,12 @@ def test_bad_input_names_argument():
         lpc.pcg(A, np.ones(3), check_every=0)
     with pytest.raises(ValueError, match="precision"):
         lpc.pcg(A, np.ones(3), precision="fp8")
+    with pytest.raises(ValueError, match="compute"):
+        lpc.pcg(A, np.ones(3), compute="fp8")
+    with pytest.raises(ValueError, match="compute"):
+        lpc.pcg(A, np.ones(3), compute="bf16")
+    with pytest.raises(ValueError, match="compute"):
+        lpc.pcg(A, np.ones(3), compute="fp32", precision="fp32")
     with pytest.raises(TypeError):
         lpc.pcg(A, np.ones(3, dtype=complex))
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import linalg_pc as lpc
 from linalg_pc._backend import to_numpy
-from linalg_pc._kernels.cpu_solvers import jacobi_eigh
+from linalg_pc._kernels.cpu_dense_small import jacobi_eigh
 from linalg_pc.precision import unit_roundoff
 
 U64 = unit_roundoff("fp64")
@@ -396,7 +396,7 @@ def test_bad_input():
        kind=st.sampled_from(["spd", "indefinite", "diagonal", "clustered"]))
 def test_sym_eigvals_matches_lapack(n, seed, logc, kind):
     """The tridiagonal-QL eigenvalues used for cond(H) in the DCReg kernel."""
-    from linalg_pc._kernels.cpu_solvers import sym_eigvals
+    from linalg_pc._kernels.cpu_dense_small import sym_eigvals
 
     g = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(g.standard_normal((n, n)))
@@ -415,7 +415,7 @@ def test_sym_eigvals_matches_lapack(n, seed, logc, kind):
 
 def test_cond_lanes_kernel(rng):
     """κ(H) from the lane-vectorized Jacobi used by the DCReg kernel, ragged last group."""
-    from linalg_pc._kernels import cpu_solvers as K
+    from linalg_pc._kernels import cpu_dense_small as K
 
     N, n = 37, 6
     J = rng.standard_normal((N, 12, n))
@@ -424,8 +424,8 @@ def test_cond_lanes_kernel(rng):
     H[5] = np.diag([1.0, 2.0, 3.0, -1.0, 5.0, 6.0])
     out = np.empty(N)
     L = K.LANES
-    K._cond_lanes(H, 0, N, out, np.empty((n, n, L)), np.empty(L), np.empty(L), np.empty(L),
-                  np.empty((n, n)), np.empty(n), np.empty(n), U64)
+    K.cond_lanes(H, 0, N, out, np.empty((n, n, L)), np.empty(L), np.empty(L), np.empty(L),
+                 np.empty((n, n)), np.empty(n), np.empty(n), U64)
     ev = np.linalg.eigvalsh(H)
     ref = np.where(ev[:, 0] > 0, ev[:, -1] / ev[:, 0], np.inf)
     fin = np.isfinite(ref)

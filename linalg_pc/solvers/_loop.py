@@ -1,0 +1,183 @@
+"""The one PCG loop: stopping test, true-residual checks and replacement, stall detection, history
+and status, over any engine that does the arithmetic.
+
+An :class:`Engine` holds the vectors of K systems (K right-hand sides of one A, or K independent
+systems) in its own layout and library and exposes the five steps of Hestenes–Stiefel PCG as
+SciPy's ``cg`` orders them; :func:`run` owns every decision. Engines today: the generic array-API
+engine (:mod:`linalg_pc.solvers._engine_xp`: dense, operator and batched systems in any
+namespace) and the fused Numba CSR passes (:mod:`linalg_pc.solvers._engine_csr`). The batched
+small-system kernel (:mod:`linalg_pc._kernels.cpu_pcg_small`) runs the same rules inside Numba,
+with the codes and constants of :mod:`linalg_pc.solvers._status` passed in.
+
+:class:`Stopping` is the state of the rules (active mask, status, best true residual, stall
+counts); the iterative refinement of ``pcg(compute="fp32")`` uses it for its outer loop as well.
+
+The rules, per system (van der Vorst & Ye, SISC 22, 2000 for the residual replacement):
+
+1. Before each step, the recursive residual ‖r‖ is tested against max(rtol·‖b‖, atol); a pass,
+   or every ``check_every`` steps, triggers a true-residual check: ``b − A x`` is recomputed,
+   replaces r, and convergence is declared only when *it* passes the test.
+2. At a check, the stall rule of :class:`linalg_pc.solvers._status.StopRule` counts stalled
+   checks; ``stall_limit`` of them in a row end the system with "breakdown"; a non-finite true
+   residual ends it with "nonfinite".
+3. ``rho = rᵀz`` and ``pᵀAp`` must be finite ("nonfinite" otherwise) and positive
+   ("indefinite"); a non-finite updated residual ends the system with "nonfinite".
+4. A system still running after ``maxiter`` steps ends with "maxiter".
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from ._status import BREAKDOWN, CONVERGED, INDEFINITE, MAXITER, NONFINITE, STOP_RULE, StopRule
+
+__all__ = ["Engine", "Stopping", "LoopResult", "run", "trim_history"]
+
+
+class Engine(Protocol):
+    """The arithmetic of PCG on K systems; every method takes/returns float64 NumPy arrays (K,).
+
+    ``active`` masks the systems still iterating (an engine must leave the others unchanged).
+    """
+
+    def init(self) -> np.ndarray:
+        """Set x = x0 (0 for a zero right-hand side), r = b − A x, p = 0; return ‖r‖."""
+
+    def true_residual(self, replace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Compute rt = b − A x; replace r by rt where ``replace``; return (‖rt‖, ‖r − rt‖)."""
+
+    def precondition(self, active: np.ndarray) -> np.ndarray:
+        """z = M r (z = r without M); return rho = rᵀz."""
+
+    def direction(self, beta: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """p = z + beta p where active; q = A p; return pᵀq."""
+
+    def update(self, alpha: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """x += alpha p, r −= alpha q where active; return ‖r‖."""
+
+    def current_x(self) -> Any:
+        """The current iterate in the caller's shape (for a callback)."""
+
+    def X(self) -> Any:
+        """The final iterate in the engine's layout."""
+
+
+class LoopResult(NamedTuple):
+    """What :func:`run` returns: X in the engine's layout; per system (K,) iterations, int8
+    status codes and true residual norms; the history (k + 1, K)."""
+
+    X: Any
+    iters: np.ndarray
+    hist: np.ndarray
+    status: np.ndarray
+    tnorm: np.ndarray
+
+
+class Stopping:
+    """The stopping state of K systems under one :class:`StopRule` (see the module docstring).
+
+    ``tnorm`` holds the true residual where a check ended a system, -1 elsewhere.
+    """
+
+    def __init__(self, tol: np.ndarray, rule: StopRule = STOP_RULE, best=None):
+        K = tol.shape[0]
+        self.tol = tol
+        self.rule = rule
+        self.active = np.ones(K, dtype=bool)
+        self.status = np.full(K, MAXITER, dtype=np.int8)
+        self.tnorm = np.full(K, -1.0)
+        self.stall = np.zeros(K, dtype=np.int64)
+        self.best = np.full(K, np.inf) if best is None else np.array(best, dtype=np.float64)
+
+    def passes(self, rn: np.ndarray) -> np.ndarray:
+        """The stopping test ‖r‖ < tol (or ‖r‖ = 0) on the active systems."""
+        return self.active & ((rn < self.tol) | (rn == 0))
+
+    def end(self, mask: np.ndarray, code: int, tn=None) -> None:
+        """End the systems in ``mask`` with status ``code`` (recording ``tn`` if given)."""
+        self.status[mask] = code
+        if tn is not None:
+            self.tnorm[mask] = tn[mask]
+        self.active &= ~mask
+
+    def check(self, cand: np.ndarray, tn: np.ndarray, gap: np.ndarray) -> None:
+        """A true-residual check: candidates whose true residual ``tn`` passes converge; then the
+        stall rule (``gap`` = ‖r − rt‖, the drift of the recursive residual) and the finiteness
+        of ``tn`` are applied to the systems still active."""
+        r = self.rule
+        self.end(cand & ((tn < self.tol) | (tn == 0)), CONVERGED, tn)
+        self.stall = np.where(tn <= r.improve * self.best, 0,
+                              np.where(gap >= r.gap_ratio * tn, self.stall + 1, self.stall))
+        self.best = np.minimum(self.best, tn)
+        self.end(self.active & (self.stall >= r.stall_limit), BREAKDOWN, tn)
+        self.end(self.active & ~np.isfinite(tn), NONFINITE)
+
+    def positive(self, v: np.ndarray) -> None:
+        """``rho`` or ``pᵀAp``: end active systems where it is not finite or not positive."""
+        self.end(self.active & ~np.isfinite(v), NONFINITE)
+        self.end(self.active & (v <= 0), INDEFINITE)
+
+    def finite(self, rn: np.ndarray) -> None:
+        """End active systems whose updated residual norm is not finite."""
+        self.end(self.active & ~np.isfinite(rn), NONFINITE)
+
+
+def run(eng: Engine, tol: np.ndarray, maxiter: int, check_every: int, callback=None,
+        rule: StopRule = STOP_RULE) -> LoopResult:
+    """PCG on the K systems of ``eng`` with absolute tolerances ``tol`` (K,): the loop every
+    engine shares (see the module docstring for the rules)."""
+    Kn = tol.shape[0]
+    rn = eng.init()
+    hist = [rn.copy()]
+    st = Stopping(tol, rule)
+    iters = np.zeros(Kn, dtype=np.int64)
+    rho_prev = np.ones(Kn)
+    k = 0
+    with np.errstate(all="ignore"):
+        while True:
+            cand = st.passes(rn)
+            if cand.any() or (k > 0 and k % check_every == 0):
+                was = st.active.copy()
+                tn, gap = eng.true_residual(st.active)
+                st.check(cand, tn, gap)
+                rn = np.where(was & np.isfinite(tn), tn, rn)
+                hist[-1] = rn.copy()
+            if not st.active.any() or k >= maxiter:
+                break
+            rho = eng.precondition(st.active)
+            st.positive(rho)
+            if not st.active.any():
+                break
+            beta = np.where(st.active, rho / rho_prev, 0.0) if k > 0 else np.zeros(Kn)
+            beta = np.where(np.isfinite(beta), beta, 0.0)
+            pq = eng.direction(beta, st.active)
+            st.positive(pq)
+            if not st.active.any():
+                break
+            active = st.active
+            alpha = np.where(active, rho / pq, 0.0)
+            rn_new = eng.update(alpha, active)
+            rho_prev = np.where(active, rho, rho_prev)
+            k += 1
+            iters[active] = k
+            rn = np.where(active, rn_new, rn)
+            hist.append(rn.copy())
+            st.finite(rn)
+            if callback is not None:
+                callback(eng.current_x())
+        tnorm = st.tnorm
+        need = tnorm < 0
+        if need.any():
+            tn, _ = eng.true_residual(np.zeros(Kn, dtype=bool))
+            tnorm = np.where(need, tn, tnorm)
+    return LoopResult(eng.X(), iters, np.asarray(hist, dtype=np.float64), st.status, tnorm)
+
+
+def trim_history(hist: np.ndarray, iters: np.ndarray) -> np.ndarray:
+    """(k_max + 1, N) history from per-system rows hist (N, ≥ k_max + 1) valid up to iters[s],
+    each row continued with its last value."""
+    kmax = int(iters.max()) if iters.size else 0
+    cols = np.minimum(np.arange(kmax + 1)[None, :], iters[:, None])
+    return np.ascontiguousarray(np.take_along_axis(hist[:, : kmax + 1], cols, axis=1).T)

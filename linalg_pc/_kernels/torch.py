@@ -6,6 +6,8 @@ torch tensors over memory from ``_buffers`` (recycled like the NumPy results) or
 ``out``. So fp32 <-> bf16 on a CPU tensor costs what it costs on a NumPy array, and stochastic
 rounding gives the same bits as on NumPy for the same seed. A non-contiguous CPU tensor is made
 contiguous first (one copy; element i of the hash is the i-th element in C order either way).
+Decoding below ``cpu.PARALLEL_THRESHOLD`` elements uses PyTorch's cast (the same bits: a shift),
+whose call costs less than the views (3 against 19 µs for 1024 values).
 
 Tensors on other devices (CUDA), and tensors that require grad (the result keeps the autograd
 graph), take PyTorch's own casts, with NaNs written as ml_dtypes does (the quiet NaN with the
@@ -100,8 +102,8 @@ def _store_16(xp, x, src, dst, mode, out, rand):
 @_cv.register("torch", _cv.DECODE, "bf16", "fp32")
 @_cv.register("torch", _cv.STORE, "bf16", "fp32")
 def _decode_bf16(xp, x, src, dst, mode, out, rand):
-    if not _host(x):
-        return None  # generic path: torch's cast (exact)
+    if not _host(x) or x.numel() < cpu.PARALLEL_THRESHOLD:
+        return None  # generic path: torch's cast (exact; cheaper than the views when small)
     xc = x.contiguous()
     res = _new(x.shape, torch.float32) if out is None else out
     cpu.bf16_bits_to_f32(_bits(xc), out=res.numpy())

@@ -43,7 +43,7 @@ from ._formats import FORMATS, Format
 from ._kernels import fallback as _fallback
 
 __all__ = ["EMULATE", "STORE", "DECODE", "OPS", "MODES", "convert", "register", "kernel_for",
-           "check_out", "Randomness", "contains"]
+           "check_out", "write", "Randomness", "contains"]
 
 EMULATE, STORE, DECODE = "emulate", "store", "decode"
 OPS = (EMULATE, STORE, DECODE)

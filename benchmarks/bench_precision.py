@@ -11,6 +11,12 @@ recycled from the previous call's freed result (``lpc.set_buffer_cache``); the "
 rows turn that off, so the output pages are faulted in on every call, as they are for
 ``astype`` (on virtual machines that return freed memory to the host this first touch varies by
 several times from run to run). The ``out=`` rows show the conversion itself.
+
+PyTorch rows (when torch is installed): the same conversions of a CPU tensor, which run the same
+Numba kernels on the tensor's memory, against ours on the NumPy array of the same data (the
+target: speedup >= 0.67, within 1.5x) and against PyTorch's own ``.bfloat16()`` / ``.float()``
+where it applies (the results are compared bit for bit; stochastic rows check the bits against
+ours on NumPy with the same seed).
 """
 
 from __future__ import annotations
@@ -51,6 +57,63 @@ def _no_recycling(f):
     return g
 
 
+def _host(a) -> np.ndarray:
+    """A NumPy view of a result of either library (a torch bf16 tensor as int16)."""
+    if isinstance(a, np.ndarray):
+        return a
+    import torch
+
+    return a.view(torch.int16).numpy() if a.dtype == torch.bfloat16 else a.numpy()
+
+
+def _bits_equal_any(ours, base) -> dict:
+    return _bits_equal(_host(ours), _host(base))
+
+
+def _torch_cases(x, s, out16, out32, label) -> list[Case]:
+    try:
+        import torch
+    except ImportError:
+        return []
+    t = torch.from_numpy(x)  # the same memory
+    ts = torch.from_numpy(s.view(np.int16)).view(torch.bfloat16)
+    t_out16 = torch.empty(t.shape, dtype=torch.bfloat16)
+    t_out32 = torch.empty(t.shape, dtype=torch.float32)
+    acc = _bits_equal_any
+    return [
+        Case(f"torch fp32->bf16 nearest {label}", lambda: lpc.to_storage(t, "bf16"),
+             lambda: lpc.to_storage(x, "bf16"), "ours on NumPy", accuracy=acc),
+        Case(f"torch fp32->bf16 nearest {label} vs torch", lambda: lpc.to_storage(t, "bf16"),
+             lambda: t.bfloat16(), "torch .bfloat16()", accuracy=acc),
+        Case(f"torch fp32->bf16 nearest {label} out=",
+             lambda: lpc.to_storage(t, "bf16", out=t_out16),
+             lambda: lpc.to_storage(x, "bf16", out=out16), "ours on NumPy out=", accuracy=acc),
+        Case(f"torch fp32->bf16 stochastic {label}",
+             lambda: lpc.to_storage(t, "bf16", mode="stochastic", rng=1),
+             lambda: lpc.to_storage(x, "bf16", mode="stochastic", rng=1), "ours on NumPy",
+             accuracy=acc),
+        Case(f"torch fp32->bf16 stochastic {label} vs torch",
+             lambda: lpc.to_storage(t, "bf16", mode="stochastic", rng=1),
+             lambda: t.bfloat16(), "torch .bfloat16() (nearest)",
+             accuracy=lambda o, b: _neighbours(x)(_host(o), None)),
+        Case(f"torch bf16->fp32 {label}", lambda: lpc.from_storage(ts, "fp32"),
+             lambda: lpc.from_storage(s, "fp32"), "ours on NumPy", accuracy=acc),
+        Case(f"torch bf16->fp32 {label} vs torch", lambda: lpc.from_storage(ts, "fp32"),
+             lambda: ts.float(), "torch .float()", accuracy=acc),
+        Case(f"torch bf16->fp32 {label} out=", lambda: lpc.from_storage(ts, "fp32", out=t_out32),
+             lambda: lpc.from_storage(s, "fp32", out=out32), "ours on NumPy out=",
+             accuracy=acc),
+        Case(f"torch round_to fp32 bf16 {label}", lambda: lpc.round_to(t, "bf16"),
+             lambda: lpc.round_to(x, "bf16"), "ours on NumPy", accuracy=acc),
+        Case(f"torch round_to fp32 bf16 {label} vs torch", lambda: lpc.round_to(t, "bf16"),
+             lambda: t.bfloat16().float(), "torch .bfloat16().float()", accuracy=acc),
+        Case(f"torch round_to fp32 bf16 stochastic {label}",
+             lambda: lpc.round_to(t, "bf16", mode="stochastic", rng=1),
+             lambda: lpc.round_to(x, "bf16", mode="stochastic", rng=1), "ours on NumPy",
+             accuracy=acc),
+    ]
+
+
 def cases(quick: bool) -> list[Case]:
     n = (1 << 22) if quick else (1 << 24)
     rng = np.random.default_rng(0)
@@ -59,6 +122,10 @@ def cases(quick: bool) -> list[Case]:
     out16 = np.empty(n, BF16)
     out32 = np.empty(n, np.float32)
     label = f"{n // (1 << 20)}M"
+    return _numpy_cases(x, s, out16, out32, label) + _torch_cases(x, s, out16, out32, label)
+
+
+def _numpy_cases(x, s, out16, out32, label) -> list[Case]:
     return [
         Case(f"fp32->bf16 nearest {label}", lambda: lpc.to_storage(x, "bf16"),
              lambda: x.astype(BF16), "ml_dtypes astype", accuracy=_bits_equal),

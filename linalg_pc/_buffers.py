@@ -30,6 +30,7 @@ the process.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 
@@ -105,8 +106,11 @@ def empty(shape, dtype) -> np.ndarray:
         Writeable and C-contiguous; ``owndata`` is False for a recycled block.
     """
     dtype = np.dtype(dtype)
-    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    else:
+        shape = tuple(int(s) for s in shape)
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < MIN_BYTES or _State.max_bytes <= 0:
         return np.empty(shape, dtype=dtype)
     block = None

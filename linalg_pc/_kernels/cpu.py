@@ -4,15 +4,20 @@ Numba cannot take bfloat16 arrays, so every kernel works on unsigned-integer vie
 ``uint32``, bf16 as ``uint16``. The kernels are fused elementwise loops (``prange`` over the
 data); none of them does linear algebra (that stays in BLAS).
 
-Round to nearest even on the bit pattern (REFERENCE §1): add ``0x7FFF + ((b >> 16) & 1)`` and keep
-the top 16 bits. NaN becomes the canonical quiet NaN with its sign (``sign | 0x7FC0``), as
-ml_dtypes does; ±inf stays; a finite value that rounds past the largest bf16 becomes inf.
+Round to nearest even on the bit pattern (docs/precision.md, "Kernels"): add
+``0x7FFF + ((b >> 16) & 1)`` and keep the top 16 bits. NaN becomes the canonical quiet NaN with
+its sign (``sign | 0x7FC0``), as ml_dtypes does; ±inf stays; a finite value that rounds past the
+largest bf16 becomes inf.
 
 Stochastic rounding adds a uniform random 16-bit integer to the low half of the fp32 pattern and
 truncates: the result is one of the two bf16 neighbours, the upper one with probability equal to
 the distance from the lower one in units of the bf16 spacing (unbiased). The random bits come from
 a counter-based hash of (seed, index), so results depend on the seed only, never on the number of
 threads.
+
+The bottom of this module registers the NumPy entries of the conversion table
+(``linalg_pc/_backend/convert.py``): fp32/fp16/fp64 -> bf16 storage, round-to-bf16 emulation,
+bf16 -> fp32/fp64 decoding, and the fp16 casts with ml_dtypes' NaN convention.
 
 Decoding to a large output (``NT_MIN_BYTES`` and up) writes 8 lanes at a time with
 non-temporal stores (``_llvm.decode8_nt``): the output is not read into the cache before it is
@@ -25,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _buffers
+from .._backend import convert as _cv
 from ._llvm import NT_ALIGN, decode8_nt, store_fence
 from ._twins import twins, use_parallel
 
@@ -173,25 +179,35 @@ def decode_bf16_into(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return dst
 
 
-def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
-    """Decode bf16 bit patterns (any 16-bit view) to a float32 array (exact)."""
+def bf16_bits_to_f32(bits: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode bf16 bit patterns (any 16-bit view) to a float32 array (exact).
+
+    ``out``: a C-contiguous 32-bit array of bits' size to write into (no allocation).
+    """
     src = _flat(bits, np.uint16)
+    if out is not None:
+        decode_bf16_into(src, out.reshape(-1).view(np.uint32))
+        return out
     dst = _buffers.empty(src.size, np.uint32)
     decode_bf16_into(src, dst)
     return dst.view(np.float32).reshape(bits.shape)
 
 
-def f32_round_bf16(x: np.ndarray, *, seed: int | None = None) -> np.ndarray:
-    """Round a float32 array to bf16 values, returned as float32 (fused: no 16-bit temporary)."""
+def f32_round_bf16(x: np.ndarray, *, seed: int | None = None,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Round a float32 array to bf16 values, returned as float32 (fused: no 16-bit temporary).
+
+    ``out``: a C-contiguous 32-bit array of x's size to write into (no allocation).
+    """
     src = _flat(x, np.uint32)
-    dst = _buffers.empty(src.size, np.uint32)
+    dst = _buffers.empty(src.size, np.uint32) if out is None else out.reshape(-1).view(np.uint32)
     par = use_parallel(src.size, "convert")
     if seed is None:
         (_f32_round_bf16_rne_par if par else _f32_round_bf16_rne_seq)(src, dst)
     else:
         s = np.uint32(seed & 0xFFFFFFFF)
         (_f32_round_bf16_sr_par if par else _f32_round_bf16_sr_seq)(src, dst, s)
-    return dst.view(np.float32).reshape(x.shape)
+    return dst.view(np.float32).reshape(x.shape) if out is None else out
 
 
 @njit(cache=True)
@@ -201,7 +217,8 @@ def recursive_sum_bf16(values, seed):
     ``seed < 0`` rounds to nearest even, otherwise stochastically (random bits from ``seed``).
     The additions run in float32 (exact for two bf16-representable operands of similar size,
     else one fp32 rounding first: the model of a bf16 accumulator fed by an fp32 adder).
-    Returns the final sum as float32. This is the stagnation experiment of REFERENCE §1.
+    Returns the final sum as float32. This is the stagnation experiment of Connolly, Higham and
+    Mary, SISC 43 (2021).
     """
     acc = np.zeros(1, dtype=np.float32)
     bits = acc.view(np.uint32)
@@ -221,3 +238,70 @@ def recursive_sum_f32(values):
     for i in range(values.size):
         acc = np.float32(acc + values[i])
     return acc
+
+
+# --------------------------------------------------------------------------- conversion table
+_BF16 = None
+
+
+def _bf16():
+    global _BF16
+    if _BF16 is None:
+        import ml_dtypes
+
+        _BF16 = np.dtype(ml_dtypes.bfloat16)
+    return _BF16
+
+
+def _seed(mode, rand):
+    return rand.seed() if mode == "stochastic" else None
+
+
+@_cv.register("numpy", _cv.EMULATE, "fp32", "bf16", ("nearest", "stochastic"))
+def _np_round_bf16(xp, x, src, dst, mode, out, rand):
+    return f32_round_bf16(x, seed=_seed(mode, rand), out=out)
+
+
+@_cv.register("numpy", _cv.STORE, ("fp32", "fp16"), "bf16", ("nearest", "stochastic"))
+def _np_store_bf16(xp, x, src, dst, mode, out, rand):
+    x32 = x.astype(np.float32) if src.name == "fp16" else x
+    bits = f32_to_bf16_bits(x32, seed=_seed(mode, rand), out=out)
+    return out if out is not None else bits.view(_bf16())
+
+
+@_cv.register("numpy", _cv.STORE, "fp64", "bf16")
+@_cv.register("numpy", _cv.STORE, ("fp32", "fp16"), "bf16", "zero")
+def _np_store_bf16_rounded(xp, x, src, dst, mode, out, rand):
+    # one correct rounding in float64 (or toward zero); the encoding below is then exact
+    r = _cv.convert(x, src, dst, mode, op=_cv.EMULATE, rng=rand, xp=xp, lib="numpy")
+    bits = f32_to_bf16_bits(r.astype(np.float32), out=out)
+    return out if out is not None else bits.view(_bf16())
+
+
+@_cv.register("numpy", _cv.DECODE, "bf16", ("fp32", "fp64"))
+@_cv.register("numpy", _cv.STORE, "bf16", "fp32")
+def _np_decode_bf16(xp, x, src, dst, mode, out, rand):
+    if dst.name == "fp32":
+        return bf16_bits_to_f32(x.view(np.uint16), out=out)
+    return _cv.write(out, bf16_bits_to_f32(x.view(np.uint16)).astype(np.float64))
+
+
+def _fix_nan(x, r):
+    """NaNs of ``r`` become the quiet NaN with x's sign (ml_dtypes' convention)."""
+    nan = np.isnan(x)
+    if nan.any():
+        r = r.copy()
+        r[nan] = np.copysign(np.nan, x[nan])
+    return r
+
+
+@_cv.register("numpy", _cv.EMULATE, ("fp32", "fp64"), "fp16", "nearest")
+def _np_round_fp16(xp, x, src, dst, mode, out, rand):
+    with np.errstate(over="ignore"):
+        return _cv.write(out, _fix_nan(x, x.astype(np.float16).astype(x.dtype)))
+
+
+@_cv.register("numpy", _cv.STORE, ("fp32", "fp64"), "fp16", "nearest")
+def _np_store_fp16(xp, x, src, dst, mode, out, rand):
+    with np.errstate(over="ignore"):
+        return _cv.write(out, _fix_nan(x, x.astype(np.float16)))

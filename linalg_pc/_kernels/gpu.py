@@ -1,11 +1,16 @@
 """CuPy elementwise kernels for bf16 conversion on the GPU (same bit rules as ``cpu.py``).
 
-Built lazily on first use, so importing linalg_pc never needs CuPy.
+Built lazily on first use, so importing linalg_pc never needs CuPy; ``_backend.convert`` imports
+this module at the first conversion of a CuPy array, and the bottom of it registers the CuPy
+entries of the conversion table (fp32 -> bf16 storage and emulation, bf16 -> fp32/fp64 decoding).
 """
 
 from __future__ import annotations
 
 from functools import cache
+
+from .. import _backend as B
+from .._backend import convert as _cv
 
 _RNE = r"""
 unsigned int b = x;
@@ -43,20 +48,58 @@ def _kernels():
     return rne, sr, dec
 
 
-def f32_to_bf16_bits(x, *, seed=None):
-    """Round a CuPy float32 array to bf16 bit patterns (uint16); stochastic when seeded."""
+def f32_to_bf16_bits(x, *, seed=None, out=None):
+    """Round a CuPy float32 array to bf16 bit patterns (uint16); stochastic when seeded.
+
+    ``out``: a C-contiguous 16-bit CuPy array of x's shape to write into (returned).
+    """
     import cupy
 
     rne, sr, _ = _kernels()
     src = cupy.ascontiguousarray(x).view(cupy.uint32)
+    dst = () if out is None else (out.view(cupy.uint16),)
     if seed is None:
-        return rne(src)
-    return sr(src, cupy.uint32(seed & 0xFFFFFFFF))
+        bits = rne(src, *dst)
+    else:
+        bits = sr(src, cupy.uint32(seed & 0xFFFFFFFF), *dst)
+    return bits if out is None else out
 
 
-def bf16_bits_to_f32(bits):
-    """Decode CuPy bf16 bit patterns (any 16-bit view) to float32."""
+def bf16_bits_to_f32(bits, *, out=None):
+    """Decode CuPy bf16 bit patterns (any 16-bit view) to float32.
+
+    ``out``: a C-contiguous 32-bit CuPy array of bits' shape to write into (returned).
+    """
     import cupy
 
     _, _, dec = _kernels()
-    return dec(cupy.ascontiguousarray(bits).view(cupy.uint16)).view(cupy.float32)
+    src = cupy.ascontiguousarray(bits).view(cupy.uint16)
+    if out is None:
+        return dec(src).view(cupy.float32)
+    dec(src, out.view(cupy.uint32))
+    return out
+
+
+# --------------------------------------------------------------------------- conversion table
+def _seed(xp, x, mode, rand):
+    return rand.seed(xp, x) if mode == "stochastic" else None
+
+
+@_cv.register("cupy", _cv.EMULATE, "fp32", "bf16", ("nearest", "stochastic"))
+def _round_bf16(xp, x, src, dst, mode, out, rand):
+    return bf16_bits_to_f32(f32_to_bf16_bits(x, seed=_seed(xp, x, mode, rand)), out=out)
+
+
+@_cv.register("cupy", _cv.STORE, "fp32", "bf16", ("nearest", "stochastic"))
+def _store_bf16(xp, x, src, dst, mode, out, rand):
+    bits = f32_to_bf16_bits(x, seed=_seed(xp, x, mode, rand), out=out)
+    return out if out is not None else bits.view(B.native_dtype(xp, dst))
+
+
+@_cv.register("cupy", _cv.DECODE, "bf16", ("fp32", "fp64"))
+def _decode_bf16(xp, x, src, dst, mode, out, rand):
+    import cupy
+
+    if dst.name == "fp32":
+        return bf16_bits_to_f32(x.view(cupy.uint16), out=out)
+    return _cv.write(out, bf16_bits_to_f32(x.view(cupy.uint16)).astype(cupy.float64))

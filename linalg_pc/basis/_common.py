@@ -12,9 +12,10 @@ import math
 import numpy as np
 
 from .. import _backend as B
+from .._backend.convert import DECODE, STORE, convert
+from .._formats import get_format
 from .._operators import as_operator, host_or_device_ok, is_array, is_integer_dtype
 from .._policy import Precision
-from ..precision import from_storage, get_format, to_storage
 
 #: Default tolerance on the loss of orthogonality ``‖QᵀQ − I‖₂`` accepted by the input checks of
 #: :func:`complete_basis` and :func:`subspace_refresh`. A plain-BF16 basis drifts to ≈ 0.05 after
@@ -96,20 +97,14 @@ def decode(x, compute: str):
     f = B.format_of(x)
     if f.name == compute:
         return x
-    if f.bits == 16:
-        return from_storage(x, compute)
-    xp = B.array_namespace(x)
-    return xp.astype(x, B.native_dtype(xp, compute))
+    return convert(x, f, get_format(compute), op=DECODE)
 
 
 def encode(x, fmt):
     """Store the compute-format array ``x`` in format ``fmt`` (one rounding to nearest)."""
     f = get_format(fmt)
-    if f.bits == 16:
-        return to_storage(x, f)
-    xp = B.array_namespace(x)
-    dt = B.native_dtype(xp, f)
-    return x if x.dtype == dt else xp.astype(x, dt)
+    src = B.format_of(x)
+    return x if src == f else convert(x, src, f, op=STORE)
 
 
 def mT(xp, a):

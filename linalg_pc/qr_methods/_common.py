@@ -5,7 +5,7 @@ Every QR function of this package goes through the same three steps:
 1. :func:`prepare` checks the input (before any work), resolves the array namespace and the
    three formats (``compute``: the arithmetic, ``storage``: what Q and R are returned in,
    ``emulate``: the format every stored intermediate is rounded to, or None) and decodes ``A``
-   into the compute dtype (16-bit inputs are decoded exactly with ``from_storage``);
+   into the compute dtype (16-bit inputs are decoded exactly by ``_backend.convert``);
 2. the algorithm runs in the compute dtype, calling ``ctx.em(x)`` on everything it stores;
 3. :func:`finish` casts Q and R to the storage format and freezes the :class:`QRInfo`.
 """
@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _backend as B
+from .._backend.convert import DECODE, EMULATE, STORE, convert
 from .._formats import Format
 from .._policy import Precision, ResolvedPrecision
-from ..precision import from_storage, round_to, to_storage
 
 __all__ = ["QRResult", "QRInfo", "METHODS", "MODES", "TALL_ONLY"]
 
@@ -151,8 +151,9 @@ class Ctx:
         if self.emulate is None or x is None:
             return x
         if isinstance(x, np.generic):  # NumPy turns 0-d results into scalars (np.float64 is a
-            return round_to(np.asarray(x), self.emulate)[()]  # float, not an array)
-        return round_to(x, self.emulate)
+            x = np.asarray(x)  # float, not an array)
+            return convert(x, B.format_of(x), self.emulate, op=EMULATE, xp=np)[()]
+        return convert(x, B.format_of(x), self.emulate, op=EMULATE, xp=self.xp)
 
     def sub(self, mode: str, method: str = "householder") -> Ctx:
         """A context for an inner factorization of compute-format data (same arithmetic and
@@ -212,12 +213,7 @@ def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None
     if check:
         B.check_finite(xp, A, "A")
     fin, fc = prec.input, prec.compute
-    if fin.bits == 16:
-        Ac = from_storage(A, fc.name)
-    elif fin != fc:
-        Ac = xp.astype(A, prec.compute_dtype(xp))
-    else:
-        Ac = A
+    Ac = A if fin == fc else convert(A, fin, fc, op=DECODE, xp=xp)
     ctx = Ctx(xp=xp, prec=prec, mode=mode, trace=Trace(method=method, requested=method))
     if prec.emulate is not None:
         Ac = ctx.em(Ac)
@@ -228,10 +224,8 @@ def cast_out(ctx: Ctx, X):
     """X (compute dtype) in the storage format."""
     if X is None:
         return None
-    if ctx.storage.bits == 16:
-        return to_storage(X, ctx.storage)
-    dt = B.native_dtype(ctx.xp, ctx.storage)
-    return X if X.dtype == dt else ctx.xp.astype(X, dt)
+    src = B.format_of(X)
+    return X if src == ctx.storage else convert(X, src, ctx.storage, op=STORE, xp=ctx.xp)
 
 
 def finish(ctx: Ctx, Q, R) -> QRResult:

@@ -1,0 +1,258 @@
+"""The one conversion path: ``out=`` on every library, the kernel table, PyTorch on the Numba
+kernels (same bits as NumPy), randomness, and lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import linalg_pc as lpc
+import linalg_pc._backend as B
+from linalg_pc._backend import convert as cv
+from linalg_pc._formats import FORMATS
+from linalg_pc._kernels import _twins, fallback
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 3.4e38, -3.4e38, 2.0**-130,
+            -(2.0**-133), 1.0 + 2**-8, 65520.0, 1e-8]
+
+
+def _data(n=2000, seed=0, dtype=np.float32):
+    x = np.random.default_rng(seed).standard_normal(n) * 10.0 ** np.linspace(-5, 5, n)
+    x[: len(SPECIALS)] = SPECIALS
+    with np.errstate(over="ignore"):
+        return x.astype(dtype)
+
+
+def _bits(a) -> np.ndarray:
+    h = np.asarray(B.to_numpy(a))
+    return h.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[h.dtype.itemsize])
+
+
+def _empty(xp, like, fmt):
+    return xp.empty(tuple(like.shape), dtype=B.native_dtype(xp, fmt), device=B.device_of(like))
+
+
+# ----------------------------------------------------------------------------- out= everywhere
+CASES = [  # (function, input dtype, target, mode)
+    ("to_storage", np.float32, "bf16", "nearest"),
+    ("to_storage", np.float32, "bf16", "stochastic"),
+    ("to_storage", np.float64, "bf16", "zero"),
+    ("to_storage", np.float32, "fp16", "nearest"),
+    ("to_storage", np.float32, "fp16", "stochastic"),
+    ("to_storage", np.float64, "fp32", "nearest"),
+    ("to_storage", np.float64, "fp32", "stochastic"),
+    ("round_to", np.float32, "bf16", "nearest"),
+    ("round_to", np.float32, "bf16", "stochastic"),
+    ("round_to", np.float32, "fp16", "nearest"),
+    ("round_to", np.float64, "fp32", "stochastic"),
+    ("round_to", np.float64, "tf32", "zero"),
+    ("from_storage", "bf16", "fp32", None),
+    ("from_storage", "bf16", "fp64", None),
+    ("from_storage", np.float16, "fp32", None),
+    ("from_storage", np.float32, "fp32", None),
+]
+
+
+def _case_input(xp, dtype, n):
+    x = xp.asarray(_data(n, dtype=np.float32 if dtype == "bf16" else dtype))
+    return lpc.to_storage(x, "bf16") if dtype == "bf16" else x
+
+
+def _run(fn, x, target, mode, out=None):
+    if fn == "from_storage":
+        return lpc.from_storage(x, target, out=out)
+    f = getattr(lpc, fn)
+    kw = {"mode": mode, "rng": 11 if mode == "stochastic" else None}
+    return f(x, target, **kw, out=out)
+
+
+@pytest.mark.parametrize("fn,dtype,target,mode", CASES)
+def test_out_is_written_in_place_bit_for_bit(xp, fn, dtype, target, mode):
+    need = [target] if fn != "round_to" else []
+    need += {"bf16": ["bf16"], np.float16: ["fp16"]}.get(dtype, [])
+    if not all(B.has_dtype(xp, f) for f in need):
+        pytest.skip(f"{B.namespace_name(xp)} has no {need} dtype")
+    for n in (2000, _twins.POLICIES["convert"][0] + 3):  # below and above the threads' threshold
+        x = _case_input(xp, dtype, n)
+        want = _run(fn, x, target, mode)
+        fmt = B.format_of(x) if fn == "round_to" else FORMATS[target]
+        out = _empty(xp, x, fmt)
+        got = _run(fn, x, target, mode, out=out)
+        assert got is out
+        assert got.dtype == want.dtype and tuple(got.shape) == tuple(want.shape)
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+
+
+def test_torch_optimizer_state_written_in_place():
+    torch = pytest.importorskip("torch")
+    w = torch.from_numpy(_data(5000))
+    state = torch.empty(5000, dtype=torch.bfloat16)
+    ptr = state.data_ptr()
+    for mode in ("nearest", "stochastic"):
+        r = lpc.to_storage(w, "bf16", mode=mode, rng=3, out=state)
+        assert r is state and state.data_ptr() == ptr
+        want = lpc.to_storage(w.numpy(), "bf16", mode=mode, rng=3)
+        np.testing.assert_array_equal(state.view(torch.int16).numpy().view(np.uint16),
+                                      want.view(np.uint16))
+    dec = torch.empty(5000, dtype=torch.float32)
+    assert lpc.from_storage(state, out=dec) is dec
+    np.testing.assert_array_equal(dec.numpy(), want.astype(np.float32))
+
+
+def test_round_to_in_place():
+    torch = pytest.importorskip("torch")
+    for lib in ("numpy", "torch"):
+        x = _data(3000)
+        want = lpc.round_to(x, "bf16", mode="stochastic", rng=5)
+        a = torch.from_numpy(x.copy()) if lib == "torch" else x.copy()
+        assert lpc.round_to(a, "bf16", mode="stochastic", rng=5, out=a) is a
+        np.testing.assert_array_equal(_bits(a), _bits(want))
+
+
+# ----------------------------------------------------------------------------- out= validation
+def _bad_outs(xp, x):
+    f32 = xp.float32
+    dev = B.device_of(x)
+    if B.is_numpy(xp):
+        import array_api_strict as other
+    else:
+        other = np
+    bad = {"dtype": xp.empty(tuple(x.shape), dtype=xp.float64, device=dev),
+           "shape": xp.empty((x.shape[0] - 1,), dtype=f32, device=dev),
+           "library": other.empty(tuple(x.shape), dtype=other.float32),
+           "list": [0.0] * x.shape[0]}
+    wide = xp.empty((x.shape[0], 2), dtype=f32, device=dev)
+    if not B.is_strict(xp):
+        bad["non-contiguous"] = wide[:, 0]
+    if B.is_strict(xp):
+        bad["device"] = xp.empty(tuple(x.shape), dtype=f32, device=xp.Device("device1"))
+    return bad
+
+
+def test_bad_out_raises_naming_out_before_any_work(xp):
+    x = xp.asarray(_data(64, dtype=np.float64))
+    for why, out in _bad_outs(xp, x).items():
+        before = None if isinstance(out, list) else np.array(B.to_numpy(out), copy=True)
+        with pytest.raises(ValueError, match=r"\bout\b"):
+            lpc.to_storage(x, "fp32", out=out)
+        if before is not None:
+            np.testing.assert_array_equal(_bits(out), _bits(before), err_msg=why)
+    with pytest.raises(ValueError, match=r"\bout\b"):
+        lpc.round_to(x, "bf16", out=xp.empty((64,), dtype=xp.float32, device=B.device_of(x)))
+    with pytest.raises(ValueError, match=r"\bout\b"):
+        lpc.from_storage(x, "fp32", out=xp.empty((64,), dtype=xp.float64,
+                                                 device=B.device_of(x)))
+
+
+# ----------------------------------------------------------------------------- torch kernels
+@pytest.mark.parametrize("n", [1000, _twins.POLICIES["convert"][0] + 7])
+def test_torch_cpu_matches_numpy_bit_for_bit(n):
+    torch = pytest.importorskip("torch")
+    x = _data(n)
+    t = torch.from_numpy(x.copy())
+    for mode in ("nearest", "stochastic", "zero"):
+        kw = {"mode": mode, "rng": 21}
+        np.testing.assert_array_equal(_bits(lpc.to_storage(t, "bf16", **kw)),
+                                      _bits(lpc.to_storage(x, "bf16", **kw)))
+        np.testing.assert_array_equal(_bits(lpc.round_to(t, "bf16", **kw)),
+                                      _bits(lpc.round_to(x, "bf16", **kw)))
+    s = lpc.to_storage(x, "bf16")
+    ts = lpc.to_storage(t, "bf16")
+    np.testing.assert_array_equal(_bits(lpc.from_storage(ts)), _bits(lpc.from_storage(s)))
+    np.testing.assert_array_equal(_bits(lpc.from_storage(ts, "fp64")),
+                                  _bits(lpc.from_storage(s, "fp64")))
+
+
+def test_torch_decode_every_bf16_pattern_both_paths():
+    torch = pytest.importorskip("torch")
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    want = bits.astype(np.uint32) << 16
+    t = torch.from_numpy(bits.view(np.int16).copy()).view(torch.bfloat16)
+    np.testing.assert_array_equal(_bits(lpc.from_storage(t)), want)  # torch's cast (small)
+    big = t.repeat(2)  # the Numba kernel
+    np.testing.assert_array_equal(_bits(lpc.from_storage(big)), np.tile(want, 2))
+
+
+def test_torch_noncontiguous_and_multidimensional():
+    torch = pytest.importorskip("torch")
+    x = _data(40 * 90).reshape(40, 90)
+    t = torch.from_numpy(x.copy())[:, ::3]
+    assert not t.is_contiguous()
+    ref = np.ascontiguousarray(x[:, ::3])
+    for mode in ("nearest", "stochastic"):
+        s = lpc.to_storage(t, "bf16", mode=mode, rng=4)
+        assert s.dtype == torch.bfloat16 and tuple(s.shape) == (40, 30)
+        np.testing.assert_array_equal(_bits(s), _bits(lpc.to_storage(ref, "bf16", mode=mode,
+                                                                      rng=4)))
+    np.testing.assert_array_equal(_bits(lpc.from_storage(lpc.to_storage(t, "bf16").mT)),
+                                  _bits(lpc.from_storage(lpc.to_storage(ref, "bf16").T)))
+
+
+def test_torch_autograd_graph_kept():
+    torch = pytest.importorskip("torch")
+    w = torch.from_numpy(_data(100)).requires_grad_(True)
+    r = lpc.round_to(w, "bf16")
+    assert r.requires_grad
+    np.testing.assert_array_equal(_bits(r.detach()), _bits(lpc.round_to(w.detach(), "bf16")))
+
+
+def test_torch_generator_seeds_the_kernel():
+    torch = pytest.importorskip("torch")
+    t = torch.full((200_000,), 1.0 + 2.0**-9)
+    a = lpc.to_storage(t, "bf16", mode="stochastic", rng=torch.Generator().manual_seed(3))
+    b = lpc.to_storage(t, "bf16", mode="stochastic", rng=torch.Generator().manual_seed(3))
+    c = lpc.to_storage(t, "bf16", mode="stochastic", rng=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    vals = a.float()
+    assert set(torch.unique(vals).tolist()) <= {1.0, 1.0 + 2.0**-7}
+    p = 0.25
+    assert abs(float(vals.mean()) - (1 + 2.0**-9)) < 4 * 2.0**-7 * (p * (1 - p) / t.numel())**0.5
+
+
+# ----------------------------------------------------------------------------- table, randomness
+def test_table_keys_and_generic_default():
+    f32, bf16, fp16 = FORMATS["fp32"], FORMATS["bf16"], FORMATS["fp16"]
+    assert cv.kernel_for("numpy", cv.EMULATE, f32, bf16, "nearest") is not None
+    assert cv.kernel_for("numpy", cv.EMULATE, f32, bf16, "zero") is None  # the fallback
+    assert cv.kernel_for("array_api_strict", cv.STORE, f32, fp16, "nearest") is None
+    with pytest.raises(ValueError, match="op"):
+        cv.register("numpy", "cast", "fp32", "bf16")
+    x = _data(500, dtype=np.float64)
+    r = cv.convert(x, FORMATS["fp64"], bf16, "zero", op=cv.EMULATE)
+    ref = fallback.round_values(np, x, bf16, "zero")
+    np.testing.assert_array_equal(r.view(np.uint64), ref.view(np.uint64))
+
+
+def test_generator_advances_as_before():
+    """A stochastic conversion draws one 32-bit seed from a Generator first; the generic path
+    then draws its uniforms from it."""
+    x = _data(300, dtype=np.float64)
+    g = np.random.default_rng(9)
+    r = lpc.round_to(x, "bf16", mode="stochastic", rng=g)
+    g2 = np.random.default_rng(9)
+    g2.integers(0, 2**32, dtype=np.uint64)
+    ref = fallback.round_values(np, x, FORMATS["bf16"], "stochastic", g2.random(x.shape))
+    np.testing.assert_array_equal(r, ref)
+    assert g.random() == g2.random()
+
+
+def test_import_does_not_load_torch_or_cupy():
+    code = ("import sys, numpy as np, linalg_pc as lpc; "
+            "lpc.to_storage(np.ones(3, np.float32), 'bf16', mode='stochastic'); "
+            "lpc.round_to(np.ones(3), 'fp16'); lpc.from_storage(np.ones(3, np.float16)); "
+            "print('torch' in sys.modules, 'cupy' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert res.stdout.split() == ["False", "False"]
+
+
+def test_from_storage_numpy_fp64_out():
+    s = _data(100).astype(BF16)
+    out = np.empty(100, np.float64)
+    assert lpc.from_storage(s, "fp64", out=out) is out
+    np.testing.assert_array_equal(out, s.astype(np.float64))

@@ -42,17 +42,26 @@ Gaussian). LAPACK ``TESTING/LIN/dlatb4.f`` (the QR test types and their scaling)
 from __future__ import annotations
 
 import math
-import operator
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import _backend as B
-from .._formats import Format, get_format
-from ..precision import round_to, to_storage
-from .metrics import kappa as _kappa
+from .matrix_blocks import (
+    SINGULAR_VALUE_MODES,
+    SUITE_TYPE_KAPPA,
+    TestMatrix,
+    _fmt_kappa,
+    _generator,
+    _haar,
+    _kappa_arg,
+    _mode_arg,
+    _randsvd64,
+    _real,
+    _singular_values,
+    _size,
+    _store,
+    _target,
+)
+from .matrix_types import diagonal, scaled, triangular, zero
 
 __all__ = [
     "TestMatrix",
@@ -69,178 +78,6 @@ __all__ = [
     "triangular",
     "matrix_suite",
 ]
-
-#: Singular-value distributions of :func:`randsvd` (LAPACK ``xLATMS`` MODE 3, 4, 2, 1, 5).
-SINGULAR_VALUE_MODES = ("geometric", "arithmetic", "one_small", "one_large", "random")
-
-#: LAPACK's ``dlatb4`` SHRINK factor: the "scaled" types sit at ``SHRINK·tiny/eps`` and its
-#: reciprocal, i.e. a factor ``1/(4·eps)`` inside the normal range of the storage format.
-SHRINK = 0.25
-
-#: Condition number LAPACK's ``dlatb4`` gives the diagonal, triangular and scaled QR types.
-SUITE_TYPE_KAPPA = 2.0
-
-
-@dataclass(frozen=True, eq=False)
-class TestMatrix:
-    """A generated test matrix and what is known about it.
-
-    Attributes
-    ----------
-    A : array
-        The matrix in the requested library and storage format.
-    name : str
-        A short label, unique within a :func:`matrix_suite` (e.g. ``"randsvd(kappa=100)"``).
-    kappa : float
-        2-norm condition number of the float64 matrix before rounding (float64 SVD).
-    kappa_stored : float
-        2-norm condition number of the stored, rounded matrix (float64 SVD of its values).
-    params : dict
-        The generator and its parameters (JSON-serialisable plain values).
-    """
-
-    __test__: ClassVar[bool] = False  # not a pytest test class
-
-    A: Any
-    name: str
-    kappa: float
-    kappa_stored: float
-    params: dict = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple:
-        return tuple(self.A.shape)
-
-    def __repr__(self) -> str:
-        lib = B.namespace_name(B.array_namespace(self.A))
-        fmt = B.format_of(self.A).name
-        return (f"TestMatrix(name={self.name!r}, shape={self.shape}, {lib} {fmt}, "
-                f"kappa={self.kappa:.3g}, kappa_stored={self.kappa_stored:.3g})")
-
-
-# --------------------------------------------------------------------------- validation
-def _size(value, argname: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{argname} must be a non-negative integer, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{argname} must be a non-negative integer, got "
-                        f"{type(value).__name__}") from None
-    if v < 0:
-        raise ValueError(f"{argname} must be a non-negative integer, got {v}")
-    return v
-
-
-def _real(value, argname: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{argname} must be a real number, got {type(value).__name__}")
-    return float(value)
-
-
-def _kappa_arg(value, argname: str = "kappa") -> float:
-    k = _real(value, argname)
-    if not (math.isfinite(k) and k >= 1.0):
-        raise ValueError(f"{argname} must be a finite number >= 1, got {value!r}")
-    return k
-
-
-def _mode_arg(mode) -> str:
-    if mode not in SINGULAR_VALUE_MODES:
-        raise ValueError(f"mode must be one of {SINGULAR_VALUE_MODES}, got {mode!r}")
-    return mode
-
-
-def _target(dtype, xp):
-    """Validate the storage format and target namespace before any work."""
-    f = get_format(dtype, argname="dtype")
-    if xp is None:
-        xp = B.array_namespace(np.zeros(0))
-    if not isinstance(xp, ModuleType):
-        raise TypeError(f"xp must be an array namespace (module), got {type(xp).__name__}")
-    store = "fp32" if f.name == "tf32" else f.name
-    if B.supported(xp) and not B.has_dtype(xp, store):
-        raise TypeError(f"dtype: {B.namespace_name(xp)} cannot store {f.name} arrays")
-    return f, xp
-
-
-def _generator(rng) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got "
-                    f"{type(rng).__name__}")
-
-
-# --------------------------------------------------------------------------- building blocks
-def _haar(gen: np.random.Generator, m: int, k: int) -> np.ndarray:
-    """m×k with orthonormal columns, the first k columns of a Haar-distributed orthogonal matrix.
-
-    QR of a Gaussian matrix with R's diagonal made positive (Stewart 1980; Mezzadri 2007): without
-    the sign fix the distribution is not Haar.
-    """
-    if m == 0 or k == 0:
-        return np.zeros((m, k))
-    Q, R = np.linalg.qr(gen.standard_normal((m, k)))
-    d = np.sign(np.diagonal(R))
-    d[d == 0] = 1.0
-    return Q * d
-
-
-def _singular_values(k: int, kappa: float, mode: str, gen: np.random.Generator) -> np.ndarray:
-    """k singular values in [1/kappa, 1], descending, σ_1 = 1 (xLATMS/xLATM1 modes)."""
-    if k == 0:
-        return np.zeros(0)
-    if k == 1:
-        return np.ones(1)
-    i = np.arange(k, dtype=np.float64)
-    small = 1.0 / kappa
-    if mode == "geometric":
-        s = kappa ** (-i / (k - 1))
-    elif mode == "arithmetic":
-        s = 1.0 - (i / (k - 1)) * (1.0 - small)
-    elif mode == "one_small":
-        s = np.ones(k)
-    elif mode == "one_large":
-        s = np.full(k, small)
-    else:  # random: log-uniform in [1/kappa, 1]
-        s = np.sort(np.exp(gen.uniform(math.log(small), 0.0, size=k)))[::-1].copy()
-    s[0] = 1.0
-    s[-1] = small
-    return s
-
-
-def _randsvd64(m, n, kappa, mode, gen, sigma_max=1.0):
-    k = min(m, n)
-    s = _singular_values(k, kappa, mode, gen) * sigma_max
-    U = _haar(gen, m, k)
-    V = _haar(gen, n, k)
-    return (U * s) @ V.T
-
-
-def _store(A64: np.ndarray, f: Format, xp, name: str, params: dict) -> TestMatrix:
-    """Round the float64 matrix once to ``f``, move it to ``xp``, attach the condition numbers."""
-    A64 = np.ascontiguousarray(A64, dtype=np.float64)
-    k64 = _kappa(A64)
-    if f.name == "fp64":
-        host = A64
-        k_st = k64
-    else:
-        if f.name == "tf32":
-            host = round_to(A64, f).astype(np.float32)
-        else:
-            host = to_storage(A64, f)
-        k_st = _kappa(host)
-    out = B.to_namespace(host, xp)  # host itself for NumPy
-    p = {"generator": name.split("(")[0], "m": int(A64.shape[0]), "n": int(A64.shape[1]),
-         "dtype": f.name, **params}
-    return TestMatrix(A=out, name=name, kappa=float(k64), kappa_stored=float(k_st), params=p)
-
-
-def _fmt_kappa(k: float) -> str:
-    return f"{k:.3g}"
-
 
 # --------------------------------------------------------------------------- generators
 def randsvd(m, n, kappa, *, mode="geometric", dtype="fp64", rng=None, xp=None) -> TestMatrix:
@@ -512,126 +349,6 @@ def rank_deficient(m, n, rank, *, kappa=1.0, mode="geometric", dtype="fp64", rng
     A = (U * s) @ V.T
     return _store(A, f, xp, f"rank_deficient(rank={r})",
                   {"rank": r, "kappa_requested": k, "mode": mode})
-
-
-def _scale_limits(f: Format) -> tuple[float, float]:
-    """LAPACK dlatb4's SMALL = SHRINK·tiny/eps and LARGE = 1/SMALL for format f (powers of 2)."""
-    small = SHRINK * f.tiny / f.eps
-    return small, 1.0 / small
-
-
-def scaled(m, n, kappa, where="underflow", *, mode="geometric", dtype="fp64", rng=None,
-           xp=None) -> TestMatrix:
-    """A :func:`randsvd` matrix scaled to sit near underflow or overflow of the storage format.
-
-    As LAPACK's QR test types 7 and 8 (``dlatb4``): the largest singular value is
-    ``SMALL = SHRINK·tiny/eps`` (``where="underflow"``) or ``LARGE = 1/SMALL``
-    (``where="overflow"``), with ``tiny``, ``eps`` those of the storage format and SHRINK = 1/4.
-    Near underflow, errors of the size of ``tiny`` are still within ``4·eps·||A||``, so a stable
-    algorithm must pass; near overflow, ``LARGE ≈ max·eps`` (for IEEE formats), so column norms
-    and products of entries formed without scaling overflow in the storage precision.
-    Both limits are powers of two, so the scaling itself is exact.
-
-    Parameters
-    ----------
-    m, n, kappa, mode
-        As in :func:`randsvd`.
-    where : {"underflow", "overflow"}
-    dtype, rng, xp
-        See the module docstring.
-
-    Examples
-    --------
-    >>> t = scaled(5, 3, 2.0, "overflow", dtype="bf16", rng=0)
-    >>> t.params["sigma_max"] == 2.0**121
-    True
-    """
-    m = _size(m, "m")
-    n = _size(n, "n")
-    k = _kappa_arg(kappa)
-    if where not in ("underflow", "overflow"):
-        raise ValueError(f"where must be 'underflow' or 'overflow', got {where!r}")
-    mode = _mode_arg(mode)
-    f, xp = _target(dtype, xp)
-    gen = _generator(rng)
-    small, large = _scale_limits(f)
-    target = small if where == "underflow" else large
-    A = _randsvd64(m, n, k, mode, gen) * target  # exact: target is a power of two
-    return _store(A, f, xp, f"scaled({where})",
-                  {"kappa_requested": k, "mode": mode, "where": where, "sigma_max": target})
-
-
-def zero(m, n, *, dtype="fp64", rng=None, xp=None) -> TestMatrix:
-    """The m×n zero matrix (κ = inf, or 1 when empty). ``rng`` is unused.
-
-    Examples
-    --------
-    >>> zero(2, 3).kappa
-    inf
-    """
-    m = _size(m, "m")
-    n = _size(n, "n")
-    f, xp = _target(dtype, xp)
-    return _store(np.zeros((m, n)), f, xp, "zero", {})
-
-
-def diagonal(m, n, kappa, *, mode="geometric", dtype="fp64", rng=None, xp=None) -> TestMatrix:
-    """m×n diagonal matrix with singular values by ``mode`` (see :func:`randsvd`), random signs.
-
-    LAPACK's QR test type 1. Cost ``O(mn)``.
-
-    Examples
-    --------
-    >>> t = diagonal(4, 3, 100.0, rng=0)
-    >>> sorted(abs(float(v)) for v in t.A.diagonal())
-    [0.01, 0.1, 1.0]
-    """
-    m = _size(m, "m")
-    n = _size(n, "n")
-    k = _kappa_arg(kappa)
-    mode = _mode_arg(mode)
-    f, xp = _target(dtype, xp)
-    gen = _generator(rng)
-    p = min(m, n)
-    s = _singular_values(p, k, mode, gen)
-    signs = np.where(gen.random(p) < 0.5, -1.0, 1.0)
-    A = np.zeros((m, n))
-    A[np.arange(p), np.arange(p)] = s * signs
-    return _store(A, f, xp, "diagonal", {"kappa_requested": k, "mode": mode})
-
-
-def triangular(m, n, kappa, lower=False, *, mode="geometric", dtype="fp64", rng=None,
-               xp=None) -> TestMatrix:
-    """Upper (or lower) triangular/trapezoidal m×n matrix with prescribed singular values.
-
-    Built as the R factor of a :func:`randsvd` matrix (orthogonal transformations keep the
-    singular values), zero-padded to m×n; ``lower=True`` gives the transpose of the upper
-    n×m one. LAPACK's QR test types 2 and 3. Cost that of randsvd plus one QR.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> t = triangular(4, 4, 10.0, rng=0)
-    >>> bool(np.all(np.tril(t.A, -1) == 0))
-    True
-    """
-    m = _size(m, "m")
-    n = _size(n, "n")
-    k = _kappa_arg(kappa)
-    mode = _mode_arg(mode)
-    if not isinstance(lower, (bool, np.bool_)):
-        raise TypeError(f"lower must be a bool, got {type(lower).__name__}")
-    f, xp = _target(dtype, xp)
-    gen = _generator(rng)
-    rows, cols = (n, m) if lower else (m, n)
-    A = np.zeros((rows, cols))
-    if min(rows, cols) > 0:
-        R = np.linalg.qr(_randsvd64(rows, cols, k, mode, gen), mode="r")
-        A[: R.shape[0]] = np.triu(R)
-    if lower:
-        A = np.ascontiguousarray(A.T)
-    name = "lower_triangular" if lower else "upper_triangular"
-    return _store(A, f, xp, name, {"kappa_requested": k, "mode": mode, "lower": bool(lower)})
 
 
 # --------------------------------------------------------------------------- the suite

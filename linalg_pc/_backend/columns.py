@@ -57,6 +57,33 @@ def column_runs(cols) -> list[tuple[int, int, int]]:
     return [(int(c[a]), int(c[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
 
 
+#: Slices beat a strided gather up to this many runs of consecutive columns (take), and beat an
+#: index-put up to this many (put), on torch and CuPy.
+MAX_TAKE_RUNS, MAX_PUT_RUNS = 4, 8
+
+
+def take_by_runs(Q, cols):
+    """``Q[..., cols]`` as slices of the runs of consecutive columns, or None past
+    :data:`MAX_TAKE_RUNS` runs (libraries whose strided gathers are slow)."""
+    runs = column_runs(cols)
+    if len(runs) > MAX_TAKE_RUNS:
+        return None
+    parts = [Q[..., a:b] for a, b, _ in runs]
+    return parts[0] if len(parts) == 1 else array_namespace(Q).concat(parts, axis=-1)
+
+
+def put_by_runs(out, cols, new, index_put):
+    """Write ``new`` into the columns ``cols`` of ``out`` (in place): slice assignments up to
+    :data:`MAX_PUT_RUNS` runs, ``index_put(out, cols, new)`` (the library's index-put) beyond."""
+    runs = column_runs(cols)
+    if len(runs) <= MAX_PUT_RUNS:
+        for a, b, pos in runs:
+            out[..., a:b] = new[..., pos:pos + (b - a)]
+    else:
+        index_put(out, cols, new)
+    return out
+
+
 def take_columns(Q, cols):
     """``Q[..., :, cols]`` for host int64 indices ``cols`` (k,); may be a view of Q.
 

@@ -116,27 +116,18 @@ def sparse_all_finite(A):
 
 @register("cupy", "take_columns")
 def take_columns(Q, cols):
-    """Slices for up to four runs of consecutive columns (strided gathers are slow)."""
-    from .columns import column_runs
+    """Slices of the runs of consecutive columns (strided gathers are slow)."""
+    from .columns import take_by_runs
 
-    runs = column_runs(cols)
-    if len(runs) > 4:
-        return None
-    parts = [Q[..., a:b] for a, b, _ in runs]
-    return parts[0] if len(parts) == 1 else cupy.concatenate(parts, axis=-1)
+    return take_by_runs(Q, cols)
 
 
 @register("cupy", "put_columns")
 def put_columns(Q, cols, new, *, inplace):
-    """Slice assignments for up to eight runs, a fancy-index put otherwise (on a copy unless
-    ``inplace``)."""
-    from .columns import column_runs
+    """Slice assignments of the runs, an index-put beyond (on a copy unless ``inplace``)."""
+    from .columns import put_by_runs
 
-    out = Q if inplace else Q.copy()
-    runs = column_runs(cols)
-    if len(runs) <= 8:
-        for a, b, pos in runs:
-            out[..., a:b] = new[..., pos:pos + (b - a)]
-    else:
-        out[..., cupy.asarray(cols)] = new
-    return out
+    def index_put(o, c, v):
+        o[..., cupy.asarray(c)] = v
+
+    return put_by_runs(Q if inplace else Q.copy(), cols, new, index_put)

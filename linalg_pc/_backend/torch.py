@@ -116,27 +116,18 @@ def countsketch(X, rows, signs, k):
 # --------------------------------------------------------------------------- operators, columns
 @register("torch", "take_columns")
 def take_columns(Q, cols):
-    """Slices for up to four runs of consecutive columns (strided gathers are slow)."""
-    from .columns import column_runs
+    """Slices of the runs of consecutive columns (strided gathers are slow)."""
+    from .columns import take_by_runs
 
-    runs = column_runs(cols)
-    if len(runs) > 4:
-        return None
-    parts = [Q[..., a:b] for a, b, _ in runs]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    return take_by_runs(Q, cols)
 
 
 @register("torch", "put_columns")
 def put_columns(Q, cols, new, *, inplace):
-    """Slice assignments for up to eight runs, an index-put otherwise (on a clone unless
-    ``inplace``)."""
-    from .columns import column_runs
+    """Slice assignments of the runs, an index-put beyond (on a copy unless ``inplace``)."""
+    from .columns import put_by_runs
 
-    out = Q if inplace else Q.clone()
-    runs = column_runs(cols)
-    if len(runs) <= 8:
-        for a, b, pos in runs:
-            out[..., a:b] = new[..., pos:pos + (b - a)]
-    else:
-        out[..., torch.as_tensor(cols, device=Q.device)] = new
-    return out
+    def index_put(o, c, v):
+        o[..., torch.as_tensor(c, device=o.device)] = v
+
+    return put_by_runs(Q if inplace else Q.clone(), cols, new, index_put)

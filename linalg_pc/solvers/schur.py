@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -56,7 +56,7 @@ from .._kernels.cpu_dense_small import symmetrize_batch
 from .._policy import Precision
 from ._status import KERNEL_CODES, STOP_RULE
 
-__all__ = ["schur_complements", "block_degeneracy", "DegeneracyReport",
+__all__ = ["schur_complements", "SchurComplements", "block_degeneracy", "DegeneracyReport",
            "targeted_preconditioner", "SYMMETRY_FACTOR"]
 
 # H is accepted as symmetric when max|H − Hᵀ| <= SYMMETRY_FACTOR · n · u · max|H|
@@ -178,7 +178,14 @@ def _check_params(threshold, kappa_target):
 
 
 # --------------------------------------------------------------------------- Schur complements
-def schur_complements(H, split: int):
+class SchurComplements(NamedTuple):
+    """Both Schur complements of a 2×2 block partition (unpacks as ``S_R, S_t``)."""
+
+    S_R: Any
+    S_t: Any
+
+
+def schur_complements(H, split: int) -> SchurComplements:
     """Both Schur complements of the 2×2 block partition of H at ``split``.
 
     Parameters
@@ -190,10 +197,9 @@ def schur_complements(H, split: int):
 
     Returns
     -------
-    S_R : array (..., k, k)
-        H_RR − H_Rt H_tt⁻¹ H_tR (symmetrized).
-    S_t : array (..., n−k, n−k)
-        H_tt − H_tR H_RR⁻¹ H_Rt (symmetrized).
+    SchurComplements
+        ``S_R`` (..., k, k): H_RR − H_Rt H_tt⁻¹ H_tR, and ``S_t`` (..., n−k, n−k):
+        H_tt − H_tR H_RR⁻¹ H_Rt, both symmetrized, in H's library.
 
     Notes
     -----
@@ -210,7 +216,7 @@ def schur_complements(H, split: int):
     (2.666666666666667, 2.0)
     """
     xp, H, _ = _validate_H(H, split)
-    return _schur(xp, H, split)
+    return SchurComplements(*_schur(xp, H, split))
 
 
 def _schur(xp, H, k):

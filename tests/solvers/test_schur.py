@@ -58,7 +58,9 @@ def random_jacobian(rng, m=60, weak=None, scale=1e-3):
 def test_schur_formula_and_inverse_blocks(rng):
     J = random_jacobian(rng)
     H = J.T @ J
-    S_R, S_t = lpc.schur_complements(H, 3)
+    res = lpc.schur_complements(H, 3)
+    assert isinstance(res, lpc.SchurComplements) and res.S_R is res[0] and res.S_t is res[1]
+    S_R, S_t = res
     Hinv = np.linalg.inv(H)
     kappa = np.linalg.cond(H)
     assert np.allclose(S_R, H[:3, :3] - H[:3, 3:] @ np.linalg.inv(H[3:, 3:]) @ H[3:, :3],

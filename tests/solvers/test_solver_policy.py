@@ -3,9 +3,6 @@ and the capability query that picks the Numba engines."""
 
 from __future__ import annotations
 
-import pathlib
-import re
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -258,13 +255,3 @@ def test_capability_query(xp):
     assert not cpu_solver_kernels(np, np.dtype(ml_dtypes.bfloat16))
     assert not cpu_solver_kernels(np, np.float16)
 
-
-def test_no_library_tests_in_solvers():
-    """Library-specific choices go through _backend / _kernels; solvers/ only asks them."""
-    root = pathlib.Path(lpc.__file__).parent / "solvers"
-    pat = re.compile(r"\b(is_numpy|is_torch|is_cupy|is_strict)\b|^\s*import (torch|cupy)",
-                     re.MULTILINE)
-    for f in root.glob("*.py"):
-        if f.name == "_operators.py":  # operator normalization (moving to linalg_pc/_operators)
-            continue
-        assert not pat.search(f.read_text()), f.name

@@ -6,6 +6,7 @@ and array_api_strict arrays and returns results in the caller's library and on i
 """
 
 from . import analysis, basis, qr_methods, solvers
+from ._kernels._twins import load_threading_layer
 from ._policy import Precision, ResolvedPrecision
 from ._version import __version__
 from .analysis import *  # noqa: F403
@@ -46,3 +47,7 @@ __all__ = [
     *qr_methods.__all__,
     *solvers.__all__,
 ]
+
+# Numba's OpenMP layer is loaded now, with sleeping workers, before another library can load GNU
+# OpenMP with spinning ones; no thread starts here (see linalg_pc._kernels._twins)
+load_threading_layer()

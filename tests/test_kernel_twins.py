@@ -46,17 +46,25 @@ def test_twins_compute_the_same():
     assert np.array_equal(a, b)
 
 
-def test_importing_starts_no_threads():
-    """Numba's OpenMP workers start at the first parallel kernel, not at import."""
+def test_importing_loads_the_layer_but_starts_no_thread():
+    """Importing linalg_pc loads Numba's threading layer (so its wait policy is ours, whatever
+    is imported next) and creates no thread; the workers start at the first parallel kernel."""
     import subprocess
     import sys
 
-    code = ("import linalg_pc\n"
+    code = ("import os, numpy, scipy, numba\n"
             "from numba.np.ufunc import parallel\n"
-            "assert not getattr(parallel, '_is_initialized', False)\n"
-            "import numpy as np\n"
-            "linalg_pc.to_storage(np.ones(1 << 20, np.float32), 'bf16')\n"
-            "assert parallel._is_initialized\n")
+            "def threads(): return len(os.listdir('/proc/self/task'))\n"
+            "n0 = threads()\n"
+            "import linalg_pc\n"
+            "assert parallel._is_initialized\n"
+            "assert threads() == n0, (n0, threads())\n"
+            "import torch\n"
+            "linalg_pc.to_storage(numpy.ones(1 << 20, numpy.float32), 'bf16')\n"
+            "assert numba.get_num_threads() == 1 or threads() > n0\n")
+    pytest.importorskip("torch")
+    if not __import__("os").path.isdir("/proc/self/task"):
+        pytest.skip("no /proc to count threads")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

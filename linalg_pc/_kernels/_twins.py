@@ -9,12 +9,18 @@ a separate Python function under its own qualified name: Numba's on-disk cache
 compilation options, so two compilations of the *same* function share one cache entry and a
 later process loads whichever was written first for both.
 
-Numba's threading layer is started lazily, by the first call that picks a parallel kernel
-(:func:`start_threads`), with OpenMP workers that *sleep* between parallel regions: by default
-GNU OpenMP workers spin for a while after each region, and on a small machine they take the
-cores from the BLAS call that usually follows one of our kernels (a 200000×64 fp32 SYRK right
-after the parallel bf16 decode measured 16–20 ms against 8.5 ms alone; bf16 CholeskyQR2 53 ms
-against 41 ms). Importing linalg_pc starts no threads.
+Threads. Importing linalg_pc *loads* Numba's OpenMP threading layer (:func:`start_threads`,
+about 3 ms, no thread created) with the wait policy set to passive, so its workers *sleep*
+between parallel regions: by default GNU OpenMP workers spin for a while after each region, and
+on a small machine they take the cores from the BLAS call that usually follows one of our
+kernels (a 200000×64 fp32 SYRK right after the parallel bf16 decode measured 16–20 ms against
+8.5 ms alone; bf16 CholeskyQR2 53 ms against 41 ms). The worker threads themselves start at the
+first parallel kernel. The layer must be loaded at import, not at that first kernel: GNU OpenMP
+reads its wait policy once, when the library is loaded, and a library imported in between (a
+PyTorch wheel ships its own ``libgomp.so.1``, which Numba then binds to) would fix the spinning
+policy first (measured: bf16 CholeskyQR2 of 50000×64 after ``import torch``, 28 ms against
+12.5 ms). A program that imports PyTorch *before* linalg_pc gets PyTorch's policy; set
+``OMP_WAIT_POLICY=PASSIVE`` in the environment to choose it for every library.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from typing import Any, NamedTuple
 
 from numba import njit
 
-__all__ = ["twins", "Twins", "twins_of", "pick", "use_parallel", "start_threads", "POLICIES"]
+__all__ = ["twins", "Twins", "twins_of", "pick", "use_parallel", "start_threads",
+           "load_threading_layer", "POLICIES"]
 
 #: kind of kernel -> (entries per call below which the serial twin runs, Numba threads needed
 #: before the parallel twin runs). The one table of these choices; results never depend on it
@@ -105,8 +112,8 @@ _REGISTRY: dict[str, Twins] = {}
 def use_parallel(size: int, kind: str) -> bool:
     """Whether a kernel of ``kind`` should run its parallel twin on ``size`` entries.
 
-    True when ``size`` reaches the kind's threshold and Numba has enough threads; the first True
-    starts the threading layer (:func:`start_threads`).
+    True when ``size`` reaches the kind's threshold and Numba has enough threads (and the
+    threading layer is loaded, :func:`load_threading_layer`, if it was not yet).
     """
     min_size, min_threads = POLICIES[kind]
     if size < min_size:
@@ -117,7 +124,7 @@ def use_parallel(size: int, kind: str) -> bool:
         if numba.get_num_threads() < min_threads:
             return False
     if not _STARTED:
-        _start_quietly()
+        load_threading_layer()
     return True
 
 
@@ -141,13 +148,16 @@ def _key(f) -> str:
     return f"{f.__module__}.{f.__qualname__}"
 
 
-def _start_quietly() -> None:
+def load_threading_layer() -> None:
+    """Load Numba's threading layer with sleeping workers (:func:`start_threads`), once; never
+    raises (a layer that is not installed raises at the first parallel call instead, with
+    Numba's own message). Called when linalg_pc is imported."""
     global _STARTED
     _STARTED = True
     try:
         start_threads()
     except Exception:  # noqa: BLE001 - e.g. NUMBA_THREADING_LAYER names a layer that is not
-        pass  # installed: Numba raises at the parallel call itself, with its own message
+        pass  # installed: importing must not fail
 
 
 def twins(f, kind: str = "dense", **options) -> Twins:

@@ -24,6 +24,13 @@ from .._policy import Precision
 ORTHONORMALITY_TOL = 0.1
 
 
+def default_method(qfmt) -> str:
+    """The refresh method a basis stored in ``qfmt`` gets by default: "project" for 16-bit
+    storage (it repairs the touched columns, so the basis cannot drift out of the input
+    check's tolerance), "rotate" for fp32 and fp64 (no drift beyond O(u·√updates))."""
+    return "project" if get_format(qfmt).bits <= 16 else "rotate"
+
+
 def compute_format(compute, x=None) -> str:
     """The arithmetic format name, "fp32" or "fp64", by the precision policy.
 

@@ -20,9 +20,10 @@ in-place update never writes into the caller's arrays.
 
 Schemes (see :mod:`linalg_pc.basis.storage` for their error behaviour): "dense" keeps the basis
 in its input's format (the precision policy's default storage; fp64 in, fp64 kept and fp64
-arithmetic) and rotates; "fp32", "bf16", "bf16-project", "bf16-rectify" and "block-rotation" are
-the schemes of :data:`STORAGE_SCHEMES`. A batch shares the columns refreshed and the block
-partition.
+arithmetic) and refreshes by the default method of :func:`subspace_refresh` (rotate; project
+for a 16-bit basis, which would otherwise drift); "fp32", "bf16", "bf16-project",
+"bf16-rectify" and "block-rotation" are the schemes of :data:`STORAGE_SCHEMES`. A batch shares
+the columns refreshed and the block partition.
 
 References
 ----------
@@ -48,6 +49,7 @@ from ._common import (
     check_orthonormal,
     compute_format,
     decode,
+    default_method,
     encode,
     mT,
     operator,
@@ -348,14 +350,16 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
            inplace: bool = False) -> tuple[BasisState, BasisUpdate]:
     """Refresh the columns ``cols`` against the symmetric factor K (array or operator).
 
-    "dense", "fp32" and "bf16" run the rotate step of :func:`subspace_refresh` on the stored
-    matrix (the 16-bit schemes round the touched columns again); "bf16-project" the project
-    step; "bf16-rectify" first replaces the touched columns by those of the Björck-rectified
-    basis, V_J ← 1.5V_J − 0.5V(VᵀV_J) (4dmk flops), then rotates; "block-rotation" needs
-    ``cols`` to be one block of the current partition (:func:`blocks`), computes
-    Q_J = Q₀[:, J] W_b, the rotation V of the rotate step, and sets W_b ← qr(W_b V).Q (k×k,
-    exact to fp32). K is validated as in :func:`subspace_refresh` (arrays broadcast over the
-    batch). ``compute`` defaults to the stored format, at least fp32.
+    "fp32" and "bf16" run the rotate step of :func:`subspace_refresh` on the stored matrix
+    ("bf16" rounds the touched columns again and drifts: the study's reference scheme);
+    "dense" runs the default method of :func:`subspace_refresh` (rotate, or project for a
+    16-bit basis); "bf16-project" the project step; "bf16-rectify" first replaces the touched
+    columns by those of the Björck-rectified basis, V_J ← 1.5V_J − 0.5V(VᵀV_J) (4dmk flops),
+    then rotates; "block-rotation" needs ``cols`` to be one block of the current partition
+    (:func:`blocks`), computes Q_J = Q₀[:, J] W_b, the rotation V of the rotate step, and
+    sets W_b ← qr(W_b V).Q (k×k, exact to fp32). K is validated as in
+    :func:`subspace_refresh` (arrays broadcast over the batch). ``compute`` defaults to the
+    stored format, at least fp32.
 
     Returns
     -------
@@ -371,7 +375,9 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
     matvec = operator(K, xp, d, state.batch, comp)
     dev = B.device_of(state.Q)
     if state.scheme in ("dense", "fp32", "bf16", "bf16-project"):
-        method = "project" if state.scheme == "bf16-project" else "rotate"
+        method = ("project" if state.scheme == "bf16-project"
+                  else default_method(B.format_of(state.Q)) if state.scheme == "dense"
+                  else "rotate")
         Qn, eig, perm, R, loss = refresh_columns(matvec, state.Q, J, method=method, comp=comp,
                                                  sort=sort, orth_tol=orth_tol, inplace=inplace)
         new = dataclasses.replace(state, Q=Qn)

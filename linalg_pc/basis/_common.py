@@ -65,8 +65,83 @@ def check_cols(cols, m: int, *, argname: str = "cols") -> np.ndarray:
     return c
 
 
-def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K"):
-    """A function X ↦ K X in the compute format, K validated by the rules of
+#: A product K·X whose largest entry exceeds max(compute format) / (PRODUCT_HEADROOM·d·k) is
+#: scaled by a power of two to [1, 2) before the rest of the refresh: the Gram products
+#: Q_Jᵀ(K Q_J), the symmetrization M + Mᵀ and the column norms of a QR grow it by at most
+#: 2·√d·√k, so no later step can overflow (a power of two changes no bit of any mantissa).
+PRODUCT_HEADROOM = 16.0
+
+
+class FactorOperator:
+    """X ↦ K X in the compute format for a validated K (array or operator).
+
+    Calling it returns K X and raises a ValueError naming K when the product is not finite
+    (the check used by the column policies). :meth:`scaled` returns (Y, e) with
+    K X = 2^e·Y exactly, Y finite and scaled to a safe range: a finite K whose product
+    overflows is scaled by a power of two first (an array K only: an operator's product
+    that overflows raises, since its finiteness cannot be told from its range).
+    """
+
+    def __init__(self, xp, fn, K_dense, comp: str, argname: str):
+        self.xp, self._fn, self._K, self.comp, self.argname = xp, fn, K_dense, comp, argname
+
+    def __call__(self, X):
+        return _finite_product(self.xp, self._fn(X), self.argname)
+
+    def scaled(self, X):
+        """(Y, e) with K X = 2^e·Y, max|Y| < 2 when scaled (e ≠ 0), e = 0 otherwise."""
+        xp = self.xp
+        Y = self._fn(X)
+        amax = _amax(xp, Y)
+        e = 0
+        if not math.isfinite(amax):
+            if self._K is None or not _all_finite(xp, self._K):
+                _finite_product(xp, Y, self.argname)  # raises
+            e = math.frexp(_amax(xp, self._K))[1]
+            Y = ldexp(xp, self._K, -e) @ X
+            amax = _amax(xp, Y)
+            if not math.isfinite(amax):  # unreachable for d below 2^100: |Y| ≤ d·max|X|
+                _finite_product(xp, Y, self.argname)
+        fmax = get_format(self.comp).max
+        if e or amax > fmax / (PRODUCT_HEADROOM * X.shape[-2] * max(1, X.shape[-1])):
+            f = math.frexp(amax)[1] - 1 if amax > 0 else 0
+            Y, e = ldexp(xp, Y, -f), e + f
+        return Y, e
+
+
+def _amax(xp, Y) -> float:
+    """max |Y| on the host (NaN if Y holds a NaN, inf if an inf): one device synchronization."""
+    if any(int(n) == 0 for n in Y.shape):
+        return 0.0
+    return float(xp.max(xp.abs(Y)))
+
+
+def _all_finite(xp, A) -> bool:
+    return bool(xp.all(xp.isfinite(A)))
+
+
+def ldexp(xp, A, e: int):
+    """A·2^e for a float array A, exact barring overflow / underflow of the result; the factor
+    is applied in steps of at most 2^±60 so that no step's scalar leaves the fp32 range."""
+    while e:
+        step = max(-60, min(60, e))
+        A = A * (2.0 ** step)
+        e -= step
+    return A
+
+
+def scale_back(xp, v, e: int, comp: str):
+    """v·2^e with ±inf (no overflow warning) where the result exceeds the compute format."""
+    if e == 0:
+        return v
+    big = xp.abs(v) > get_format(comp).max * 2.0 ** (-e) if e > 0 else xp.zeros_like(v) > 0
+    safe = ldexp(xp, xp.where(big, xp.zeros_like(v), v), e)
+    inf = xp.full_like(v, math.inf)
+    return xp.where(big, xp.where(v < 0, -inf, inf), safe)
+
+
+def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K") -> FactorOperator:
+    """A :class:`FactorOperator` X ↦ K X in the compute format, K validated by the rules of
     :func:`linalg_pc._operators.as_operator` (any batch broadcasting with Q's, checked on the
     products: a NaN or inf of K reaches every row of K X it multiplies, so checking the d×k
     product replaces an O(d²) scan of K before the work)."""
@@ -76,7 +151,7 @@ def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K"):
     if op.kind in ("dense", "batched"):
         Kc = (xp.astype(K, B.native_dtype(xp, comp)) if is_integer_dtype(xp, K.dtype)
               else decode(K, comp))
-        return lambda X: _finite_product(xp, Kc @ X, argname)
+        return FactorOperator(xp, lambda X: Kc @ X, Kc, comp, argname)
 
     def apply(X):
         Y = op.matmat(X)
@@ -85,10 +160,9 @@ def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K"):
             raise ValueError(f"{argname}(X) must return an array shaped like X "
                              f"{tuple(X.shape)}, got {got}")
         Y = xp.asarray(Y)
-        _finite_product(xp, Y, argname)
         return decode(Y, comp)
 
-    return apply
+    return FactorOperator(xp, apply, None, comp, argname)
 
 
 def _finite_product(xp, Y, argname):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _backend as B
 from ..precision import unit_roundoff
-from ._common import check_orthonormal, decode, encode, mT, qr_pos
+from ._common import check_orthonormal, decode, encode, mT, qr_pos, scale_back
 
 __all__ = ["RANK_C", "RefreshInfo", "refresh_columns", "rotate_block", "full_permutation",
            "r_ratio", "make_info"]
@@ -53,6 +53,14 @@ class RefreshInfo:
         The storage scheme of the basis updated (None for a plain :func:`subspace_refresh`).
     rebased : bool
         Whether the update was followed by a re-basing (block-rotation).
+    scale_log2 : int
+        K·Q_J was computed as 2^scale_log2 times a product scaled to [1, 2) because it (or K)
+        came within PRODUCT_HEADROOM·d·k of the compute format's maximum (0: no scaling). A
+        power of two changes no mantissa: Q is the same as without it, and the eigenvalues are
+        scaled back exactly.
+    eigenvalues_finite : bool
+        False when a Rayleigh quotient exceeds the compute format's maximum: that eigenvalue
+        is returned as ±inf (the basis itself is finite and orthonormal).
     """
 
     method: str
@@ -64,17 +72,22 @@ class RefreshInfo:
     rank_deficient: bool
     scheme: str | None = None
     rebased: bool = False
+    scale_log2: int = 0
+    eigenvalues_finite: bool = True
 
     def as_dict(self) -> dict:
         """The fields as a plain dict (for records and JSON)."""
         return dataclasses.asdict(self)
 
 
-def make_info(method: str, comp: str, k: int, sort: bool, loss, R, xp) -> RefreshInfo:
+def make_info(method: str, comp: str, k: int, sort: bool, loss, R, xp, *, scale: int = 0,
+              eig=None) -> RefreshInfo:
     ratio = r_ratio(xp, R)
+    finite = True if scale == 0 or eig is None else bool(xp.all(xp.isfinite(eig)))
     return RefreshInfo(method=method, compute=comp, k=int(k), sorted=bool(sort),
                        input_loss=float(loss), min_r_ratio=ratio,
-                       rank_deficient=bool(ratio < RANK_C * k * unit_roundoff(comp)))
+                       rank_deficient=bool(ratio < RANK_C * k * unit_roundoff(comp)),
+                       scale_log2=int(scale), eigenvalues_finite=finite)
 
 
 def diag(xp, A):
@@ -153,7 +166,8 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
                     orth_tol, inplace: bool = False):
     """One refresh of the columns J of the stored basis Q (any storage format).
 
-    Returns (Q_new, eigenvalues, local permutation (..., k), R of the final QR, input loss).
+    Returns (Q_new, eigenvalues, local permutation (..., k), R of the final QR, input loss,
+    scale exponent of K·Q_J: see :attr:`RefreshInfo.scale_log2`).
     Q_new has Q's dtype; the columns outside J are Q's bit for bit. ``inplace`` writes the new
     columns into Q where the library allows it (no copy of the other columns).
     """
@@ -168,12 +182,13 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
     # otherwise the check rejects a non-finite Q_J itself: a NaN or inf reaches the diagonal
     # of Q_JᵀQ_J (Σ q²), and a non-finite Gram matrix raises the same ValueError
     loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol)
-    BJ = matvec(QJ)
+    BJ, e = matvec.scaled(QJ)  # K QJ = 2^e BJ
     if method == "rotate":
         V, eig, perm, R = rotate_block(xp, QJ, BJ, sort=sort)
+        eig = scale_back(xp, eig, e, comp)
         if QJ.dtype == Q.dtype and V.dtype == Q.dtype:
             return (B.matmul_into_columns(Q, J, QJ, V, inplace=inplace), eig, perm, R,
-                    loss_in)
+                    loss_in, e)
         QJn = QJ @ V
     else:
         Jc = np.setdiff1d(np.arange(m, dtype=np.int64), J)
@@ -199,7 +214,9 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
             # in exact arithmetic QJn = QJ V and K QJn = BJ V: Rayleigh quotients without a
             # second product by K (exact for a complete basis, O(loss) otherwise)
             V = mT(xp, QJ) @ QJn
-            eig = xp.sum(V * (mT(xp, BJ) @ QJn), axis=-2)
+            eig = scale_back(xp, xp.sum(V * (mT(xp, BJ) @ QJn), axis=-2), e, comp)
         else:
-            eig = xp.sum(QJn * matvec(QJn), axis=-2)
-    return B.put_columns(Q, J, encode(QJn, qfmt), inplace=inplace), eig, perm, R, loss_in
+            Y, e2 = matvec.scaled(QJn)
+            eig = scale_back(xp, xp.sum(QJn * Y, axis=-2), e2, comp)
+    return (B.put_columns(Q, J, encode(QJn, qfmt), inplace=inplace), eig, perm, R, loss_in,
+            e)

@@ -54,6 +54,7 @@ from ._common import (
     mT,
     operator,
     qr_pos,
+    scale_back,
 )
 from ._refresh import RefreshInfo, full_permutation, make_info, refresh_columns, rotate_block
 
@@ -378,8 +379,9 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
         method = ("project" if state.scheme == "bf16-project"
                   else default_method(B.format_of(state.Q)) if state.scheme == "dense"
                   else "rotate")
-        Qn, eig, perm, R, loss = refresh_columns(matvec, state.Q, J, method=method, comp=comp,
-                                                 sort=sort, orth_tol=orth_tol, inplace=inplace)
+        Qn, eig, perm, R, loss, e = refresh_columns(matvec, state.Q, J, method=method,
+                                                    comp=comp, sort=sort, orth_tol=orth_tol,
+                                                    inplace=inplace)
         new = dataclasses.replace(state, Q=Qn)
     else:
         method = "rotate"
@@ -399,7 +401,9 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
             VJ = B.take_columns(V, J)
             QJ = 1.5 * VJ - 0.5 * (V @ (mT(xp, V) @ VJ))
         loss = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol)
-        Vrot, eig, perm, R = rotate_block(xp, QJ, matvec(QJ), sort=sort)
+        BJ, e = matvec.scaled(QJ)
+        Vrot, eig, perm, R = rotate_block(xp, QJ, BJ, sort=sort)
+        eig = scale_back(xp, eig, e, comp)
         if state.scheme == "block-rotation":
             Wn, _ = qr_pos(xp, Wb @ Vrot)
             back = xp.asarray(np.argsort(loc), device=dev)
@@ -410,8 +414,8 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
             Qn = B.put_columns(state.Q, J, encode(QJ @ Vrot, B.format_of(state.Q)),
                                inplace=inplace)
             new = dataclasses.replace(state, Q=Qn)
-    info = dataclasses.replace(make_info(method, comp, J.size, sort, loss, R, xp),
-                               scheme=state.scheme)
+    info = dataclasses.replace(make_info(method, comp, J.size, sort, loss, R, xp, scale=e,
+                                         eig=eig), scheme=state.scheme)
     return new, BasisUpdate(J, eig, full_permutation(xp, perm, J, m, dev), info)
 
 

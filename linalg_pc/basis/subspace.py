@@ -132,6 +132,14 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
 
     Notes
     -----
+    Range: K Q_J is linear in K, so a product within PRODUCT_HEADROOM·d·k of the compute
+    format's maximum (or one that overflows although K is finite) is scaled by a power of two
+    before the Gram products and QRs, which would otherwise overflow into a NaN Q. The basis is
+    that of the unscaled problem (a power of two changes no mantissa), the eigenvalues are
+    scaled back exactly, ``info.scale_log2`` reports the exponent and
+    ``info.eigenvalues_finite`` is False where a Rayleigh quotient exceeds the format (±inf).
+    Cost: one O(dk) reduction (max |K Q_J|), which replaces the finiteness check of the product.
+
     Error bound (rotate, compute precision u): Q_J W with W from Householder QR of a k×k
     matrix satisfies ‖(Q_J W)ᵀ(Q_J W) − I‖₂ ≤ ‖Q_JᵀQ_J − I‖₂ + c·k·u (Higham Thm 19.4 for W,
     and one product by an orthogonal-to-O(u) matrix), so a stored fp32 basis does not drift
@@ -167,7 +175,8 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
         raise ValueError(f"Q must have m <= d columns, got shape {tuple(Q.shape)}")
     J = check_cols(cols, m)
     matvec = operator(K, xp, d, tuple(Q.shape[:-2]), comp)
-    Qout, eig, perm, R, loss = refresh_columns(matvec, Q, J, method=method, comp=comp,
-                                               sort=sort, orth_tol=orth_tol)
+    Qout, eig, perm, R, loss, e = refresh_columns(matvec, Q, J, method=method, comp=comp,
+                                                  sort=sort, orth_tol=orth_tol)
     full = full_permutation(xp, perm, J, m, B.device_of(Q))
-    return SubspaceRefresh(Qout, eig, full, make_info(method, comp, J.size, sort, loss, R, xp))
+    info = make_info(method, comp, J.size, sort, loss, R, xp, scale=e, eig=eig)
+    return SubspaceRefresh(Qout, eig, full, info)

@@ -4,6 +4,7 @@ input check), overflow of K·Q_J near the format's maximum, clean null-space col
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,12 @@ import pytest
 import linalg_pc as lpc
 from linalg_pc.analysis.basis_study import DriftingFactor, orthogonality_loss_2
 from linalg_pc.basis import state as S
-from linalg_pc.precision import to_storage
+from linalg_pc.precision import to_storage, unit_roundoff
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _helpers import orthogonal  # noqa: E402
+from _helpers import loss_2, np64, orthogonal  # noqa: E402
+
+U_FP32 = unit_roundoff("fp32")
 
 
 def _lib_array(lib, a):
@@ -61,3 +64,64 @@ def test_bf16_basis_default_refresh_does_not_drift():
         Q = res.Q
         est[J] = np.asarray(res.eigenvalues)
     assert orthogonality_loss_2(Q) < 2.0 * floor
+
+
+# --------------------------------------------------------------------------- overflow
+def _huge_problem(rng, d, top):
+    """A finite fp32 SPD K whose largest entry is ``top`` and a random orthonormal fp32 Q."""
+    G = rng.standard_normal((d, d))
+    K = G @ G.T
+    return (K / np.abs(K).max() * top).astype(np.float32), orthogonal(d, rng, np.float32)
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("method", ["rotate", "project"])
+@pytest.mark.parametrize("qfmt", ["fp32", "bf16"])
+def test_finite_k_near_fp32_max_gives_a_finite_basis(rng, lib, method, qfmt):
+    """Issue: K with entries up to 3e38 gave a NaN Q with only a RuntimeWarning. K Q_J is linear
+    in K: a power-of-two scale changes no mantissa, so Q equals that of the scaled-down K to
+    O(u), the eigenvalues are scaled back exactly, and the scaling is reported."""
+    d, J = 16, [0, 1, 2, 3, 9]
+    Kh, Qh = _huge_problem(rng, d, 3e38)
+    K, Q = _lib_array(lib, Kh), _lib_array(lib, Qh)
+    if qfmt == "bf16":
+        Q = to_storage(Q, "bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning either
+        res = lpc.subspace_refresh(K, Q, J, method=method)
+    Kr = _lib_array(lib, Kh * np.float32(2.0**-100))
+    ref = lpc.subspace_refresh(Kr, Q, J, method=method)
+    assert res.info.scale_log2 > 0 and ref.info.scale_log2 == 0
+    q, qr_ = np64(res.Q), np64(ref.Q)
+    assert np.all(np.isfinite(q))
+    assert np.abs(q - qr_).max() < 10 * d * U_FP32 * (256 if qfmt == "bf16" else 1)
+    assert loss_2(res.Q) < max(10 * d * U_FP32, 2 * loss_2(Q))
+    ev, ev_ref = np64(res.eigenvalues), np64(ref.eigenvalues) * 2.0**100
+    finite = np.isfinite(ev)
+    assert res.info.eigenvalues_finite == bool(finite.all())
+    np.testing.assert_allclose(ev[finite], ev_ref[finite], rtol=10 * d * U_FP32)
+    # a Rayleigh quotient beyond the fp32 maximum is +inf (reported), never NaN
+    assert np.all(ev_ref[~finite] > np.finfo(np.float32).max) and not np.isnan(ev).any()
+
+
+@pytest.mark.parametrize("scheme", ["fp32", "bf16", "bf16-rectify", "block-rotation"])
+def test_stored_basis_update_with_huge_k(rng, scheme):
+    d = 16
+    Kh, Qh = _huge_problem(rng, d, 3e38)
+    sb = lpc.StoredBasis(Qh, scheme, block_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        up = sb.update(Kh, sb.blocks()[1] if scheme == "block-rotation" else [4, 5, 6, 7])
+    assert up.info.scale_log2 > 0
+    assert np.all(np.isfinite(np64(sb.materialize())))
+    assert loss_2(sb.materialize()) < 0.1
+    assert not np.isnan(np64(up.eigenvalues)).any()
+
+
+def test_nonfinite_k_still_raises_naming_k(rng):
+    Kh, Qh = _huge_problem(rng, 8, 1.0)
+    Kh[2, 3] = np.nan
+    with pytest.raises(ValueError, match="K has non-finite"):
+        lpc.subspace_refresh(Kh, Qh, [0, 1])
+    with pytest.raises(ValueError, match="K has non-finite"):
+        lpc.subspace_refresh(lambda X: X * np.inf, Qh, [0, 1])

@@ -215,7 +215,8 @@ def test_refresh_info_is_a_typed_record(rng):
     assert isinstance(info, lpc.RefreshInfo)
     dct = info.as_dict()
     assert set(dct) == {"method", "compute", "k", "sorted", "input_loss", "min_r_ratio",
-                        "rank_deficient", "scheme", "rebased"}
+                        "rank_deficient", "scheme", "rebased", "scale_log2",
+                        "eigenvalues_finite"}
     assert dct["k"] == 2 and dct["scheme"] is None
     with pytest.raises(AttributeError):
         info.k = 3  # frozen

@@ -27,6 +27,14 @@ __all__ = ["RANK_C", "RefreshInfo", "refresh_columns", "rotate_block", "full_per
 #: arbitrary.
 RANK_C = 10.0
 
+#: Entries of a refreshed column q below FLUSH_C·u·‖q‖₂/√d are set to zero. When K annihilates
+#: part of span(Q_J) (dead units of a network: zero rows of K), the rotation mixes the null
+#: and range directions with coefficients at the level of the rounding noise of Q_JᵀKQ_J, and
+#: Q_J W holds entries of 1e-30 and below (subnormal in fp32: 4× slower products with the basis
+#: afterwards) where qr(K Q) holds zeros. Flushing them moves each column by at most
+#: FLUSH_C·u·‖q‖₂ (√d entries of u‖q‖/√d at most), so orthogonality changes by O(u).
+FLUSH_C = 1.0
+
 
 @dataclass(frozen=True)
 class RefreshInfo:
@@ -88,6 +96,16 @@ def make_info(method: str, comp: str, k: int, sort: bool, loss, R, xp, *, scale:
                        input_loss=float(loss), min_r_ratio=ratio,
                        rank_deficient=bool(ratio < RANK_C * k * unit_roundoff(comp)),
                        scale_log2=int(scale), eigenvalues_finite=finite)
+
+
+def flush_tiny(xp, X, comp: str):
+    """X (..., d, k) with entries below FLUSH_C·u·‖column‖₂/√d set to zero (cost O(dk))."""
+    d = X.shape[-2]
+    if d == 0:
+        return X
+    t = xp.sqrt(xp.sum(X * X, axis=-2, keepdims=True)) * (
+        FLUSH_C * unit_roundoff(comp) / math.sqrt(d))
+    return xp.where(xp.abs(X) < t, xp.zeros_like(X), X)
 
 
 def diag(xp, A):
@@ -185,38 +203,53 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
     BJ, e = matvec.scaled(QJ)  # K QJ = 2^e BJ
     if method == "rotate":
         V, eig, perm, R = rotate_block(xp, QJ, BJ, sort=sort)
-        eig = scale_back(xp, eig, e, comp)
-        if QJ.dtype == Q.dtype and V.dtype == Q.dtype:
-            return (B.matmul_into_columns(Q, J, QJ, V, inplace=inplace), eig, perm, R,
-                    loss_in, e)
-        QJn = QJ @ V
-    else:
-        Jc = np.setdiff1d(np.arange(m, dtype=np.int64), J)
+        return _finish(xp, Q, J, flush_tiny(xp, QJ @ V, comp), qfmt, inplace,
+                       scale_back(xp, eig, e, comp), perm, R, loss_in, e)
+    Jc = np.setdiff1d(np.arange(m, dtype=np.int64), J)
+    Qc = decode(B.take_columns(Q, Jc), comp) if Jc.size else None
+    if Qc is not None:
+        B.check_finite(xp, Qc, "Q")
+    if m < d:
+        # orthogonal iteration in the complement of the kept columns: block CGS2 of K Q_J
+        # against them, with a QR after each pass
         if sort:
             perm = argsort_desc(xp, xp.sum(QJ * BJ, axis=-2))
         else:
             perm = xp.broadcast_to(xp.arange(k, device=dev), (*BJ.shape[:-2], k))
         Bp = take_last(xp, BJ, perm) if sort else BJ
-        if Jc.size:
-            # block CGS2 with a QR after each pass: the second pass starts from an orthonormal
-            # block, so the result is orthogonal to the kept columns to O(u) even when K Q_J
-            # is ill-conditioned or rank deficient (the first QR then returns arbitrary
-            # directions, which the second projection brings back into span(Q_J))
-            Qc = decode(B.take_columns(Q, Jc), comp)
-            B.check_finite(xp, Qc, "Q")
-            Bp = Bp - Qc @ (mT(xp, Qc) @ Bp)
-            Bp, R = qr_pos(xp, Bp)
-            Bp = Bp - Qc @ (mT(xp, Qc) @ Bp)
-            QJn, _ = qr_pos(xp, Bp)
-        else:
-            QJn, R = qr_pos(xp, Bp)
-        if m == d:
-            # in exact arithmetic QJn = QJ V and K QJn = BJ V: Rayleigh quotients without a
-            # second product by K (exact for a complete basis, O(loss) otherwise)
-            V = mT(xp, QJ) @ QJn
-            eig = scale_back(xp, xp.sum(V * (mT(xp, BJ) @ QJn), axis=-2), e, comp)
-        else:
+        Bp, R = qr_pos(xp, Bp - Qc @ (mT(xp, Qc) @ Bp)) if Qc is not None else qr_pos(xp, Bp)
+        if r_ratio(xp, R) >= RANK_C * k * unit_roundoff(comp):
+            QJn = _project_out(xp, Bp, Qc) if Qc is not None else Bp
             Y, e2 = matvec.scaled(QJn)
             eig = scale_back(xp, xp.sum(QJn * Y, axis=-2), e2, comp)
-    return (B.put_columns(Q, J, encode(QJn, qfmt), inplace=inplace), eig, perm, R, loss_in,
-            e)
+            return _finish(xp, Q, J, flush_tiny(xp, QJn, comp), qfmt, inplace, eig, perm, R,
+                           loss_in, e)
+    # m = d, or K annihilates part of span(Q_J): the new columns are the rotate step's Q_J V
+    # (inside span(Q_J), full rank whatever the rank of K Q_J) repaired by block CGS2 against
+    # the kept columns. Projecting a rank-deficient K Q_J instead would leave its null
+    # directions to the arbitrary columns of a QR, which the projection can annihilate.
+    V, _, perm, R = rotate_block(xp, QJ, BJ, sort=sort)
+    Y = QJ @ V
+    QJn = _project_out(xp, Y, Qc) if Qc is not None else qr_pos(xp, Y)[0]
+    if m == d:
+        # in exact arithmetic QJn = QJ V and K QJn = 2^e BJ V: Rayleigh quotients without a
+        # second product by K (exact for a complete basis, O(loss) otherwise)
+        V2 = mT(xp, QJ) @ QJn
+        eig = scale_back(xp, xp.sum(V2 * (mT(xp, BJ) @ QJn), axis=-2), e, comp)
+    else:
+        Y, e2 = matvec.scaled(QJn)
+        eig = scale_back(xp, xp.sum(QJn * Y, axis=-2), e2, comp)
+    return _finish(xp, Q, J, flush_tiny(xp, QJn, comp), qfmt, inplace, eig, perm, R, loss_in,
+                   e)
+
+
+def _project_out(xp, Y, Qc):
+    """Y (orthonormal columns) made orthogonal to Qc to O(u): one more projection and QR
+    (the second pass of block CGS2: it starts from an orthonormal block)."""
+    Y, _ = qr_pos(xp, Y - Qc @ (mT(xp, Qc) @ Y))
+    Y = Y - Qc @ (mT(xp, Qc) @ Y)
+    return qr_pos(xp, Y)[0]
+
+
+def _finish(xp, Q, J, QJn, qfmt, inplace, eig, perm, R, loss_in, e):
+    return (B.put_columns(Q, J, encode(QJn, qfmt), inplace=inplace), eig, perm, R, loss_in, e)

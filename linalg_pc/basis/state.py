@@ -56,7 +56,14 @@ from ._common import (
     qr_pos,
     scale_back,
 )
-from ._refresh import RefreshInfo, full_permutation, make_info, refresh_columns, rotate_block
+from ._refresh import (
+    RefreshInfo,
+    flush_tiny,
+    full_permutation,
+    make_info,
+    refresh_columns,
+    rotate_block,
+)
 
 __all__ = ["BasisState", "BasisUpdate", "STORAGE_SCHEMES", "STATE_SCHEMES", "bjorck_step",
            "init", "update", "apply", "materialize", "rebase", "blocks", "block_index"]
@@ -411,8 +418,8 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
             W[..., b, :, :] = xp.astype(xp.take(Wn, back, axis=-1), W.dtype)
             new = dataclasses.replace(state, W=W)
         else:
-            Qn = B.put_columns(state.Q, J, encode(QJ @ Vrot, B.format_of(state.Q)),
-                               inplace=inplace)
+            Qn = B.put_columns(state.Q, J, encode(flush_tiny(xp, QJ @ Vrot, comp),
+                                                  B.format_of(state.Q)), inplace=inplace)
             new = dataclasses.replace(state, Q=Qn)
     info = dataclasses.replace(make_info(method, comp, J.size, sort, loss, R, xp, scale=e,
                                          eig=eig), scheme=state.scheme)

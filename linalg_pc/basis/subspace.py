@@ -98,13 +98,20 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
         the one rounding, so the loss stays at the one-rounding floor (docs/basis.md).
         "rotate": B = K Q_J, M = Q_Jᵀ B, W = qr(M).Q, Q_J ← Q_J W (2d²k + 2dk² + 2dk² +
         O(k³) flops); orthogonality of Q_J is preserved to the precision of Q_J itself.
-        "project": B re-orthogonalized twice against the unchanged columns
-        (B ← B − Q_{J^c}(Q_{J^c}ᵀ B), twice, with a thin QR after each pass: block CGS2,
-        8dk(m − k) + 8dk² flops): equal to "rotate" in exact arithmetic when m = d and K Q_J
-        has full rank, orthogonal to the kept columns to O(u) even when it has not (the
-        null directions are completed inside span(Q_J) when m = d), and it repairs the
-        orthogonality of the touched columns of a BF16-stored basis (they become orthogonal to
-        the stored others to O(u_compute) before the one rounding of the result).
+        "project": the touched columns re-orthogonalized twice against the unchanged ones
+        (Y ← Y − Q_{J^c}(Q_{J^c}ᵀ Y), twice, with a thin QR after each pass: block CGS2,
+        8dk(m − k) + 8dk² flops). For m = d, or when K Q_J is numerically rank deficient, Y is
+        the rotate step's Q_J W (inside span(Q_J) and of full rank whatever the rank of K; a
+        projected rank-deficient K Q_J would leave its null directions to the arbitrary
+        columns of a QR, which the projection can annihilate: measured loss 1 on a K with
+        dead units); for m < d, Y = K Q_J (orthogonal iteration in the complement of the kept
+        columns). Equal to "rotate" in exact arithmetic when m = d; orthogonal to the kept
+        columns to O(u_compute) in every case, so it repairs the touched columns of a
+        16-bit-stored basis before the one rounding of the result.
+        Both methods set entries of a new column below FLUSH_C·u·‖q‖₂/√d to zero (O(dk)): the
+        null directions of a rank-deficient K would otherwise leave entries of 1e-30 and
+        below (subnormals in fp32, slow in every later product) where qr(K Q) has zeros; the
+        orthogonality changes by O(u).
     compute : {"fp32", "fp64"}, optional
         Arithmetic format. Default (:class:`~linalg_pc.Precision`): Q's format, at least fp32:
         fp64 arithmetic for an fp64 Q, fp32 for fp32 and 16-bit Q.

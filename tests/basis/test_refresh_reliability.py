@@ -125,3 +125,35 @@ def test_nonfinite_k_still_raises_naming_k(rng):
         lpc.subspace_refresh(Kh, Qh, [0, 1])
     with pytest.raises(ValueError, match="K has non-finite"):
         lpc.subspace_refresh(lambda X: X * np.inf, Qh, [0, 1])
+
+
+# --------------------------------------------------------------------------- null space
+def _dead_unit_problem(rng, d, dead):
+    """K = G Gᵀ with ``dead`` zero rows of G (dead ReLUs) and a basis from a full refresh."""
+    G = rng.standard_normal((d, 2 * d))
+    G[rng.choice(d, dead, replace=False)] = 0.0
+    K = (G @ G.T).astype(np.float32)
+    Q = np.linalg.qr(K @ orthogonal(d, rng, np.float32))[0].astype(np.float32)
+    return K, Q
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("method", ["rotate", "project"])
+def test_rank_deficient_k_leaves_no_subnormal(rng, lib, method):
+    """Issue: rotate on a K with dead units left hundreds of entries below 1e-30 (subnormals
+    among them: later products run at subnormal speed). Entries below FLUSH_C·u·‖q‖/√d are
+    flushed; the basis stays orthonormal to O(u). "project" used to lose orthogonality
+    altogether here (loss 1 at the 14th refresh: the null directions of K Q_J were left to the
+    arbitrary columns of a QR, which the projection annihilated)."""
+    d, k = 128, 16
+    Kh, Qh = _dead_unit_problem(rng, d, 40)
+    K, Q = _lib_array(lib, Kh), _lib_array(lib, Qh)
+    for step in range(30):
+        J = lpc.select_columns("cyclic", k, step=step, ncols=d)
+        Q = lpc.subspace_refresh(K, Q, J, method=method).Q
+    q = np.asarray(np64(Q), dtype=np.float32)
+    a = np.abs(q)
+    assert not np.any((a > 0) & (a < np.finfo(np.float32).tiny))  # no subnormal
+    # no entry between zero and the flush threshold in the refreshed columns
+    assert not np.any((a > 0) & (a < 0.5 * U_FP32 / np.sqrt(d)))
+    assert loss_2(Q) < 30 * d * U_FP32

@@ -142,9 +142,11 @@ def scale_back(xp, v, e: int, comp: str):
 
 def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K") -> FactorOperator:
     """A :class:`FactorOperator` X ↦ K X in the compute format, K validated by the rules of
-    :func:`linalg_pc._operators.as_operator` (any batch broadcasting with Q's, checked on the
-    products: a NaN or inf of K reaches every row of K X it multiplies, so checking the d×k
-    product replaces an O(d²) scan of K before the work)."""
+    :func:`linalg_pc._operators.as_operator`. A callable or operator K receives a copy of X
+    (O(dk)), never a view of the caller's Q or of internal state. Batches follow the rules of
+    as_operator (any batch broadcasting with Q's); entries are checked on the products: a NaN
+    or inf of K reaches every row of K X it multiplies, so checking the d×k product replaces an
+    O(d²) scan of K before the work."""
     op = as_operator(K, argname=argname, n=d, xp=xp, like="Q", batch=batch,
                      max_batch_ndim=None, check_entries=False)
     host_or_device_ok(xp, op, argname)
@@ -154,7 +156,9 @@ def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K") -> F
         return FactorOperator(xp, lambda X: Kc @ X, Kc, comp, argname)
 
     def apply(X):
-        Y = op.matmat(X)
+        # the operator gets its own copy: X may be a view of the caller's basis (a run of
+        # columns) or of internal state, which a callable could otherwise write into
+        Y = op.matmat(xp.asarray(X, copy=True))
         if not is_array(Y) or tuple(Y.shape[-2:]) != tuple(X.shape[-2:]):
             got = tuple(Y.shape) if is_array(Y) else type(Y).__name__
             raise ValueError(f"{argname}(X) must return an array shaped like X "

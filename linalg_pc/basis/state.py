@@ -277,7 +277,8 @@ def _apply_blocks(xp, state: BasisState, Y, *, transpose: bool):
 
 # --------------------------------------------------------------------------- reading
 def materialize(state: BasisState, compute=None):
-    """The basis as an array (..., d, m) of the compute format.
+    """The basis as an array (..., d, m) of the compute format, never sharing memory with the
+    state (a copy where no conversion or product makes a new array).
 
     ``compute`` defaults to the stored format, at least fp32 (fp64 for a "dense" fp64 state).
     Cost: a decode (16-bit schemes); plus 2dmk flops for block-rotation (one k×k product per
@@ -296,7 +297,11 @@ def materialize(state: BasisState, compute=None):
         Q = xp.reshape(xp.permute_dims(Qb, axes), (*Qb.shape[:-3], d, m))
         return _roll(xp, Q, state.offset, -1)
     V = decode(state.Q, comp)
-    return bjorck_step(V) if state.scheme == "bf16-rectify" else V
+    if state.scheme == "bf16-rectify":
+        return bjorck_step(V)
+    # never hand out the state's own buffer (an in-place update would change the caller's
+    # array, and a write into the result would change the state)
+    return xp.asarray(V, copy=True) if V is state.Q else V
 
 
 def apply(state: BasisState, X, *, transpose: bool = False, side: str = "left", compute=None):

@@ -139,8 +139,11 @@ class StoredBasis:
 
     @property
     def stored(self) -> dict:
-        """The stored arrays by name (read-only view of the representation)."""
-        return self._state.stored
+        """Copies of the stored arrays by name ("Q", or "Q0" and "W"): writing into them never
+        changes the basis (cost: one copy of the stored bytes, :attr:`nbytes`). Use
+        :attr:`state` for the arrays themselves (a frozen record the caller must not write)."""
+        xp = self.xp
+        return {name: xp.asarray(a, copy=True) for name, a in self._state.stored.items()}
 
     def blocks(self) -> list[np.ndarray]:
         """Column indices of the blocks of the current partition (block-rotation)."""
@@ -151,7 +154,8 @@ class StoredBasis:
         return S.block_index(self._state, cols)
 
     def materialize(self, compute=None):
-        """The basis as a d×m array of the compute format ("fp32", the default, or "fp64").
+        """The basis as a d×m array of the compute format ("fp32", the default, or "fp64"), a
+        new array (never the stored buffer: writing into it does not change the basis).
 
         Cost: a decode (16-bit schemes); plus 2dmk flops for block-rotation (one k×k product
         per block) or 4dm² for bf16-rectify (one Björck step).

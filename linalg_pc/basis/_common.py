@@ -24,6 +24,19 @@ from .._policy import Precision
 ORTHONORMALITY_TOL = 0.1
 
 
+def check_tol(orth_tol, argname: str = "orth_tol"):
+    """orth_tol: None or a number ≥ 0 (inf allowed: no check); ValueError naming it otherwise."""
+    if orth_tol is None:
+        return None
+    try:
+        t = float(orth_tol)
+    except (TypeError, ValueError):
+        raise TypeError(f"{argname} must be None or a number >= 0, got {orth_tol!r}") from None
+    if isinstance(orth_tol, bool) or not t >= 0:  # rejects NaN and negatives
+        raise ValueError(f"{argname} must be None or a number >= 0, got {orth_tol!r}")
+    return t
+
+
 def default_method(qfmt) -> str:
     """The refresh method a basis stored in ``qfmt`` gets by default: "project" for 16-bit
     storage (it repairs the touched columns, so the basis cannot drift out of the input
@@ -151,6 +164,11 @@ def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K") -> F
                      max_batch_ndim=None, check_entries=False)
     host_or_device_ok(xp, op, argname)
     if op.kind in ("dense", "batched"):
+        kb = tuple(K.shape[:-2])
+        if len(kb) > len(batch) or any(a not in (1, b) for a, b in
+                                       zip(kb[::-1], batch[::-1], strict=False)):
+            raise ValueError(f"{argname} has batch shape {kb}, which does not broadcast to Q's "
+                             f"batch shape {tuple(batch)} (stack Q the same way)")
         Kc = (xp.astype(K, B.native_dtype(xp, comp)) if is_integer_dtype(xp, K.dtype)
               else decode(K, comp))
         return FactorOperator(xp, lambda X: Kc @ X, Kc, comp, argname)
@@ -163,7 +181,11 @@ def operator(K, xp, d: int, batch: tuple, comp: str, *, argname: str = "K") -> F
             got = tuple(Y.shape) if is_array(Y) else type(Y).__name__
             raise ValueError(f"{argname}(X) must return an array shaped like X "
                              f"{tuple(X.shape)}, got {got}")
-        Y = xp.asarray(Y)
+        if B.namespace_name(B.array_namespace(Y)) != B.namespace_name(xp):
+            raise TypeError(f"{argname}(X) must return an array of Q's library "
+                            f"({B.namespace_name(xp)}), got {type(Y).__module__}."
+                            f"{type(Y).__name__}")
+        B.format_of(Y, argname=f"{argname}(X)")
         return decode(Y, comp)
 
     return FactorOperator(xp, apply, None, comp, argname)

@@ -11,6 +11,7 @@ from .. import _backend as B
 from ._common import (
     ORTHONORMALITY_TOL,
     check_orthonormal,
+    check_tol,
     compute_format,
     decode,
     mT,
@@ -78,6 +79,7 @@ def complete_basis(U, *, method: str = "householder", rng=None, compute=None,
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    orth_tol = check_tol(orth_tol)
     xp = B.array_namespace(U)
     fmt = B.format_of(U, argname="U")
     if U.ndim < 2:

@@ -33,6 +33,8 @@ def _quality_parts(K, Q):
     if Q.ndim < 2:
         raise ValueError(f"Q must have shape (..., d, m), got {tuple(Q.shape)}")
     d = Q.shape[-2]
+    B.format_of(Q, argname="Q")
+    B.check_finite(xp, Q, "Q")  # O(dm): a NaN of Q must not be blamed on K
     matvec = operator(K, xp, d, tuple(Q.shape[:-2]), "fp64")
     Q64 = decode(Q, "fp64")
     return xp, Q64, mT(xp, Q64) @ matvec(Q64)
@@ -177,6 +179,9 @@ def select_columns(policy: str, k: int, *, step: int | None = None, K=None, Q=No
         s = column_scores("topk", K=K, Q=Q, estimates=estimates)
         if s.shape[-1] != m:
             raise ValueError(f"estimates have {s.shape[-1]} entries, expected m={m}")
+        if not np.all(np.isfinite(s)):
+            raise ValueError("estimates (or the Rayleigh quotients of K and Q) have non-finite "
+                             "entries (NaN or inf)")
         top = np.argsort(-s, kind="stable")[:ktop]
         rest = np.setdiff1d(np.arange(m, dtype=np.int64), top)
         if k - ktop == 0:

@@ -47,6 +47,7 @@ from ._common import (
     ORTHONORMALITY_TOL,
     check_cols,
     check_orthonormal,
+    check_tol,
     compute_format,
     decode,
     default_method,
@@ -154,6 +155,11 @@ def bjorck_step(V):
     a BF16-rounded orthogonal matrix goes from ≈ 4.7e-3 to ≈ 1.6e-5 in fp32. Cost 4dm² flops
     for V (d×m). V must be in a compute format (fp32/fp64).
     """
+    if not is_array(V):
+        raise TypeError(f"V must be an array, got {type(V).__name__}")
+    B.format_of(V, argname="V")  # real float formats only (a complex V would lose its
+    if V.ndim < 2:               # imaginary part in the transpose products)
+        raise ValueError(f"V must have shape (..., d, m), got {tuple(V.shape)}")
     xp = B.array_namespace(V)
     return 1.5 * V - 0.5 * (V @ (mT(xp, V) @ V))
 
@@ -210,6 +216,7 @@ def init(Q, scheme: str = "dense", *, block_size: int | None = None,
     """
     if scheme not in STATE_SCHEMES:
         raise ValueError(f"scheme must be one of {STATE_SCHEMES}, got {scheme!r}")
+    orth_tol = check_tol(orth_tol)
     if not is_array(Q):
         raise TypeError(f"Q must be an array, got {type(Q).__name__}")
     xp = B.array_namespace(Q)
@@ -381,6 +388,7 @@ def update(state: BasisState, K, cols, *, sort: bool = True, compute=None,
         library that allows item assignment, the old state's arrays hold the new values too)
         and the refresh's columns, Rayleigh quotients, permutation and :class:`RefreshInfo`.
     """
+    orth_tol = check_tol(orth_tol)
     xp = B.array_namespace(state.Q)
     comp = compute_format(compute, B.format_of(state.Q))
     d, m = state.shape

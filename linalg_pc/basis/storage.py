@@ -47,7 +47,7 @@ import numpy as np
 from .. import _backend as B
 from .._operators import is_array
 from . import state as S
-from ._common import ORTHONORMALITY_TOL
+from ._common import ORTHONORMALITY_TOL, check_tol
 from .state import STORAGE_SCHEMES, BasisUpdate, bjorck_step
 
 __all__ = ["StoredBasis", "BasisUpdate", "STORAGE_SCHEMES", "bjorck_step"]
@@ -103,6 +103,11 @@ class StoredBasis:
                  orth_tol: float | None = ORTHONORMALITY_TOL):
         if scheme not in STORAGE_SCHEMES:
             raise ValueError(f"scheme must be one of {STORAGE_SCHEMES}, got {scheme!r}")
+        orth_tol = check_tol(orth_tol)
+        if rebase_every is not None and (isinstance(rebase_every, bool) or not isinstance(
+                rebase_every, (int, np.integer)) or rebase_every < 0):
+            raise ValueError(f"rebase_every must be None or an integer >= 0, got "
+                             f"{rebase_every!r}")
         if not is_array(Q):
             raise TypeError(f"Q must be an array, got {type(Q).__name__}")
         B.format_of(Q, argname="Q")

@@ -27,7 +27,14 @@ from typing import Any, NamedTuple
 
 from .. import _backend as B
 from .._operators import is_array
-from ._common import ORTHONORMALITY_TOL, check_cols, compute_format, default_method, operator
+from ._common import (
+    ORTHONORMALITY_TOL,
+    check_cols,
+    check_tol,
+    compute_format,
+    default_method,
+    operator,
+)
 from ._refresh import RANK_C, RefreshInfo, full_permutation, make_info, refresh_columns
 from .selection import COLUMN_POLICIES, column_scores, eigenbasis_quality, select_columns
 
@@ -168,6 +175,7 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
     """
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} or None, got {method!r}")
+    orth_tol = check_tol(orth_tol)
     if not is_array(Q):
         raise TypeError(f"Q must be an array, got {type(Q).__name__}")
     xp = B.array_namespace(Q)

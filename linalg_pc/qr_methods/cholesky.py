@@ -57,6 +57,7 @@ from ._common import (
     scale_pow2,
     to_float,
     triu,
+    unscale_r,
     zeros,
 )
 from .householder import householder_core
@@ -74,6 +75,10 @@ SHIFT_GROWTH = 10.0
 SHIFT_MAX_RETRIES = 12
 #: Passes after which a CholeskyQR iteration that has not converged falls back to Householder.
 MAX_PASSES = 6
+#: One-pass CholQR keeps its Q when ‖I − QᵀQ‖_F <= this: its promise c·u·κ² (c =
+#: C_CHOLQR_ORTH = 4 in analysis/bounds.py) at the end of its range κ = u^(−1/2)/10 (docs/qr.md),
+#: the same in every format. Past it the passes continue as shifted CholQR3.
+ONE_PASS_ORTH_MAX = 4.0 * 0.1 ** 2
 
 
 # --------------------------------------------------------------------------- BLAS helpers
@@ -225,9 +230,24 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         Rtot = R if Rtot is None else ctx.em(xp.matmul(R, Rtot))
         want = max(min_passes, 3 if shifted_any else 0)
         done = passes >= want and s_used == 0 and (accept is None or kap <= accept)
-        if not (done and not need_q):
+        check = done and accept is None and policy is None and allow_fallback_shift
+        if not (done and not need_q) or check:
             X = ctx.em(right_solve(ctx, X, R, own=own, kap=kap))
             own = True
+        if check:
+            # One pass is kept only if its Q is orthonormal to within its promise (checked on
+            # the result: neither Cholesky's success nor the κ estimate of a Cholesky factor of
+            # a rounded Gram matrix says that Q = A R⁻¹ is orthonormal).
+            err = _orth_error(ctx, X)
+            if not err <= ONE_PASS_ORTH_MAX:
+                tr.fallbacks.append(f"{tr.method} -> scholqr3: ||I - Q^T Q||_F = {err:.3g} after "
+                                    f"one pass (> {ONE_PASS_ORTH_MAX:g}: kappa(A) past "
+                                    f"u^(-1/2)/10)")
+                tr.method = "scholqr3"
+                policy = "breakdown"
+                max_passes = max(max_passes, MAX_PASSES)
+                accept = ACCEPT_KAPPA
+                continue
         if done:
             break
         if passes >= max_passes:
@@ -238,8 +258,16 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
                             f"{kap:.3g} > {accept}")
     tr.passes = passes
     if sexp:
-        Rtot = ctx.em(scale_pow2(Rtot, -sexp))
+        Rtot = ctx.em(unscale_r(ctx, Rtot, -sexp))  # past the range: reported by finish
     return (X if need_q else None), Rtot
+
+
+def _orth_error(ctx: Ctx, X) -> float:
+    """‖I − XᵀX‖_F (one Gram product, mn² flops; ``inf`` for a non-finite X)."""
+    xp = ctx.xp
+    E = gram(ctx, X) - eye(xp, X.shape[-1], like=X)
+    err = to_float(xp.sqrt(xp.sum(E * E)))
+    return err if math.isfinite(err) else float("inf")
 
 
 def _chol(ctx: Ctx, G, s: float):

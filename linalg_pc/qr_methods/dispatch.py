@@ -181,5 +181,8 @@ def _loop(Ac, method: str, kwargs) -> QRResult:
     info = _replace(infos[0], method=used[0] if len(used) == 1 else "+".join(used),
                     fallbacks=fallbacks, shifts=shifts,
                     passes=max(inf.passes for inf in infos), kappa_est=float(np.float64(kap)),
-                    notes=(f"looped over {nb} matrices",))
+                    notes=(f"looped over {nb} matrices",) + tuple(
+                        f"[{i}] {note}" for i, inf in enumerate(infos) if inf.r_overflow
+                        for note in inf.notes if note.startswith("R overflows")),
+                    r_overflow=any(inf.r_overflow for inf in infos))
     return QRResult(Q, R, info)

@@ -25,7 +25,10 @@ recycled (``_buffers``).
 Breakdown is detected from Cholesky's ``info`` (the leading minor that is not positive definite)
 and from an R whose condition estimate reaches u⁻¹; it is never an exception. One-pass CholQR
 also treats as breakdown an R with u·(κ_est/n)² > 1 (κ₂(R) >= κ₁-estimate/n, so its Q would not
-be orthonormal in any digit: Cholesky can succeed on a Gram matrix past u⁻¹). The fallback chain
+be orthonormal in any digit: Cholesky can succeed on a Gram matrix past u⁻¹), and it checks its
+result: a Q with ‖I − QᵀQ‖_F > ``ONE_PASS_ORTH_MAX`` (one more Gram product, mn² flops) is not
+returned, whatever Cholesky and the κ estimate said (the κ estimate is that of the Cholesky
+factor of a *rounded* Gram matrix, which can stay near u^(−1/2) while κ(A) is 1e15). The fallback chain
 CholQR / CholQR2 -> shifted CholQR3 -> Householder runs automatically and is recorded in
 ``info.fallbacks``. After the last pass, a condition estimate of its R (the last Gram matrix's
 square root) decides whether the result is trusted: a pass on X with κ(X) = c leaves
@@ -378,7 +381,9 @@ def cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate=None
 
     Notes
     -----
-    Cost 2mn² + n³/3 flops, one reduction. Bound (Yamamoto et al., ETNA 44, 2015):
+    Cost 2mn² + n³/3 flops and one reduction, plus mn² for the check of the result
+    (‖I − QᵀQ‖_F <= ``ONE_PASS_ORTH_MAX`` = 0.04, else the passes continue as shifted CholQR3,
+    recorded in ``info.fallbacks``). Bound (Yamamoto et al., ETNA 44, 2015):
     ‖I − QᵀQ‖₂ ≲ c·u·κ(A)², ‖A − QR‖ ≲ c·u‖A‖; needs κ(A) ≲ u^(−1/2).
 
     Examples

@@ -197,6 +197,9 @@ def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None
     if not hasattr(A, "shape") or not hasattr(A, "dtype"):
         raise TypeError(f"A must be an array, got {type(A).__name__}")
     xp = B.array_namespace(A)
+    detach = B.delegate(xp, "detach")  # no autograd: read a tensor that requires grad detached
+    if detach is not None:
+        A = detach(A)
     if A.ndim < 2:
         raise ValueError(f"A must have at least 2 dimensions (..., m, n), got shape "
                          f"{tuple(A.shape)}")

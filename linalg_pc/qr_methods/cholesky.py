@@ -28,11 +28,11 @@ also treats as breakdown an R with u·(κ_est/n)² > 1 (κ₂(R) >= κ₁-estima
 be orthonormal in any digit: Cholesky can succeed on a Gram matrix past u⁻¹), and it checks its
 result: a Q with ‖I − QᵀQ‖_F > ``ONE_PASS_ORTH_MAX`` (one more Gram product, mn² flops) is not
 returned, whatever Cholesky and the κ estimate said (the κ estimate is that of the Cholesky
-factor of a *rounded* Gram matrix, which can stay near u^(−1/2) while κ(A) is 1e15). The fallback chain
-CholQR / CholQR2 -> shifted CholQR3 -> Householder runs automatically and is recorded in
-``info.fallbacks``. After the last pass, a condition estimate of its R (the last Gram matrix's
-square root) decides whether the result is trusted: a pass on X with κ(X) = c leaves
-‖I − QᵀQ‖ ≈ u·c², so CholQR2/3 add a pass while κ_est(R_last) > ``ACCEPT_KAPPA``.
+factor of a *rounded* Gram matrix, which can stay near u^(−1/2) while κ(A) is 1e15).
+The fallback chain CholQR / CholQR2 -> shifted CholQR3 -> Householder runs automatically and
+is recorded in ``info.fallbacks``. After the last pass, a condition estimate of its R (the last
+Gram matrix's square root) decides whether the result is trusted: a pass on X with κ(X) = c
+leaves ‖I − QᵀQ‖ ≈ u·c², so CholQR2/3 add a pass while κ_est(R_last) > ``ACCEPT_KAPPA``.
 
 Inputs near overflow or underflow are rescaled by a power of two (exact) before the Gram matrix.
 

@@ -83,6 +83,13 @@ def batched_qr(A, mode):
     return (None if Q is None else torch.from_numpy(Q)), torch.from_numpy(R), backend
 
 
+@register("torch", "detach")
+def detach(x):
+    """The tensor without its autograd history (the same memory): linalg_pc's routines do not
+    differentiate, so they read their inputs detached and return tensors that need no grad."""
+    return x.detach() if x.requires_grad else x
+
+
 @register("torch", "to_numpy")
 def to_numpy(x):
     """Host copy (a view for CPU tensors); bf16 travels as its 16-bit pattern."""

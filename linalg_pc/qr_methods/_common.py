@@ -61,6 +61,11 @@ class QRInfo:
         algorithm on the library's matmul), "reference" (our array-API code), "numba", "cuda".
     notes : tuple of str
         Anything else worth knowing (sketch type and size, extra passes, rescaling).
+    r_overflow : bool
+        True when entries of R exceed the largest finite value of the storage format (or of the
+        compute format): those entries are returned as ±inf, and ``notes`` says so and names a
+        format or scaling that holds R. Q is finite and orthonormal all the same (it does not
+        depend on A's scale); A·2^e = Q·(R·2^e) for the power of two the note gives.
     """
 
     method: str
@@ -75,6 +80,7 @@ class QRInfo:
     mode: str = "reduced"
     backend: str = "reference"
     notes: tuple = ()
+    r_overflow: bool = False
 
     def as_dict(self) -> dict:
         """The info as a plain dict."""
@@ -104,6 +110,9 @@ class Trace:
     kappa_est: float = float("nan")
     backend: str = "reference"
     notes: list = field(default_factory=list)
+    #: R as computed is the true R·2^-r_exp (an int, or one exponent per matrix of a stack):
+    #: the scaling back is left to :func:`finish` when it overflows the compute format.
+    r_exp: Any = 0
 
 
 @dataclass
@@ -115,6 +124,8 @@ class Ctx:
     prec: ResolvedPrecision
     mode: str
     trace: Trace
+    #: False for an inner factorization (:meth:`sub`), whose R its caller uses as a value.
+    top: bool = True
 
     @property
     def input_format(self) -> Format:
@@ -161,7 +172,7 @@ class Ctx:
         p = self.prec
         prec = ResolvedPrecision(input=p.compute, storage=p.compute, compute=p.compute,
                                  emulate=p.emulate)
-        return Ctx(xp=self.xp, prec=prec, mode=mode, trace=Trace(method, method))
+        return Ctx(xp=self.xp, prec=prec, mode=mode, trace=Trace(method, method), top=False)
 
     @property
     def name(self) -> str:
@@ -186,6 +197,9 @@ def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None
     if not hasattr(A, "shape") or not hasattr(A, "dtype"):
         raise TypeError(f"A must be an array, got {type(A).__name__}")
     xp = B.array_namespace(A)
+    detach = B.delegate(xp, "detach")  # no autograd: read a tensor that requires grad detached
+    if detach is not None:
+        A = detach(A)
     if A.ndim < 2:
         raise ValueError(f"A must have at least 2 dimensions (..., m, n), got shape "
                          f"{tuple(A.shape)}")
@@ -229,15 +243,35 @@ def cast_out(ctx: Ctx, X):
 
 
 def finish(ctx: Ctx, Q, R) -> QRResult:
-    """Cast to storage, freeze the trace."""
+    """Scale R back (a deferred ``trace.r_exp``), cast to storage, freeze the trace.
+
+    R's entries beyond the largest finite value of the compute or storage format become ±inf
+    (IEEE overflow), and ``info.r_overflow`` and a note say so. The check reads R (O(kn)) only
+    when R was scaled back here or the storage format is narrower than the compute format.
+    """
     t = ctx.trace
+    r_exp = t.r_exp
+    scaled = not (isinstance(r_exp, int) and r_exp == 0)
+    if scaled:
+        R = _scale_back(ctx.xp, R, r_exp)
+    Qs, Rs = (None if ctx.mode == "r" else cast_out(ctx, Q)), cast_out(ctx, R)
+    r_overflow = False
+    if (scaled or ctx.storage.max < ctx.compute.max) and not all_finite(ctx.xp, Rs):
+        r_overflow = True
+        fmt = ctx.storage if ctx.storage.max < ctx.compute.max else ctx.compute
+        emax = int(np.max(r_exp)) if scaled else 0
+        hint = ("compute='fp64', storage='fp64' hold it" if fmt.max < 1e300
+                else "A scaled by a power of two has a finite R")
+        t.notes.append(f"R overflows {fmt.name}: its entries beyond {fmt.max:.4g} are returned "
+                       f"as inf (Q is finite and orthonormal); "
+                       + (f"R*2^-{emax} is the R of A*2^-{emax}; " if emax else "") + hint)
     info = QRInfo(method=t.method, requested=t.requested, fallbacks=tuple(t.fallbacks),
                   shifts=tuple(float(s) for s in t.shifts), passes=int(t.passes),
                   kappa_est=float(t.kappa_est), compute=ctx.compute.name,
                   storage=ctx.storage.name,
                   emulate=None if ctx.emulate is None else ctx.emulate.name, mode=ctx.mode,
-                  backend=t.backend, notes=tuple(t.notes))
-    return QRResult(None if ctx.mode == "r" else cast_out(ctx, Q), cast_out(ctx, R), info)
+                  backend=t.backend, notes=tuple(t.notes), r_overflow=r_overflow)
+    return QRResult(Qs, Rs, info)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -341,3 +375,98 @@ def kappa_est(xp, R) -> float:
         if abs(e) > POW2_SAFE:
             Rk = scale_pow2(Rk, e)  # κ is scale invariant
     return B.tri_cond_est(Rk)
+
+
+# --------------------------------------------------------------------------- overflow
+def all_finite(xp, X) -> bool:
+    """No NaN or inf in X (the backend's ``all_finite`` delegate when the library has one)."""
+    impl = B.delegate(xp, "all_finite")
+    return bool(impl(X)) if impl is not None else bool(xp.all(xp.isfinite(X)))
+
+
+def _exponents_each(xp, X):
+    """Per matrix of a stack, the e with max|X_i|·2^e in [0.5, 1) (0 for a zero matrix), as an
+    int NumPy array of the batch shape."""
+    amax = B.to_numpy(xp.max(xp.abs(X), axis=(-2, -1))).astype(np.float64)
+    e = -np.frexp(amax)[1]
+    return np.where((amax > 0) & np.isfinite(amax), e, 0).astype(np.int64)
+
+
+def _scale_each(xp, X, e):
+    """X_i·2^(e_i) per matrix of a stack, in two exact multiplications (see scale_pow2)."""
+    h = e // 2
+    dev = B.device_of(X)
+    f1 = xp.asarray(np.ldexp(1.0, h)[..., None, None], dtype=X.dtype, device=dev)
+    f2 = xp.asarray(np.ldexp(1.0, e - h)[..., None, None], dtype=X.dtype, device=dev)
+    return (X * f1) * f2
+
+
+def _scale_back(xp, R, e):
+    """R·2^e (an int e, or one per matrix); entries past the format's range become ±inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if isinstance(e, np.ndarray):
+            return _scale_each(xp, R, e)
+        return scale_pow2(R, e)
+
+
+def unscale_r(ctx: Ctx, R, e):
+    """R·2^e for an R computed from A·2^-e (e an int, or one per matrix of a stack).
+
+    Scaling down (e <= 0) is done at once. Scaling up is done at once where R·2^e fits the
+    compute format; where it does not, R is returned scaled and ``e`` is recorded in
+    ``ctx.trace.r_exp`` for :func:`finish` (so the κ estimate and the fallbacks' tests read a
+    finite R, and the overflow is reported once). An inner factorization (``ctx.top`` False)
+    scales at once, with ±inf where R does not fit.
+    """
+    xp = ctx.xp
+    if not isinstance(e, np.ndarray):
+        if e <= 0 or not ctx.top or R.shape[-1] == 0 or R.shape[-2] == 0:
+            return _scale_back(xp, R, e)
+        amax = to_float(xp.max(xp.abs(R)))
+        maxexp = math.frexp(ctx.compute.max)[1]
+        if amax == 0 or math.frexp(amax)[1] + e <= maxexp:
+            return scale_pow2(R, e)
+        ctx.trace.r_exp = e
+        return R
+    if not ctx.top:
+        return _scale_back(xp, R, e)
+    amax = B.to_numpy(xp.max(xp.abs(R), axis=(-2, -1))).astype(np.float64)
+    fits = (e <= 0) | (np.frexp(amax)[1] + e <= math.frexp(ctx.compute.max)[1])
+    now = np.where(fits, e, 0)
+    R = _scale_each(xp, R, now) if np.any(now) else R
+    later = np.where(fits, 0, e)
+    if np.any(later):
+        ctx.trace.r_exp = later
+    return R
+
+
+def guard_overflow(ctx: Ctx, A, factor):
+    """``factor(A) -> (Q, R)``, run again on A scaled by a power of two when R came back with a
+    non-finite entry (A is finite: a norm, β or an update overflowed, and Q is then NaN too).
+
+    Each matrix whose largest entry is at least 2^(maxexp − ``POW2_SAFE``) is scaled to a
+    largest entry in [0.5, 1) (exact), the others are left as they are; R is scaled back by
+    :func:`unscale_r`. The check reads R once (O(kn) per matrix).
+    """
+    xp = ctx.xp
+    Q, R = factor(A)
+    if R.shape[-1] == 0 or R.shape[-2] == 0 or all_finite(xp, R):
+        return Q, R
+    work = ctx.emulate or ctx.compute  # emulated intermediates overflow at the emulated max
+    big = min(-(math.frexp(work.max)[1] - POW2_SAFE), -1)
+    if A.ndim > 2:
+        e = _exponents_each(xp, A)
+        e = np.where(e < big, e, 0)
+        if not np.any(e):
+            return Q, R
+        Q, R = factor(_scale_each(xp, A, e))
+        ctx.trace.notes.append(f"{int(np.count_nonzero(e))} matrices of the stack scaled by "
+                               f"powers of two (down to 2^{int(np.min(e))}) to keep R's "
+                               f"computation in range")
+        return Q, unscale_r(ctx, R, -e)
+    e = pow2_exponent(xp, A)
+    if not e < big:
+        return Q, R
+    Q, R = factor(scale_pow2(A, e))
+    ctx.trace.notes.append(f"A scaled by 2^{e} to keep R's computation in range")
+    return Q, unscale_r(ctx, R, -e)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 from .. import _backend as B
-from ._common import Ctx, QRResult, finish, kappa_est, prepare
+from ._common import Ctx, QRResult, finish, guard_overflow, kappa_est, prepare
 from .householder import householder_core
 
 __all__ = ["batched_qr", "BATCHED_MAX_DIM"]
@@ -38,11 +38,17 @@ def batched_core(ctx: Ctx, A):
     ``BATCHED_MAX_DIM``) and nothing is emulated; otherwise the array-API reference.
     """
     impl = B.delegate(ctx.xp, "batched_qr") if ctx.emulate is None else None
-    out = impl(A, ctx.mode) if impl is not None else None
-    if out is None:
-        return householder_core(ctx, A, vendor=False)
-    Q, R, ctx.trace.backend = out
-    return Q, R
+
+    def factor(X):
+        out = impl(X, ctx.mode) if impl is not None else None
+        if out is None:
+            return householder_core(ctx, X, vendor=False)
+        Q, R, ctx.trace.backend = out
+        return Q, R
+
+    # a matrix whose R overflowed is factored again scaled by a power of two (the reference
+    # path guards itself: householder_core)
+    return guard_overflow(ctx, A, factor) if impl is not None else factor(A)
 
 
 def batched_qr(A, *, mode: str = "reduced", storage=None, compute=None,

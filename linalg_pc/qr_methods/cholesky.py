@@ -25,11 +25,14 @@ recycled (``_buffers``).
 Breakdown is detected from Cholesky's ``info`` (the leading minor that is not positive definite)
 and from an R whose condition estimate reaches u⁻¹; it is never an exception. One-pass CholQR
 also treats as breakdown an R with u·(κ_est/n)² > 1 (κ₂(R) >= κ₁-estimate/n, so its Q would not
-be orthonormal in any digit: Cholesky can succeed on a Gram matrix past u⁻¹). The fallback chain
-CholQR / CholQR2 -> shifted CholQR3 -> Householder runs automatically and is recorded in
-``info.fallbacks``. After the last pass, a condition estimate of its R (the last Gram matrix's
-square root) decides whether the result is trusted: a pass on X with κ(X) = c leaves
-‖I − QᵀQ‖ ≈ u·c², so CholQR2/3 add a pass while κ_est(R_last) > ``ACCEPT_KAPPA``.
+be orthonormal in any digit: Cholesky can succeed on a Gram matrix past u⁻¹), and it checks its
+result: a Q with ‖I − QᵀQ‖_F > ``ONE_PASS_ORTH_MAX`` (one more Gram product, mn² flops) is not
+returned, whatever Cholesky and the κ estimate said (the κ estimate is that of the Cholesky
+factor of a *rounded* Gram matrix, which can stay near u^(−1/2) while κ(A) is 1e15).
+The fallback chain CholQR / CholQR2 -> shifted CholQR3 -> Householder runs automatically and
+is recorded in ``info.fallbacks``. After the last pass, a condition estimate of its R (the last
+Gram matrix's square root) decides whether the result is trusted: a pass on X with κ(X) = c
+leaves ‖I − QᵀQ‖ ≈ u·c², so CholQR2/3 add a pass while κ_est(R_last) > ``ACCEPT_KAPPA``.
 
 Inputs near overflow or underflow are rescaled by a power of two (exact) before the Gram matrix.
 
@@ -57,6 +60,7 @@ from ._common import (
     scale_pow2,
     to_float,
     triu,
+    unscale_r,
     zeros,
 )
 from .householder import householder_core
@@ -74,6 +78,10 @@ SHIFT_GROWTH = 10.0
 SHIFT_MAX_RETRIES = 12
 #: Passes after which a CholeskyQR iteration that has not converged falls back to Householder.
 MAX_PASSES = 6
+#: One-pass CholQR keeps its Q when ‖I − QᵀQ‖_F <= this: its promise c·u·κ² (c =
+#: C_CHOLQR_ORTH = 4 in analysis/bounds.py) at the end of its range κ = u^(−1/2)/10 (docs/qr.md),
+#: the same in every format. Past it the passes continue as shifted CholQR3.
+ONE_PASS_ORTH_MAX = 4.0 * 0.1 ** 2
 
 
 # --------------------------------------------------------------------------- BLAS helpers
@@ -225,9 +233,24 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         Rtot = R if Rtot is None else ctx.em(xp.matmul(R, Rtot))
         want = max(min_passes, 3 if shifted_any else 0)
         done = passes >= want and s_used == 0 and (accept is None or kap <= accept)
-        if not (done and not need_q):
+        check = done and accept is None and policy is None and allow_fallback_shift
+        if not (done and not need_q) or check:
             X = ctx.em(right_solve(ctx, X, R, own=own, kap=kap))
             own = True
+        if check:
+            # One pass is kept only if its Q is orthonormal to within its promise (checked on
+            # the result: neither Cholesky's success nor the κ estimate of a Cholesky factor of
+            # a rounded Gram matrix says that Q = A R⁻¹ is orthonormal).
+            err = _orth_error(ctx, X)
+            if not err <= ONE_PASS_ORTH_MAX:
+                tr.fallbacks.append(f"{tr.method} -> scholqr3: ||I - Q^T Q||_F = {err:.3g} after "
+                                    f"one pass (> {ONE_PASS_ORTH_MAX:g}: kappa(A) past "
+                                    f"u^(-1/2)/10)")
+                tr.method = "scholqr3"
+                policy = "breakdown"
+                max_passes = max(max_passes, MAX_PASSES)
+                accept = ACCEPT_KAPPA
+                continue
         if done:
             break
         if passes >= max_passes:
@@ -238,8 +261,16 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
                             f"{kap:.3g} > {accept}")
     tr.passes = passes
     if sexp:
-        Rtot = ctx.em(scale_pow2(Rtot, -sexp))
+        Rtot = ctx.em(unscale_r(ctx, Rtot, -sexp))  # past the range: reported by finish
     return (X if need_q else None), Rtot
+
+
+def _orth_error(ctx: Ctx, X) -> float:
+    """‖I − XᵀX‖_F (one Gram product, mn² flops; ``inf`` for a non-finite X)."""
+    xp = ctx.xp
+    E = gram(ctx, X) - eye(xp, X.shape[-1], like=X)
+    err = to_float(xp.sqrt(xp.sum(E * E)))
+    return err if math.isfinite(err) else float("inf")
 
 
 def _chol(ctx: Ctx, G, s: float):
@@ -350,7 +381,9 @@ def cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate=None
 
     Notes
     -----
-    Cost 2mn² + n³/3 flops, one reduction. Bound (Yamamoto et al., ETNA 44, 2015):
+    Cost 2mn² + n³/3 flops and one reduction, plus mn² for the check of the result
+    (‖I − QᵀQ‖_F <= ``ONE_PASS_ORTH_MAX`` = 0.04, else the passes continue as shifted CholQR3,
+    recorded in ``info.fallbacks``). Bound (Yamamoto et al., ETNA 44, 2015):
     ‖I − QᵀQ‖₂ ≲ c·u·κ(A)², ‖A − QR‖ ≲ c·u‖A‖; needs κ(A) ≲ u^(−1/2).
 
     Examples

@@ -45,6 +45,32 @@ _FUNCS = {
 }
 
 
+#: The keyword options each method takes (``**options`` of :func:`qr`).
+OPTIONS = {
+    "householder": ("block_size", "vendor"),
+    "bcgs2": ("block_size",),
+    "scholqr3": ("shift",),
+    "rand_cholqr": ("sketch", "sketch_size", "sketch_format"),
+    "tsqr": ("leaf_rows",),
+}
+
+
+def _check_options(method: str, options: dict, requested: str, shape) -> None:
+    """Raise TypeError naming an option ``method`` does not take (before any work)."""
+    bad = sorted(set(options) - set(OPTIONS.get(method, ())))
+    if not bad:
+        return
+    if "pivoting" in bad:
+        raise TypeError("pivoting is not supported: lpc.qr has no column-pivoted QR (use "
+                        "scipy.linalg.qr(A, pivoting=True) for a rank-revealing factorization)")
+    takers = sorted(m for m, opts in OPTIONS.items() if set(bad) <= set(opts))
+    where = (f"method 'auto' (which chose {method!r} for shape {tuple(shape)})"
+             if requested == "auto" else f"method {method!r}")
+    raise TypeError(f"unexpected option(s) {bad} for {where}; it takes "
+                    f"{list(OPTIONS.get(method, ())) or 'no options'}"
+                    + (f"; {bad} are options of {takers}" if takers else ""))
+
+
 def _choose(A) -> str:
     m, n = A.shape[-2], A.shape[-1]
     if A.ndim > 2:
@@ -80,9 +106,11 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
     rng : optional
         Randomness for ``rand_cholqr``'s sketch.
     **options
-        Passed to the method's function: ``block_size`` (householder, bcgs2), ``shift``
-        (scholqr3), ``sketch``, ``sketch_size``, ``sketch_format`` (rand_cholqr), ``leaf_rows``
-        (tsqr), ``vendor`` (householder).
+        Passed to the method's function (:data:`OPTIONS`): ``block_size`` (householder, bcgs2),
+        ``shift`` (scholqr3), ``sketch``, ``sketch_size``, ``sketch_format`` (rand_cholqr),
+        ``leaf_rows`` (tsqr), ``vendor`` (householder). With ``method="auto"``, Householder's
+        options (``block_size``, ``vendor``) select Householder on every shape; an option the
+        chosen method does not take raises TypeError naming it, before any work.
 
     Returns
     -------
@@ -95,8 +123,17 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
     ValueError
         Unknown method or mode, A with fewer than 2 dimensions, NaN/inf in A, m < n for a
         tall-only method (the message names a method that works).
+    TypeError
+        An option the method does not take (named in the message); ``pivoting`` (no
+        column-pivoted QR is offered).
     NotImplementedError
         Complex A.
+
+    Notes
+    -----
+    No autograd: a PyTorch tensor that requires grad is read detached, and Q and R never
+    require grad (use ``torch.linalg.qr`` to differentiate through a QR). The result does not
+    depend on ``requires_grad``.
 
     Examples
     --------
@@ -111,6 +148,11 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
     requested = method
     if method == "auto" and getattr(A, "ndim", 0) >= 2:
         method = _choose(A)
+        if options and not set(options) <= set(OPTIONS.get(method, ())) and set(options) <= set(
+                OPTIONS["householder"]):
+            method = "householder"  # Householder's options ask for Householder, on any shape
+    if hasattr(A, "shape"):
+        _check_options(method, options, requested, A.shape)
     direct = method != "batched" and (getattr(A, "ndim", 0) == 2
                                       or (method == "householder" and bool(options)))
     kwargs = dict(mode=mode, storage=storage, compute=compute, emulate=emulate, **options)
@@ -181,5 +223,8 @@ def _loop(Ac, method: str, kwargs) -> QRResult:
     info = _replace(infos[0], method=used[0] if len(used) == 1 else "+".join(used),
                     fallbacks=fallbacks, shifts=shifts,
                     passes=max(inf.passes for inf in infos), kappa_est=float(np.float64(kap)),
-                    notes=(f"looped over {nb} matrices",))
+                    notes=(f"looped over {nb} matrices",) + tuple(
+                        f"[{i}] {note}" for i, inf in enumerate(infos) if inf.r_overflow
+                        for note in inf.notes if note.startswith("R overflows")),
+                    r_overflow=any(inf.r_overflow for inf in infos))
     return QRResult(Q, R, info)

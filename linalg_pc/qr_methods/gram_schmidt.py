@@ -31,6 +31,7 @@ from ._common import (
     prepare,
     scale_pow2,
     to_float,
+    unscale_r,
     zeros,
 )
 from .cholesky import complete_q
@@ -136,10 +137,10 @@ def _run(A, name, fn, *, mode, storage, compute, emulate, passes) -> QRResult:
             raise _Breakdown("empty matrix")
         sexp = pow2_rescaling(ctx, Ac, "the norms")
         Q, R = fn(ctx, ctx.em(scale_pow2(Ac, sexp)) if sexp else Ac)
-        R = ctx.em(scale_pow2(R, -sexp)) if sexp else R
-        kap = kappa_est(ctx.xp, R)
+        kap = kappa_est(ctx.xp, R)  # of the scaled R (κ is scale invariant), which is finite
         if not kap * ctx.u_work < 1.0 or not math.isfinite(kap):
             raise _Breakdown(f"R is numerically singular (kappa estimate {kap:.3g})")
+        R = ctx.em(unscale_r(ctx, R, -sexp)) if sexp else R
     except _Breakdown as exc:
         if m and n:
             tr.fallbacks.append(f"{name} -> householder: {exc}")

@@ -34,7 +34,19 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _backend as B
-from ._common import Ctx, QRResult, diagonal, eye, finish, kappa_est, mT, prepare, triu, zeros
+from ._common import (
+    Ctx,
+    QRResult,
+    diagonal,
+    eye,
+    finish,
+    guard_overflow,
+    kappa_est,
+    mT,
+    prepare,
+    triu,
+    zeros,
+)
 
 __all__ = ["householder_qr", "householder_factor", "apply_q", "apply_qt", "HouseholderFactors"]
 
@@ -247,7 +259,18 @@ def form_q(F: HouseholderFactors, m: int, ncols: int, *, em=None):
 
 
 def householder_core(ctx: Ctx, A, *, block_size: int = DEFAULT_BLOCK_SIZE, vendor: bool = True):
-    """Householder QR of A (compute dtype) per ``ctx.mode``; returns (Q or None, R)."""
+    """Householder QR of A (compute dtype) per ``ctx.mode``; returns (Q or None, R).
+
+    A matrix whose R comes back non-finite (a column norm or an update past the format's
+    largest value) is factored again scaled by a power of two (:func:`guard_overflow`): Q is
+    then finite and orthonormal, and R is scaled back (an R that does not fit the format is
+    reported by ``finish``).
+    """
+    return guard_overflow(ctx, A, lambda X: _householder_core(ctx, X, block_size=block_size,
+                                                              vendor=vendor))
+
+
+def _householder_core(ctx: Ctx, A, *, block_size: int, vendor: bool):
     xp = ctx.xp
     m, n = A.shape[-2], A.shape[-1]
     mode = ctx.mode

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import _backend as B
 from ..precision import round_to
-from ._common import QRResult, finish, kappa_est, pow2_rescaling, prepare, scale_pow2
+from ._common import QRResult, finish, kappa_est, pow2_rescaling, prepare, scale_pow2, unscale_r
 from .cholesky import (
     ACCEPT_KAPPA,
     MAX_PASSES,
@@ -161,7 +161,7 @@ def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate
                                need_q=ctx.mode != "r")
         tr.passes += 1
         R = ctx.em(xp.matmul(R1, Rs))
-        R = ctx.em(scale_pow2(R, -sexp)) if sexp else R
+        R = ctx.em(unscale_r(ctx, R, -sexp)) if sexp else R  # past the range: reported by finish
     except _Breakdown as exc:
         tr.fallbacks.append(f"rand_cholqr -> householder: {exc.reason}")
         tr.method = "householder"

@@ -16,7 +16,7 @@ is independent (the shape a distributed implementation uses, one reduction of n√
 
 from __future__ import annotations
 
-from ._common import Ctx, QRResult, finish, kappa_est, prepare
+from ._common import Ctx, QRResult, finish, guard_overflow, kappa_est, prepare
 from .cholesky import complete_q
 from .householder import householder_core
 
@@ -88,7 +88,9 @@ def tsqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate=None,
     ctx, Ac = prepare(A, method="tsqr", mode=mode, storage=storage, compute=compute,
                       emulate=emulate, tall_only=True, batch_ok=False)
     depth = [0]
-    Q, R = _tsqr(ctx, Ac, leaf_rows, ctx.mode != "r", depth)
+    # an R past the format's range (a leaf's norms overflowed) is computed again from A scaled
+    # by a power of two, and scaled back (or reported) as Householder does
+    Q, R = guard_overflow(ctx, Ac, lambda X: _tsqr(ctx, X, leaf_rows, ctx.mode != "r", depth))
     ctx.trace.passes = depth[0] + 1
     ctx.trace.notes.append(f"leaf rows <= {max(leaf_rows, 2 * Ac.shape[1])}, "
                            f"{depth[0]} merges")

@@ -54,16 +54,17 @@ def test_householder_fallback_after_an_overwriting_pass_factors_the_input(monkey
 
 
 def test_one_pass_cholqr_past_its_limit_falls_back_instead_of_returning_garbage():
-    """κ = 1.4e4 in fp32 (35× past CholQR's u^(-1/2)/10): Cholesky of the Gram matrix happens to
-    succeed, but one pass would leave ‖I − QᵀQ‖ ≈ 90. The κ estimate of R flags it and the
-    passes continue as shifted CholQR3 (recorded), ending O(u)."""
+    """κ = 1.4e4 in fp32 (35× past CholQR's u^(-1/2)/10): one pass would leave ‖I − QᵀQ‖ ≈ 90.
+    Whether Cholesky of the Gram matrix breaks down, the κ estimate of R flags it, or the check
+    of the result does depends on the BLAS's rounding; the promise is the same on every
+    machine: a fallback is taken and recorded, and Q is O(u)."""
     from linalg_pc.analysis import randsvd
 
     kappa = float(np.logspace(0, np.log10(0.1 / lpc.unit_roundoff("fp32")), 10)[6])  # 1.41e4
     T = randsvd(2000, 50, kappa, dtype="fp32", rng=106)
     res = lpc.qr(T.A, method="cholqr")
-    assert res.info.method == "scholqr3" and res.info.passes >= 2
-    assert any("kappa estimate of R" in f for f in res.info.fallbacks)
+    assert res.info.method != "cholqr" and res.info.fallbacks
+    assert res.info.fallbacks[0].startswith("cholqr -> ")
     assert orthogonality_loss(res.Q) < 100 * lpc.unit_roundoff("fp32")
     # inside its range one pass stays one pass (u·κ² = 0.01 at the limit)
     T = randsvd(2000, 50, 400.0, dtype="fp32", rng=1)

@@ -28,7 +28,7 @@ from .cpu_dense_small import (
     jacobi_eigh,
     qr_solve_small,
 )
-from .cpu_pcg_small import pcg_one
+from .cpu_pcg_small import kernel_rules, pcg_one
 
 
 class DCRegAnalysis(NamedTuple):
@@ -256,5 +256,5 @@ def run_dcreg(H, b, perms_r, perms_t, *, split: int, threshold: float, kappa_tar
               float(rtol), float(atol), int(maxiter), int(check_every))
     kern = pick(dcreg_batch, N * 256)
     kern(H, bf, perms_r, perms_t, params, tuple(int(c) for c in codes),
-         (int(rules[0]), float(rules[1]), float(rules[2])), tuple(an), tuple(so))
+         kernel_rules(rules, dt), tuple(an), tuple(so))
     return an, (so if do_solve else None)

@@ -10,8 +10,10 @@ The loop (stopping test, checks, stall rule, status) is written once, in
 those of ``linalg_pc.solvers._status``.
 
 * **True-residual checks.** Every ``check_every`` iterations, and whenever the recursive residual
-  passes the test, ``b − A x`` is recomputed and replaces the recursive residual (residual
-  replacement, van der Vorst & Ye, SISC 2000). Convergence is declared only on the true residual,
+  passes the test, ``b − A x`` is recomputed; it replaces the recursive residual where that one
+  passed the test and it did not, or where the two have drifted apart (van der Vorst & Ye,
+  SISC 2000: drift > √u·‖r‖, and ≥ 10% of the tolerance), so that the checks cost no
+  iterations against SciPy. Convergence is declared only on the true residual,
   so low precision cannot report false convergence (the failure mode of cupyx's cg, cupy#7512).
   When the true residual fails the test ``STALL_LIMIT`` times in a row without halving, the
   attainable accuracy of the working precision has been reached: status ``"breakdown"``.
@@ -85,6 +87,8 @@ __all__ = ["pcg", "PCGResult", "INNER_RTOL", "STALL_LIMIT", "GAP_RATIO", "STATUS
 # inner relative tolerance of the fp32 solves inside iterative refinement: each outer step gains
 # about log10(1/INNER_RTOL) ≈ 3.9 digits while staying well above fp32's attainable accuracy.
 INNER_RTOL = 2.0**-13
+# unit roundoff of the inner fp32 solves
+U32 = 2.0**-24
 # outer refinement steps at most (each needs a float64 residual)
 MAX_REFINE = 40
 # batched dense systems up to this size run in the Numba small-system kernel (NumPy input)
@@ -167,6 +171,7 @@ class _Problem(NamedTuple):
     tol: np.ndarray
     zero: np.ndarray
     n: int
+    u: float  # unit roundoff of the working format
 
 
 def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]:
@@ -223,7 +228,8 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
     axis = 0 if layout == "cols" else 1
     bnorm = np.sqrt(np.asarray(to_numpy(xp.sum(B * B, axis=axis)), dtype=np.float64))
     tol = np.maximum(float(atol), float(rtol) * bnorm)
-    return _Problem(xp, opA, opM, B, X0, layout, shape, dt, tol, bnorm == 0, n), refine
+    return (_Problem(xp, opA, opM, B, X0, layout, shape, dt, tol, bnorm == 0, n,
+                     work.unit_roundoff), refine)
 
 
 def _engine(pb: _Problem, callback, maxiter) -> str:
@@ -250,7 +256,7 @@ def _solve(pb: _Problem, maxiter, check_every, callback, tol=None) -> LoopResult
     else:
         eng = XpEngine(pb.xp, pb.opA, pb.opM, pb.B, pb.X0, pb.layout, pb.zero)
     eng.single = pb.shape == "single"
-    return run(eng, tol, maxiter, check_every, callback, STOP_RULE)
+    return run(eng, tol, maxiter, check_every, callback, STOP_RULE, pb.u)
 
 
 def _solve_small(pb: _Problem, maxiter, check_every, tol) -> LoopResult:
@@ -303,7 +309,7 @@ def _refine(pb: _Problem, maxiter, check_every, callback) -> LoopResult:
             scale = np.where(active, rn, 1.0)
             R32 = xp.astype(R * coef(np.where(active, 1.0 / scale, 0.0), pb.dtype), f32)
             inner = _Problem(xp, opA32, opM32, R32, None, pb.layout, pb.shape, f32,
-                             np.zeros(Kn), ~active, pb.n)
+                             np.zeros(Kn), ~active, pb.n, U32)
             raw = _solve(inner, remaining, check_every, None,
                          tol=np.where(active, INNER_RTOL, 0.0))
             D = xp.astype(raw.X, pb.dtype) * coef(np.where(active, scale, 0.0), pb.dtype)

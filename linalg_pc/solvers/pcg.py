@@ -20,6 +20,9 @@ those of ``linalg_pc.solvers._status``.
 * **Status instead of exceptions.** ``pᵀAp <= 0`` (A not positive definite on the Krylov space)
   or ``rᵀz <= 0`` (M not positive definite) stop that system with ``"indefinite"``; a NaN/inf
   coefficient stops it with ``"nonfinite"``; ``x`` is then the last finite iterate.
+* **No flushing.** A right-hand side whose squares underflow (fp32 ‖b‖ = 5e-42) is scaled by a
+  power of two (with x0 and atol) and the result scaled back: exact, where x = 0 "converged"
+  was returned before.
 * **Several systems at once.** ``b`` of shape (n, s) solves s right-hand sides with one A,
   each column with its own α, β and convergence mask; A of shape (N, n, n) with b (N, n) solves
   N independent systems the same way.
@@ -172,6 +175,7 @@ class _Problem(NamedTuple):
     zero: np.ndarray
     n: int
     u: float  # unit roundoff of the working format
+    scale: np.ndarray  # (K,) int exponents e: B and X0 were multiplied by 2^e (0: none)
 
 
 def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]:
@@ -226,10 +230,48 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
     if opM is not None and opM.kind in ("dense", "batched") and opM.obj.dtype != dt:
         opM = opM.astype(xp, dt)
     axis = 0 if layout == "cols" else 1
+    scale = _underflow_scale(xp, B, X0, axis, work)
+    if np.any(scale != 0):
+        B = _times(xp, B, scale, layout)
+        X0 = None if X0 is None else _times(xp, X0, scale, layout)
     bnorm = np.sqrt(np.asarray(to_numpy(xp.sum(B * B, axis=axis)), dtype=np.float64))
-    tol = np.maximum(float(atol), float(rtol) * bnorm)
+    tol = np.maximum(np.ldexp(float(atol), scale), float(rtol) * bnorm)
     return (_Problem(xp, opA, opM, B, X0, layout, shape, dt, tol, bnorm == 0, n,
-                     work.unit_roundoff), refine)
+                     work.unit_roundoff, scale), refine)
+
+
+def _per_system(xp, c, layout, like):
+    """Per-system coefficients c (K,) as an array broadcasting against ``like``'s layout."""
+    c = xp.astype(xp.asarray(np.asarray(c, dtype=np.float64), device=device_of(like)),
+                  like.dtype)
+    return c[None, :] if layout == "cols" else c[:, None]
+
+
+def _times(xp, X, e, layout):
+    """X times 2^e per system (e (K,) integers), in two halves so that neither factor
+    overflows (or underflows) the working format: exact, unless the result does."""
+    h = e // 2
+    X = X * _per_system(xp, np.exp2(h), layout, X)
+    return X * _per_system(xp, np.exp2(e - h), layout, X)
+
+
+def _underflow_scale(xp, B, X0, axis, work) -> np.ndarray:
+    """Exponents e, per system, such that 2^e brings a right-hand side whose squares underflow
+    (max|b| < √tiny of the working format) to max|b| ∈ [1, 2), limited so that 2^e·x0 stays
+    below half the format's maximum; 0 elsewhere. Scaling by a power of two is exact, and PCG is
+    linear in (b, x0, atol): the solve of the scaled system, scaled back, is the solve of the
+    caller's (its residuals and x below ``tiny`` would otherwise be flushed to a zero
+    "converged" solution)."""
+    amax = np.asarray(to_numpy(xp.max(xp.abs(B), axis=axis)), dtype=np.float64)
+    small = (amax > 0) & (amax < np.sqrt(work.tiny))
+    if not small.any():
+        return np.zeros(amax.shape, dtype=np.int64)
+    e = np.where(small, -np.floor(np.log2(np.where(small, amax, 1.0))), 0.0)
+    if X0 is not None:
+        xmax = np.asarray(to_numpy(xp.max(xp.abs(X0), axis=axis)), dtype=np.float64)
+        room = np.floor(np.log2(work.max / 2) - np.log2(np.where(xmax > 0, xmax, 1.0)))
+        e = np.where(xmax > 0, np.minimum(e, np.maximum(room, 0.0)), e)
+    return e.astype(np.int64)
 
 
 def _engine(pb: _Problem, callback, maxiter) -> str:
@@ -309,7 +351,8 @@ def _refine(pb: _Problem, maxiter, check_every, callback) -> LoopResult:
             scale = np.where(active, rn, 1.0)
             R32 = xp.astype(R * coef(np.where(active, 1.0 / scale, 0.0), pb.dtype), f32)
             inner = _Problem(xp, opA32, opM32, R32, None, pb.layout, pb.shape, f32,
-                             np.zeros(Kn), ~active, pb.n, U32)
+                             np.zeros(Kn), ~active, pb.n, U32,
+                             np.zeros(Kn, dtype=np.int64))
             raw = _solve(inner, remaining, check_every, None,
                          tol=np.where(active, INNER_RTOL, 0.0))
             D = xp.astype(raw.X, pb.dtype) * coef(np.where(active, scale, 0.0), pb.dtype)
@@ -409,11 +452,26 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
     xp = pb.xp
     if maxiter is None:
         maxiter = 10 * pb.n
+    scaled = bool(np.any(pb.scale != 0))
+    if scaled and callback is not None:
+        inv = -pb.scale
+        user_cb = callback
+
+        def callback(xk):
+            if pb.shape == "single":
+                user_cb(_times(xp, xk[:, None], inv, "cols")[:, 0])
+            else:
+                user_cb(_times(xp, xk, inv, pb.layout))
     if refine:
         raw = _refine(pb, int(maxiter), int(check_every), callback)
     else:
         raw = _solve(pb, int(maxiter), int(check_every), callback)
+    if scaled:  # back to the caller's b (exact: powers of two)
+        raw = raw._replace(hist=np.ldexp(raw.hist, -pb.scale[None, :]),
+                           tnorm=np.ldexp(raw.tnorm, -pb.scale))
     X = raw.X
+    if scaled:
+        X = _times(xp, X, -pb.scale, pb.layout)
     if not hasattr(X, "shape") or array_namespace(X) is not array_namespace(pb.B):
         X = xp.asarray(X, device=device_of(pb.B))
     names = status_names(raw.status)

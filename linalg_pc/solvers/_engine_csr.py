@@ -216,7 +216,7 @@ class CsrEngine:
 
     def current_x(self):
         self._sync()
-        return self.x
+        return self.x.copy()  # the callback may write to it without changing the solve
 
     def X(self):
         self._sync()

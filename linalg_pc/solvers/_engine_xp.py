@@ -94,7 +94,8 @@ class XpEngine:
         return self._norms(self.r)
 
     def current_x(self):
-        return self.x[:, 0] if self.single else self.x
+        # a copy: the callback may write to it without changing the solve
+        return self.xp.asarray(self.x[:, 0] if self.single else self.x, copy=True)
 
     def X(self):
         return self.x

@@ -66,7 +66,8 @@ class Engine(Protocol):
         """x += alpha p, r −= alpha q where active; return ‖r‖."""
 
     def current_x(self) -> Any:
-        """The current iterate in the caller's shape (for a callback)."""
+        """A copy of the current iterate in the caller's shape (for a callback, which may
+        write to it)."""
 
     def X(self) -> Any:
         """The final iterate in the engine's layout."""

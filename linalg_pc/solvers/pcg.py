@@ -74,6 +74,7 @@ from .._policy import Precision
 from ._engine_csr import CsrEngine
 from ._engine_xp import XpEngine
 from ._loop import LoopResult, Stopping, run, trim_history
+from ._pcg_input import m_times_b, times_pow2, underflow_exponents
 from ._status import (
     CONVERGED,
     GAP_RATIO,
@@ -149,7 +150,7 @@ def _formats(dts, compute: Precision):
     return work, (req is not None and req.unit_roundoff > work.unit_roundoff)
 
 
-def _check_scalar(name, v, *, integer=False, positive=False):
+def _check_scalar(name, v, *, integer=False, positive=False, inf_ok=False):
     if v is None:
         return
     if integer:
@@ -157,9 +158,10 @@ def _check_scalar(name, v, *, integer=False, positive=False):
             raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
     elif not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    if not np.isfinite(float(v)) or v < 0 or (positive and v == 0):
+    finite = np.isfinite(float(v)) or (inf_ok and float(v) == np.inf)
+    if not finite or v < 0 or (positive and v == 0):
         raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'} and "
-                         f"finite, got {v!r}")
+                         f"{'not NaN' if inf_ok else 'finite'}, got {v!r}")
 
 
 class _Problem(NamedTuple):
@@ -230,48 +232,15 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
     if opM is not None and opM.kind in ("dense", "batched") and opM.obj.dtype != dt:
         opM = opM.astype(xp, dt)
     axis = 0 if layout == "cols" else 1
-    scale = _underflow_scale(xp, B, X0, axis, work)
+    scale = underflow_exponents(xp, B, X0, axis, work)
     if np.any(scale != 0):
-        B = _times(xp, B, scale, layout)
-        X0 = None if X0 is None else _times(xp, X0, scale, layout)
+        B = times_pow2(xp, B, scale, layout)
+        X0 = None if X0 is None else times_pow2(xp, X0, scale, layout)
     bnorm = np.sqrt(np.asarray(to_numpy(xp.sum(B * B, axis=axis)), dtype=np.float64))
-    tol = np.maximum(np.ldexp(float(atol), scale), float(rtol) * bnorm)
+    rel = np.where(bnorm > 0, float(rtol) * np.where(bnorm > 0, bnorm, 1.0), 0.0)
+    tol = np.maximum(np.ldexp(float(atol), scale), rel)
     return (_Problem(xp, opA, opM, B, X0, layout, shape, dt, tol, bnorm == 0, n,
                      work.unit_roundoff, scale), refine)
-
-
-def _per_system(xp, c, layout, like):
-    """Per-system coefficients c (K,) as an array broadcasting against ``like``'s layout."""
-    c = xp.astype(xp.asarray(np.asarray(c, dtype=np.float64), device=device_of(like)),
-                  like.dtype)
-    return c[None, :] if layout == "cols" else c[:, None]
-
-
-def _times(xp, X, e, layout):
-    """X times 2^e per system (e (K,) integers), in two halves so that neither factor
-    overflows (or underflows) the working format: exact, unless the result does."""
-    h = e // 2
-    X = X * _per_system(xp, np.exp2(h), layout, X)
-    return X * _per_system(xp, np.exp2(e - h), layout, X)
-
-
-def _underflow_scale(xp, B, X0, axis, work) -> np.ndarray:
-    """Exponents e, per system, such that 2^e brings a right-hand side whose squares underflow
-    (max|b| < √tiny of the working format) to max|b| ∈ [1, 2), limited so that 2^e·x0 stays
-    below half the format's maximum; 0 elsewhere. Scaling by a power of two is exact, and PCG is
-    linear in (b, x0, atol): the solve of the scaled system, scaled back, is the solve of the
-    caller's (its residuals and x below ``tiny`` would otherwise be flushed to a zero
-    "converged" solution)."""
-    amax = np.asarray(to_numpy(xp.max(xp.abs(B), axis=axis)), dtype=np.float64)
-    small = (amax > 0) & (amax < np.sqrt(work.tiny))
-    if not small.any():
-        return np.zeros(amax.shape, dtype=np.int64)
-    e = np.where(small, -np.floor(np.log2(np.where(small, amax, 1.0))), 0.0)
-    if X0 is not None:
-        xmax = np.asarray(to_numpy(xp.max(xp.abs(X0), axis=axis)), dtype=np.float64)
-        room = np.floor(np.log2(work.max / 2) - np.log2(np.where(xmax > 0, xmax, 1.0)))
-        e = np.where(xmax > 0, np.minimum(e, np.maximum(room, 0.0)), e)
-    return e.astype(np.int64)
 
 
 def _engine(pb: _Problem, callback, maxiter) -> str:
@@ -369,8 +338,8 @@ def _refine(pb: _Problem, maxiter, check_every, callback) -> LoopResult:
             rn = np.where(np.isfinite(new), new, rn)
             if len(hist) > 1:
                 hist[-1] = rn.copy()
-            if callback is not None:
-                callback(X[:, 0] if pb.shape == "single" else X)
+            if callback is not None:  # a copy: the callback may write to it
+                callback(xp.asarray(X[:, 0] if pb.shape == "single" else X, copy=True))
     return LoopResult(X, iters, np.asarray(hist, dtype=np.float64), st.status, rn)
 
 
@@ -391,14 +360,16 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
         Preconditioner approximating A⁻¹ (SciPy's convention: z = M r). For batched systems a
         dense (N, n, n) batch, one dense (n, n) matrix shared by all, or a callable applied
         to each system's vector.
-    x0 : array shaped like b, optional
-        Starting guess (zero by default).
+    x0 : array shaped like b, or "Mb", optional
+        Starting guess (zero by default); "Mb" starts from M b (b without M), as SciPy.
     rtol, atol : float
-        Stop when ‖r‖ < max(rtol·‖b‖, atol), per right-hand side, SciPy's rule and defaults.
+        Stop when ‖r‖ < max(rtol·‖b‖, atol), per right-hand side, SciPy's rule and defaults
+        (non-negative; inf stops at once).
     maxiter : int, optional
         Iterations at most (per system); default 10·n as SciPy.
     callback : callable, optional
-        ``callback(xk)`` after every iteration, xk the current iterate (shape of b).
+        ``callback(xk)`` after every iteration, xk a copy of the current iterate (shape of b:
+        writing to it does not change the solve).
     check_every : int
         Recompute the true residual ``b − A x`` every this many iterations (and always before
         declaring convergence). Costs one extra matvec per ``check_every`` iterations.
@@ -422,9 +393,12 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
     ValueError
         Non-square A or M, b or x0 of the wrong shape, NaN/inf entries in A, M, b or x0,
         negative tolerances, ``check_every < 1``, an unknown ``compute``, both ``compute`` and
-        ``precision``.
+        ``precision``, a string x0 other than "Mb"; an operator or callable A or M whose
+        result has the wrong shape (at its first application).
     TypeError
-        Complex data, or arrays of different libraries.
+        Complex data (arrays, or an operator of complex dtype; a callable or operator whose
+        result is complex, at its first application), ``rtol`` or ``atol`` None, an operator
+        returning None or arrays of another library, or arrays of different libraries.
 
     Notes
     -----
@@ -441,11 +415,20 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
     >>> bool(np.allclose(A @ res.x, [1.0, 2.0])), res.status
     (True, 'converged')
     """
-    _check_scalar("rtol", rtol)
-    _check_scalar("atol", atol)
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if v is None:  # SciPy's removed legacy atol=None: a clear error, as SciPy's own
+            raise TypeError(f"{name} must be a real, non-negative number, got None (the "
+                            f"default is {name}={1e-5 if name == 'rtol' else 0.0})")
+    _check_scalar("rtol", rtol, inf_ok=True)  # inf: stop at once, as SciPy
+    _check_scalar("atol", atol, inf_ok=True)
     _check_scalar("maxiter", maxiter, integer=True)
     _check_scalar("check_every", check_every, integer=True, positive=True)
     compute = _compute_arg(compute, precision)
+    if isinstance(x0, str):
+        if x0 != "Mb":
+            raise ValueError(f"x0 must be an array, None or 'Mb' (SciPy's x0 = M b), got "
+                             f"{x0!r}")
+        x0 = m_times_b(A, b, M)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
     pb, refine = _setup(A, b, M, x0, rtol, atol, compute)
@@ -459,9 +442,9 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
 
         def callback(xk):
             if pb.shape == "single":
-                user_cb(_times(xp, xk[:, None], inv, "cols")[:, 0])
+                user_cb(times_pow2(xp, xk[:, None], inv, "cols")[:, 0])
             else:
-                user_cb(_times(xp, xk, inv, pb.layout))
+                user_cb(times_pow2(xp, xk, inv, pb.layout))
     if refine:
         raw = _refine(pb, int(maxiter), int(check_every), callback)
     else:
@@ -471,7 +454,7 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
                            tnorm=np.ldexp(raw.tnorm, -pb.scale))
     X = raw.X
     if scaled:
-        X = _times(xp, X, -pb.scale, pb.layout)
+        X = times_pow2(xp, X, -pb.scale, pb.layout)
     if not hasattr(X, "shape") or array_namespace(X) is not array_namespace(pb.B):
         X = xp.asarray(X, device=device_of(pb.B))
     names = status_names(raw.status)

@@ -50,6 +50,7 @@ from .._backend import (
     cholesky,
     device_of,
     format_of,
+    namespace_name,
     solve_triangular,
     to_numpy,
 )
@@ -180,6 +181,7 @@ class WoodburyInverse:
         if not hasattr(x, "shape") or x.shape[-1] != self.dim:
             raise ValueError(f"x must have last dimension d = {self.dim}, got "
                              f"{getattr(x, 'shape', type(x).__name__)}")
+        self._same_library(x, "x")
         check_finite(xp, x, "x")
         xd = xp.astype(x, self._G.dtype) if x.dtype != self._G.dtype else x
         if self.size == 0:
@@ -190,6 +192,17 @@ class WoodburyInverse:
         Y = X / self._lam - xp.matrix_transpose(xp.matmul(xp.matrix_transpose(self._G), W)) / (
             self._lam * self._lam)
         return xp.reshape(Y, xd.shape)
+
+    def _same_library(self, x, name):
+        """x must be an array of the instance's library (G's): a clear TypeError otherwise."""
+        try:
+            lib = namespace_name(array_namespace(x))
+        except TypeError:
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from None
+        own = namespace_name(self._xp)
+        if lib != own:
+            raise TypeError(f"{name} is a {lib} array but this WoodburyInverse holds {own} "
+                            f"arrays; pass {name} in {own}")
 
     def diagonal(self):
         """diag(F⁻¹) = λ⁻¹ − λ⁻² Σ_{a,b} G[a,i] (T⁻¹)[a,b] G[b,i]; cost d·k²."""
@@ -212,6 +225,7 @@ class WoodburyInverse:
         if not hasattr(g, "shape") or tuple(g.shape) != (self.dim,):
             raise ValueError(f"g must have shape ({self.dim},), got "
                              f"{getattr(g, 'shape', type(g).__name__)}")
+        self._same_library(g, "g")
         check_finite(xp, g, "g")
         g = xp.astype(g, self._G.dtype) if g.dtype != self._G.dtype else g
         kg = xp.matmul(self._G, g)  # (k,)

@@ -93,13 +93,14 @@ class Operator:
     """A linear operator in one of :data:`OPERATOR_KINDS` (see the module docstring).
 
     ``n`` is the order (-1 for a callable whose size is not known yet); ``dtype`` the entries'
-    dtype (None for callables).
+    dtype (None for callables); ``name`` the argument's name in the caller's errors.
     """
 
     kind: str
     obj: Any
     n: int
     dtype: Any = None
+    name: str = "A"  # the caller's argument name, for errors found at application
 
     def apply(self, xp, X, layout: str):
         """A X for X (n, s) (``layout="cols"``) or A_i x_i for X (N, n) (``"batch"``).
@@ -116,18 +117,53 @@ class Operator:
     def _apply_cols(self, xp, X):
         if self.kind == "dense":
             return xp.matmul(self.obj, X)
-        if self.kind in ("scipy_sparse", "cupy_sparse", "matmul"):
+        if self.kind in ("scipy_sparse", "cupy_sparse"):
             return self.obj @ X
+        if self.kind == "matmul":
+            return self._checked(xp, self.obj @ X, X.shape, "@ X")
         if self.kind == "linop":
             if X.shape[1] > 1 or not hasattr(self.obj, "matvec"):
-                out = self.obj.matmat(X)
+                how, shape, f, arg = ".matmat(X)", X.shape, self.obj.matmat, X
             else:
-                out = self.obj.matvec(X[:, 0])
-            return xp.reshape(xp.asarray(out, dtype=X.dtype), X.shape)
+                how, shape, f, arg = ".matvec(x)", (X.shape[0],), self.obj.matvec, X[:, 0]
+            try:
+                res = f(arg)
+            except (TypeError, ValueError) as e:  # the operator's own checks of its result
+                raise type(e)(f"{self.name}{how} returned an invalid result: {e}") from e
+            out = self._checked(xp, res, shape, how)
+            return xp.reshape(xp.astype(out, X.dtype), X.shape)
         # callable: one column at a time, as x -> A x is defined on vectors
-        cols = [xp.reshape(xp.asarray(self.obj(X[:, j])), (-1,)) for j in range(X.shape[1])]
+        cols = [xp.reshape(self._checked(xp, self.obj(X[:, j]), (X.shape[0],), "(x)"), (-1,))
+                for j in range(X.shape[1])]
         out = xp.stack(cols, axis=1)
         return xp.astype(out, X.dtype) if out.dtype != X.dtype else out
+
+    def _checked(self, xp, out, shape, how):
+        """The output of a user operator, validated at its application: an array of ``xp``
+        (lists and the like converted), real, of ``shape`` (a vector may come as (n, 1));
+        else a clear error naming the argument (instead of NumPy internals later, or a complex
+        result cast to real with only a ComplexWarning)."""
+        what = f"{self.name}{how}" if not how.startswith("@") else f"{self.name} {how}"
+        if out is None:
+            raise TypeError(f"{what} returned None; it must return an array of shape "
+                            f"{tuple(shape)}")
+        try:
+            arr = xp.asarray(out) if not hasattr(out, "shape") or not hasattr(out, "dtype") \
+                else out
+            oxp = B.array_namespace(arr)
+        except (TypeError, ValueError):
+            raise TypeError(f"{what} returned {type(out).__name__}; it must return an array "
+                            f"of shape {tuple(shape)}") from None
+        if is_complex_dtype(oxp, arr.dtype) or getattr(arr.dtype, "kind", "") == "c":
+            raise TypeError(f"{what} returned complex values (dtype {arr.dtype}); {self.name} "
+                            "must be a real operator: complex systems are not supported")
+        got = tuple(arr.shape)
+        if got != tuple(shape) and not (len(shape) == 1 and got == (shape[0], 1)):
+            raise ValueError(f"{what} returned shape {got}, expected {tuple(shape)}")
+        if B.namespace_name(oxp) != B.namespace_name(xp):
+            raise TypeError(f"{what} returned a {B.namespace_name(oxp)} array for "
+                            f"{B.namespace_name(xp)} operands; return arrays of one library")
+        return arr
 
     def matmat(self, X):
         """K @ X for a block X (..., n, k): arrays broadcast over the batch, a callable
@@ -142,9 +178,10 @@ class Operator:
     def astype(self, xp, dtype):
         """The operator with its entries rounded to ``dtype`` (callables: unchanged)."""
         if self.kind in ("dense", "batched"):
-            return Operator(self.kind, xp.astype(self.obj, dtype), self.n, dtype)
+            return Operator(self.kind, xp.astype(self.obj, dtype), self.n, dtype, self.name)
         if self.kind in ("scipy_sparse", "cupy_sparse"):
-            return Operator(self.kind, self.obj.astype(_np_dtype(dtype)), self.n, dtype)
+            return Operator(self.kind, self.obj.astype(_np_dtype(dtype)), self.n, dtype,
+                            self.name)
         return self
 
 
@@ -214,7 +251,7 @@ def as_operator(A, *, argname: str, n: int | None = None, xp=None, like: str = "
             raise TypeError(f"{argname} must be real; complex dtype {A.dtype} is not supported")
         if check_entries and not B.sparse_all_finite(A):
             raise ValueError(f"{argname} has non-finite entries (NaN or inf)")
-        return Operator(kind, A, int(shape[0]), A.dtype)
+        return Operator(kind, A, int(shape[0]), A.dtype, argname)
     if is_array(A):
         axp = B.array_namespace(A)
         if xp is not None and B.namespace_name(axp) != B.namespace_name(xp):
@@ -236,7 +273,7 @@ def as_operator(A, *, argname: str, n: int | None = None, xp=None, like: str = "
             raise TypeError(f"{argname} must be real; complex dtype {dt} is not supported")
         if check_entries and not is_integer_dtype(axp, dt):
             B.check_finite(axp, A, argname)
-        return Operator("dense" if A.ndim == 2 else "batched", A, int(shape[-1]), dt)
+        return Operator("dense" if A.ndim == 2 else "batched", A, int(shape[-1]), dt, argname)
     if hasattr(A, "matmat"):
         kind = "linop"
     elif callable(A):
@@ -252,7 +289,11 @@ def as_operator(A, *, argname: str, n: int | None = None, xp=None, like: str = "
         size = int(shape[-1])
     else:
         size = -1 if n is None else int(n)
-    return Operator(kind, A, size, getattr(A, "dtype", None) if shape is not None else None)
+    dt = getattr(A, "dtype", None) if shape is not None else None
+    if dt is not None and (getattr(dt, "kind", "") == "c" or "complex" in str(dt)):
+        raise TypeError(f"{argname} must be real; an operator of complex dtype {dt} is not "
+                        "supported")
+    return Operator(kind, A, size, dt, argname)
 
 
 def host_or_device_ok(xp, op: Operator, argname: str) -> None:

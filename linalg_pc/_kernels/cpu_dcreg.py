@@ -28,7 +28,7 @@ from .cpu_dense_small import (
     jacobi_eigh,
     qr_solve_small,
 )
-from .cpu_pcg_small import pcg_one
+from .cpu_pcg_small import kernel_rules, pcg_one
 
 
 class DCRegAnalysis(NamedTuple):
@@ -103,12 +103,14 @@ def dcreg_batch(H, b, perms_r, perms_t, params, codes, rules, analysis, solve):
     """The DCReg pipeline for N small systems H (N, n, n) (and b (N, n) when ``do_solve``).
 
     ``params`` = (do_solve, split, threshold, kappa_target, eps, rtol, atol, maxiter,
-    check_every); ``codes``, ``rules``: status codes and stall rule as in
+    check_every, rank_tol) (rank_tol: the truncation of the QR fallback, as in
+    :func:`qr_solve_small`); ``codes``, ``rules``: status codes and stall rule as in
     :func:`linalg_pc._kernels.cpu_pcg_small.pcg_one`; ``analysis`` and ``solve``: the output
     arrays in the field order of :class:`DCRegAnalysis` and :class:`DCRegSolve`, filled. x
     receives the PCG iterates, xf the solutions (the QR solution where PCG did not converge,
     marked in ``fallback``)."""
-    do_solve, split, threshold, kappa_target, eps, rtol, atol, maxiter, check_every = params
+    (do_solve, split, threshold, kappa_target, eps, rtol, atol, maxiter, check_every,
+     rank_tol) = params
     SR, St, lamR, VR, lamt, Vt, degR, degt, condH, condR, condt, reg, P = analysis
     x, xf, iters, status, tnorm, hist, fallback = solve
     CONVERGED = codes[0]
@@ -219,7 +221,7 @@ def dcreg_batch(H, b, perms_r, perms_t, params, codes, rules, analysis, solve):
                 for i in range(n):
                     xf[s, i] = x[s, i]
                 if st != CONVERGED:
-                    ok = qr_solve_small(Hs, b[s], z, n, W, r)
+                    ok = qr_solve_small(Hs, b[s], z, n, W, r, rank_tol)
                     if ok:
                         fin = True
                         for i in range(n):
@@ -233,7 +235,7 @@ def dcreg_batch(H, b, perms_r, perms_t, params, codes, rules, analysis, solve):
 
 def run_dcreg(H, b, perms_r, perms_t, *, split: int, threshold: float, kappa_target: float,
               eps: float, rtol: float = 0.0, atol: float = 0.0, maxiter: int = 1,
-              check_every: int = 1, codes: tuple, rules: tuple
+              check_every: int = 1, codes: tuple, rules: tuple, rank_tol: float = 0.0
               ) -> tuple[DCRegAnalysis, DCRegSolve | None]:
     """:func:`dcreg_batch` on H (N, n, n) C-contiguous float32/float64 and b (N, n) or None
     (analysis only); ``perms_r``, ``perms_t`` the permutation tables of the two blocks. Allocates
@@ -253,8 +255,8 @@ def run_dcreg(H, b, perms_r, perms_t, *, split: int, threshold: float, kappa_tar
                     np.zeros(Ns, np.int8), np.zeros(Ns),
                     np.empty((N, maxiter + 1) if do_solve else (1, 1)), np.zeros(Ns, np.bool_))
     params = (do_solve, int(split), float(threshold), float(kappa_target), float(eps),
-              float(rtol), float(atol), int(maxiter), int(check_every))
+              float(rtol), float(atol), int(maxiter), int(check_every), float(rank_tol))
     kern = pick(dcreg_batch, N * 256)
     kern(H, bf, perms_r, perms_t, params, tuple(int(c) for c in codes),
-         (int(rules[0]), float(rules[1]), float(rules[2])), tuple(an), tuple(so))
+         kernel_rules(rules, dt), tuple(an), tuple(so))
     return an, (so if do_solve else None)

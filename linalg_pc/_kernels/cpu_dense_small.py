@@ -375,10 +375,12 @@ def chol_solve_block(A, off_r, off_c, B, off_br, off_bc, nb, ncols, L, Y, eps):
 
 
 @njit(cache=True)
-def qr_solve_small(A, b, x, n, W, w):
+def qr_solve_small(A, b, x, n, W, w, rank_tol):
     """x = A⁻¹ b by Householder QR (column pivoting not needed for the fallback's use).
 
-    Workspace W (n×n) and w (n). Returns False when R has an exactly zero diagonal entry.
+    Workspace W (n×n) and w (n). A diagonal entry of R with |R_ii| <= rank_tol·max_j |R_jj|
+    (numerically singular A) is treated as zero: x_i = 0 and row i is dropped, the truncated
+    (basic) least-squares solution. Returns False when R is zero.
     """
     for i in range(n):
         w[i] = b[i]
@@ -415,9 +417,15 @@ def qr_solve_small(A, b, x, n, W, w):
         for i in range(k + 1, n):
             w[i] -= f * W[i, k]
         W[k, k] = alpha
+    rmax = 0.0
+    for i in range(n):
+        rmax = max(rmax, abs(W[i, i]))
+    if not (rmax > 0.0):
+        return False
     for i in range(n - 1, -1, -1):
-        if W[i, i] == 0.0:
-            return False
+        if abs(W[i, i]) <= rank_tol * rmax:
+            x[i] = 0.0
+            continue
         v = w[i]
         for j in range(i + 1, n):
             v -= W[i, j] * x[j]

@@ -45,11 +45,13 @@ def pcg_one(A, b, M, use_m, x, work, tol, maxiter, check_every, codes, rules, hi
 
     ``work`` = (r, z, p, q, rt) vectors of n; x holds x0 on entry; ``tol`` is the absolute
     tolerance on ‖r‖; ``codes`` = (converged, maxiter, breakdown, indefinite, nonfinite) status
-    codes and ``rules`` = (stall_limit, gap_ratio, improve) the stall rule. Returns (iterations,
+    codes and ``rules`` = (stall_limit, gap_ratio, improve, drift) the stall rule and the
+    relative drift ‖r − rt‖/‖r‖ above which a periodic check replaces r (when the drift is
+    also at least ``gap_ratio·tol``). Returns (iterations,
     status, true residual norm); hist[k] = ‖r_k‖ for k <= iterations (later entries untouched).
     """
     CONVERGED, MAXITER, BREAKDOWN, INDEFINITE, NONFINITE = codes
-    stall_limit, gap_ratio, improve = rules
+    stall_limit, gap_ratio, improve, drift = rules
     r, z, p, q, rt = work
     n = b.shape[0]
     bn = np.sqrt(dot_small(b, b, n))
@@ -79,9 +81,8 @@ def pcg_one(A, b, M, use_m, x, work, tol, maxiter, check_every, codes, rules, hi
                 rt[i] = b[i] - rt[i]
                 gap += (r[i] - rt[i]) ** 2
             tn = np.sqrt(dot_small(rt, rt, n))
-            if np.isfinite(tn):
-                hist[k] = tn
             if cand and (tn < tol or tn == 0.0):
+                hist[k] = tn
                 return k, CONVERGED, tn
             if tn <= improve * best:
                 stall = 0
@@ -89,12 +90,19 @@ def pcg_one(A, b, M, use_m, x, work, tol, maxiter, check_every, codes, rules, hi
                 stall += 1
             best = min(best, tn)
             if stall >= stall_limit:
+                if np.isfinite(tn):
+                    hist[k] = tn
                 return k, BREAKDOWN, tn
-            for i in range(n):
-                r[i] = rt[i]
-            rn = tn
-            if not np.isfinite(rn):
+            if not np.isfinite(tn):
                 return k, NONFINITE, tn
+            # replace r only where it passed the test or has drifted (van der Vorst & Ye) by
+            # enough to matter to the test
+            gn = np.sqrt(gap)
+            if cand or (gn > drift * rn and gn > gap_ratio * tol):
+                for i in range(n):
+                    r[i] = rt[i]
+                rn = tn
+                hist[k] = tn
         if k >= maxiter:
             break
         if use_m:
@@ -170,6 +178,13 @@ def pcg_small_batch(A, b, M, x, tol, control, codes, rules, out):
             tnorm[s] = tn
 
 
+def kernel_rules(rules: tuple, dtype) -> tuple:
+    """The caller's rule (stall_limit, gap_ratio, improve, replace_power) as the kernels take
+    it: (stall_limit, gap_ratio, improve, u^replace_power), u the unit roundoff of ``dtype``."""
+    u = float(np.finfo(dtype).eps) / 2
+    return (int(rules[0]), float(rules[1]), float(rules[2]), u ** float(rules[3]))
+
+
 def run_pcg_small(A, B, M, x0, tol, maxiter: int, check_every: int, codes: tuple,
                   rules: tuple) -> SmallPCGOut:
     """:func:`pcg_small_batch` on NumPy arrays: A (N, n, n), B (N, n), M None, (n, n) or
@@ -189,6 +204,6 @@ def run_pcg_small(A, B, M, x0, tol, maxiter: int, check_every: int, codes: tuple
     kern = pick(pcg_small_batch, N * n * n * 8)
     kern(A, B, Mm, x, np.ascontiguousarray(tol, dtype=np.float64),
          (bool(use_m), int(maxiter), int(check_every)),
-         tuple(int(c) for c in codes), (int(rules[0]), float(rules[1]), float(rules[2])),
+         tuple(int(c) for c in codes), kernel_rules(rules, B.dtype),
          out[1:])
     return out

@@ -110,27 +110,35 @@ class CsrEngine:
         self.pending = 0.0
         self.pmask[:] = 0
 
-    def true_residual(self, replace):
+    def true_residual(self):
         self._sync()
         if self.vec:
             rr, gg = self.k["csr_residual_gap"](self.indptr, self.indices, self.data, self.B,
                                                 self.x, self.r, self.rt, self.part, self.part2)
-            if replace[0]:
-                self.r, self.rt = self.rt, self.r
-                # rᵀr of the new r, summed as dot_chunked would (only M = None has rho = rᵀr)
-                self._rho_cached = np.array([rr]) if self.M is None else None
-            return np.sqrt(np.array([rr])), np.sqrt(np.array([gg]))
+            self._rr = np.array([rr])
+            return np.sqrt(self._rr), np.sqrt(np.array([gg]))
         rr, gg = self.k["csr_residual_gap_multi"](self.indptr, self.indices, self.data, self.B,
                                                   self.x, self.r, self.rt, self.part, self.part2)
-        if np.any(replace):
-            if np.all(replace):
-                self.r, self.rt = self.rt, self.r
-            else:
-                self.r[:, replace] = self.rt[:, replace]
-            # as for one column: rᵀr of the replaced columns from the residual pass (the other
-            # columns are finished and their rho is not used)
-            self._rho_cached = rr.copy() if self.M is None else None
+        self._rr = rr.copy()
         return np.sqrt(rr), np.sqrt(gg)
+
+    def replace(self, mask):
+        # rho of a replaced column: rᵀr from the residual pass (M = None), or recomputed as
+        # precondition does; the other columns keep the rho of their update pass, so each
+        # column's iterates stay those of its one-column solve
+        cached = self._rho_cached
+        if self.vec or np.all(mask):
+            self.r, self.rt = self.rt, self.r
+            self._rho_cached = self._rr.copy() if self.M is None else None
+            return
+        self.r[:, mask] = self.rt[:, mask]
+        if cached is None or (self.M is not None and self.dinv is None):
+            self._rho_cached = None
+        elif self.M is None:
+            self._rho_cached = np.where(mask, self._rr, cached)
+        else:  # z of the kept columns is the fused pass's (from r before its rounding)
+            self.z[:, mask] = self.dinv[:, None] * self.r[:, mask]
+            self._rho_cached = np.where(mask, self._dot(self.r, self.z), cached)
 
     def precondition(self, active):
         if self.M is None:
@@ -208,7 +216,7 @@ class CsrEngine:
 
     def current_x(self):
         self._sync()
-        return self.x
+        return self.x.copy()  # the callback may write to it without changing the solve
 
     def X(self):
         self._sync()

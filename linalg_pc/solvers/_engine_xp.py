@@ -64,12 +64,12 @@ class XpEngine:
         self.z = self.r
         return self._norms(self.r)
 
-    def true_residual(self, replace):
-        rt = self.B - self._matvec(self.x)
-        gap = self._norms(self.r - rt)
-        if np.any(replace):
-            self.r = self.xp.where(self._mask(replace), rt, self.r)
-        return self._norms(rt), gap
+    def true_residual(self):
+        self.rt = self.B - self._matvec(self.x)
+        return self._norms(self.rt), self._norms(self.r - self.rt)
+
+    def replace(self, mask):
+        self.r = self.xp.where(self._mask(mask), self.rt, self.r)
 
     def precondition(self, active):
         if self.M is None:
@@ -94,7 +94,8 @@ class XpEngine:
         return self._norms(self.r)
 
     def current_x(self):
-        return self.x[:, 0] if self.single else self.x
+        # a copy: the callback may write to it without changing the solve
+        return self.xp.asarray(self.x[:, 0] if self.single else self.x, copy=True)
 
     def X(self):
         return self.x

@@ -15,8 +15,13 @@ counts); the iterative refinement of ``pcg(compute="fp32")`` uses it for its out
 The rules, per system (van der Vorst & Ye, SISC 22, 2000 for the residual replacement):
 
 1. Before each step, the recursive residual ‖r‖ is tested against max(rtol·‖b‖, atol); a pass,
-   or every ``check_every`` steps, triggers a true-residual check: ``b − A x`` is recomputed,
-   replaces r, and convergence is declared only when *it* passes the test.
+   or every ``check_every`` steps, triggers a true-residual check: ``b − A x`` is recomputed and
+   convergence is declared only when *it* passes the test. It replaces r where r passed the test
+   and it did not, and where r has drifted from it by more than both ``u^replace_power·‖r‖``
+   (van der Vorst & Ye's criterion, ε̂ = √u) and ``gap_ratio·tol`` (a drift below it cannot
+   keep the true residual from passing the test once ‖r‖ < (1 − gap_ratio)·tol); see
+   :class:`linalg_pc.solvers._status.StopRule`. An r that has not drifted is kept: replacing
+   it only perturbs the recurrence and costs iterations.
 2. At a check, the stall rule of :class:`linalg_pc.solvers._status.StopRule` counts stalled
    checks; ``stall_limit`` of them in a row end the system with "breakdown"; a non-finite true
    residual ends it with "nonfinite".
@@ -45,8 +50,11 @@ class Engine(Protocol):
     def init(self) -> np.ndarray:
         """Set x = x0 (0 for a zero right-hand side), r = b − A x, p = 0; return ‖r‖."""
 
-    def true_residual(self, replace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Compute rt = b − A x; replace r by rt where ``replace``; return (‖rt‖, ‖r − rt‖)."""
+    def true_residual(self) -> tuple[np.ndarray, np.ndarray]:
+        """Compute and keep rt = b − A x; return (‖rt‖, ‖r − rt‖)."""
+
+    def replace(self, mask: np.ndarray) -> None:
+        """Replace r by the rt of the last :meth:`true_residual` where ``mask``."""
 
     def precondition(self, active: np.ndarray) -> np.ndarray:
         """z = M r (z = r without M); return rho = rᵀz."""
@@ -58,7 +66,8 @@ class Engine(Protocol):
         """x += alpha p, r −= alpha q where active; return ‖r‖."""
 
     def current_x(self) -> Any:
-        """The current iterate in the caller's shape (for a callback)."""
+        """A copy of the current iterate in the caller's shape (for a callback, which may
+        write to it)."""
 
     def X(self) -> Any:
         """The final iterate in the engine's layout."""
@@ -125,9 +134,11 @@ class Stopping:
 
 
 def run(eng: Engine, tol: np.ndarray, maxiter: int, check_every: int, callback=None,
-        rule: StopRule = STOP_RULE) -> LoopResult:
-    """PCG on the K systems of ``eng`` with absolute tolerances ``tol`` (K,): the loop every
-    engine shares (see the module docstring for the rules)."""
+        rule: StopRule = STOP_RULE, u: float = 2.0**-53) -> LoopResult:
+    """PCG on the K systems of ``eng`` with absolute tolerances ``tol`` (K,) in a working
+    format of unit roundoff ``u``: the loop every engine shares (see the module docstring for
+    the rules)."""
+    drift = rule.replace_threshold(u)
     Kn = tol.shape[0]
     rn = eng.init()
     hist = [rn.copy()]
@@ -140,9 +151,14 @@ def run(eng: Engine, tol: np.ndarray, maxiter: int, check_every: int, callback=N
             cand = st.passes(rn)
             if cand.any() or (k > 0 and k % check_every == 0):
                 was = st.active.copy()
-                tn, gap = eng.true_residual(st.active)
+                tn, gap = eng.true_residual()
                 st.check(cand, tn, gap)
-                rn = np.where(was & np.isfinite(tn), tn, rn)
+                over = (gap > drift * rn) & (gap > rule.gap_ratio * tol)
+                rep = st.active & np.isfinite(tn) & (cand | over)
+                if rep.any():
+                    eng.replace(rep)
+                # the history shows the true residual where it replaced r or ended the system
+                rn = np.where((rep | (was & ~st.active)) & np.isfinite(tn), tn, rn)
                 hist[-1] = rn.copy()
             if not st.active.any() or k >= maxiter:
                 break
@@ -170,7 +186,7 @@ def run(eng: Engine, tol: np.ndarray, maxiter: int, check_every: int, callback=N
         tnorm = st.tnorm
         need = tnorm < 0
         if need.any():
-            tn, _ = eng.true_residual(np.zeros(Kn, dtype=bool))
+            tn, _ = eng.true_residual()
             tnorm = np.where(need, tn, tnorm)
     return LoopResult(eng.X(), iters, np.asarray(hist, dtype=np.float64), st.status, tnorm)
 

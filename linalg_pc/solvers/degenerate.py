@@ -8,7 +8,9 @@ For each system H x = b (H SPD, typically a 6×6 Gauss–Newton Hessian of point
 3. :func:`pcg` with M = P, stopping at ‖r‖ <= rtol·max(1, ‖b‖) (DCReg's rule: ``atol`` defaults
    to ``rtol``), with true-residual checks;
 4. where PCG does not converge (maxiter, breakdown, indefinite, nonfinite), a Householder-QR
-   direct solve replaces the iterate and ``pcg_result.fallback`` says so.
+   direct solve replaces the iterate and ``pcg_result.fallback`` says so; for a numerically
+   singular H (|R_ii| <= RANK_FACTOR·n·u·max|R_jj|) the QR solve is truncated (x_i = 0 for
+   those i: a least-squares solution), in both engines.
 
 NumPy float32/float64 input runs all four steps in one Numba kernel with ``prange`` over the
 batch; other libraries run the batched array-API versions of the same steps.
@@ -41,6 +43,7 @@ from ._loop import trim_history
 from ._status import CONVERGED, STATUS_NAMES, status_names
 from .pcg import PCGResult, _check_scalar, pcg
 from .schur import (
+    RANK_FACTOR,
     DegeneracyReport,
     _check_params,
     _labels,
@@ -164,9 +167,7 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
         xf = res.x
         fb = np.zeros(fail.shape, dtype=bool)
         if fail.any():
-            Q, R = xp.linalg.qr(Hf)
-            y = xp.matmul(xp.matrix_transpose(Q), bf[..., None])
-            xq = solve_triangular(R, y, lower=False)[..., 0]
+            xq = _qr_fallback(xp, Hf, bf, RANK_FACTOR * n * u)
             okq = np.asarray(to_numpy(xp.all(xp.isfinite(xq), axis=-1)), dtype=bool)
             fb = fail & okq
             dev = getattr(xf, "device", None)
@@ -185,3 +186,20 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
         result = PCGResult(xres, conv, np.asarray(iters), hist, np.asarray(tnorm), names,
                            np.asarray(fb, dtype=bool))
     return DegenerateSolveResult(x, report, result)
+
+
+def _qr_fallback(xp, H, b, rank_tol):
+    """x = H⁻¹ b by Householder QR for the batch H (N, n, n), b (N, n); a diagonal entry of R
+    with |R_ii| <= rank_tol·max_j |R_jj| (H numerically singular) is treated as zero: x_i = 0
+    and row i is dropped (the truncated, basic least-squares solution; the rule of the Numba
+    kernel's fallback)."""
+    Q, R = xp.linalg.qr(H)
+    y = xp.matmul(xp.matrix_transpose(Q), b[..., None])
+    d = xp.abs(xp.linalg.diagonal(R))
+    small = d <= rank_tol * xp.max(d, axis=-1, keepdims=True)
+    n = H.shape[-1]
+    dev = getattr(H, "device", None)
+    eye = xp.eye(n, dtype=H.dtype, device=dev) if dev is not None else xp.eye(n, dtype=H.dtype)
+    R = xp.where(small[..., :, None], eye, R)
+    y = xp.where(small[..., None], xp.zeros_like(y), y)
+    return solve_triangular(R, y, lower=False)[..., 0]

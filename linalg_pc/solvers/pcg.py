@@ -10,14 +10,19 @@ The loop (stopping test, checks, stall rule, status) is written once, in
 those of ``linalg_pc.solvers._status``.
 
 * **True-residual checks.** Every ``check_every`` iterations, and whenever the recursive residual
-  passes the test, ``b − A x`` is recomputed and replaces the recursive residual (residual
-  replacement, van der Vorst & Ye, SISC 2000). Convergence is declared only on the true residual,
+  passes the test, ``b − A x`` is recomputed; it replaces the recursive residual where that one
+  passed the test and it did not, or where the two have drifted apart (van der Vorst & Ye,
+  SISC 2000: drift > √u·‖r‖, and ≥ 10% of the tolerance), so that the checks cost no
+  iterations against SciPy. Convergence is declared only on the true residual,
   so low precision cannot report false convergence (the failure mode of cupyx's cg, cupy#7512).
   When the true residual fails the test ``STALL_LIMIT`` times in a row without halving, the
   attainable accuracy of the working precision has been reached: status ``"breakdown"``.
 * **Status instead of exceptions.** ``pᵀAp <= 0`` (A not positive definite on the Krylov space)
   or ``rᵀz <= 0`` (M not positive definite) stop that system with ``"indefinite"``; a NaN/inf
   coefficient stops it with ``"nonfinite"``; ``x`` is then the last finite iterate.
+* **No flushing.** A right-hand side whose squares underflow (fp32 ‖b‖ = 5e-42) is scaled by a
+  power of two (with x0 and atol) and the result scaled back: exact, where x = 0 "converged"
+  was returned before.
 * **Several systems at once.** ``b`` of shape (n, s) solves s right-hand sides with one A,
   each column with its own α, β and convergence mask; A of shape (N, n, n) with b (N, n) solves
   N independent systems the same way.
@@ -69,6 +74,7 @@ from .._policy import Precision
 from ._engine_csr import CsrEngine
 from ._engine_xp import XpEngine
 from ._loop import LoopResult, Stopping, run, trim_history
+from ._pcg_input import m_times_b, times_pow2, underflow_exponents
 from ._status import (
     CONVERGED,
     GAP_RATIO,
@@ -85,6 +91,8 @@ __all__ = ["pcg", "PCGResult", "INNER_RTOL", "STALL_LIMIT", "GAP_RATIO", "STATUS
 # inner relative tolerance of the fp32 solves inside iterative refinement: each outer step gains
 # about log10(1/INNER_RTOL) ≈ 3.9 digits while staying well above fp32's attainable accuracy.
 INNER_RTOL = 2.0**-13
+# unit roundoff of the inner fp32 solves
+U32 = 2.0**-24
 # outer refinement steps at most (each needs a float64 residual)
 MAX_REFINE = 40
 # batched dense systems up to this size run in the Numba small-system kernel (NumPy input)
@@ -142,7 +150,7 @@ def _formats(dts, compute: Precision):
     return work, (req is not None and req.unit_roundoff > work.unit_roundoff)
 
 
-def _check_scalar(name, v, *, integer=False, positive=False):
+def _check_scalar(name, v, *, integer=False, positive=False, inf_ok=False):
     if v is None:
         return
     if integer:
@@ -150,9 +158,10 @@ def _check_scalar(name, v, *, integer=False, positive=False):
             raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
     elif not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    if not np.isfinite(float(v)) or v < 0 or (positive and v == 0):
+    finite = np.isfinite(float(v)) or (inf_ok and float(v) == np.inf)
+    if not finite or v < 0 or (positive and v == 0):
         raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'} and "
-                         f"finite, got {v!r}")
+                         f"{'not NaN' if inf_ok else 'finite'}, got {v!r}")
 
 
 class _Problem(NamedTuple):
@@ -167,6 +176,8 @@ class _Problem(NamedTuple):
     tol: np.ndarray
     zero: np.ndarray
     n: int
+    u: float  # unit roundoff of the working format
+    scale: np.ndarray  # (K,) int exponents e: B and X0 were multiplied by 2^e (0: none)
 
 
 def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]:
@@ -221,9 +232,15 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
     if opM is not None and opM.kind in ("dense", "batched") and opM.obj.dtype != dt:
         opM = opM.astype(xp, dt)
     axis = 0 if layout == "cols" else 1
+    scale = underflow_exponents(xp, B, X0, axis, work)
+    if np.any(scale != 0):
+        B = times_pow2(xp, B, scale, layout)
+        X0 = None if X0 is None else times_pow2(xp, X0, scale, layout)
     bnorm = np.sqrt(np.asarray(to_numpy(xp.sum(B * B, axis=axis)), dtype=np.float64))
-    tol = np.maximum(float(atol), float(rtol) * bnorm)
-    return _Problem(xp, opA, opM, B, X0, layout, shape, dt, tol, bnorm == 0, n), refine
+    rel = np.where(bnorm > 0, float(rtol) * np.where(bnorm > 0, bnorm, 1.0), 0.0)
+    tol = np.maximum(np.ldexp(float(atol), scale), rel)
+    return (_Problem(xp, opA, opM, B, X0, layout, shape, dt, tol, bnorm == 0, n,
+                     work.unit_roundoff, scale), refine)
 
 
 def _engine(pb: _Problem, callback, maxiter) -> str:
@@ -250,7 +267,7 @@ def _solve(pb: _Problem, maxiter, check_every, callback, tol=None) -> LoopResult
     else:
         eng = XpEngine(pb.xp, pb.opA, pb.opM, pb.B, pb.X0, pb.layout, pb.zero)
     eng.single = pb.shape == "single"
-    return run(eng, tol, maxiter, check_every, callback, STOP_RULE)
+    return run(eng, tol, maxiter, check_every, callback, STOP_RULE, pb.u)
 
 
 def _solve_small(pb: _Problem, maxiter, check_every, tol) -> LoopResult:
@@ -303,7 +320,8 @@ def _refine(pb: _Problem, maxiter, check_every, callback) -> LoopResult:
             scale = np.where(active, rn, 1.0)
             R32 = xp.astype(R * coef(np.where(active, 1.0 / scale, 0.0), pb.dtype), f32)
             inner = _Problem(xp, opA32, opM32, R32, None, pb.layout, pb.shape, f32,
-                             np.zeros(Kn), ~active, pb.n)
+                             np.zeros(Kn), ~active, pb.n, U32,
+                             np.zeros(Kn, dtype=np.int64))
             raw = _solve(inner, remaining, check_every, None,
                          tol=np.where(active, INNER_RTOL, 0.0))
             D = xp.astype(raw.X, pb.dtype) * coef(np.where(active, scale, 0.0), pb.dtype)
@@ -320,8 +338,8 @@ def _refine(pb: _Problem, maxiter, check_every, callback) -> LoopResult:
             rn = np.where(np.isfinite(new), new, rn)
             if len(hist) > 1:
                 hist[-1] = rn.copy()
-            if callback is not None:
-                callback(X[:, 0] if pb.shape == "single" else X)
+            if callback is not None:  # a copy: the callback may write to it
+                callback(xp.asarray(X[:, 0] if pb.shape == "single" else X, copy=True))
     return LoopResult(X, iters, np.asarray(hist, dtype=np.float64), st.status, rn)
 
 
@@ -342,14 +360,16 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
         Preconditioner approximating A⁻¹ (SciPy's convention: z = M r). For batched systems a
         dense (N, n, n) batch, one dense (n, n) matrix shared by all, or a callable applied
         to each system's vector.
-    x0 : array shaped like b, optional
-        Starting guess (zero by default).
+    x0 : array shaped like b, or "Mb", optional
+        Starting guess (zero by default); "Mb" starts from M b (b without M), as SciPy.
     rtol, atol : float
-        Stop when ‖r‖ < max(rtol·‖b‖, atol), per right-hand side, SciPy's rule and defaults.
+        Stop when ‖r‖ < max(rtol·‖b‖, atol), per right-hand side, SciPy's rule and defaults
+        (non-negative; inf stops at once).
     maxiter : int, optional
         Iterations at most (per system); default 10·n as SciPy.
     callback : callable, optional
-        ``callback(xk)`` after every iteration, xk the current iterate (shape of b).
+        ``callback(xk)`` after every iteration, xk a copy of the current iterate (shape of b:
+        writing to it does not change the solve).
     check_every : int
         Recompute the true residual ``b − A x`` every this many iterations (and always before
         declaring convergence). Costs one extra matvec per ``check_every`` iterations.
@@ -373,9 +393,12 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
     ValueError
         Non-square A or M, b or x0 of the wrong shape, NaN/inf entries in A, M, b or x0,
         negative tolerances, ``check_every < 1``, an unknown ``compute``, both ``compute`` and
-        ``precision``.
+        ``precision``, a string x0 other than "Mb"; an operator or callable A or M whose
+        result has the wrong shape (at its first application).
     TypeError
-        Complex data, or arrays of different libraries.
+        Complex data (arrays, or an operator of complex dtype; a callable or operator whose
+        result is complex, at its first application), ``rtol`` or ``atol`` None, an operator
+        returning None or arrays of another library, or arrays of different libraries.
 
     Notes
     -----
@@ -392,22 +415,46 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
     >>> bool(np.allclose(A @ res.x, [1.0, 2.0])), res.status
     (True, 'converged')
     """
-    _check_scalar("rtol", rtol)
-    _check_scalar("atol", atol)
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        if v is None:  # SciPy's removed legacy atol=None: a clear error, as SciPy's own
+            raise TypeError(f"{name} must be a real, non-negative number, got None (the "
+                            f"default is {name}={1e-5 if name == 'rtol' else 0.0})")
+    _check_scalar("rtol", rtol, inf_ok=True)  # inf: stop at once, as SciPy
+    _check_scalar("atol", atol, inf_ok=True)
     _check_scalar("maxiter", maxiter, integer=True)
     _check_scalar("check_every", check_every, integer=True, positive=True)
     compute = _compute_arg(compute, precision)
+    if isinstance(x0, str):
+        if x0 != "Mb":
+            raise ValueError(f"x0 must be an array, None or 'Mb' (SciPy's x0 = M b), got "
+                             f"{x0!r}")
+        x0 = m_times_b(A, b, M)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
     pb, refine = _setup(A, b, M, x0, rtol, atol, compute)
     xp = pb.xp
     if maxiter is None:
         maxiter = 10 * pb.n
+    scaled = bool(np.any(pb.scale != 0))
+    if scaled and callback is not None:
+        inv = -pb.scale
+        user_cb = callback
+
+        def callback(xk):
+            if pb.shape == "single":
+                user_cb(times_pow2(xp, xk[:, None], inv, "cols")[:, 0])
+            else:
+                user_cb(times_pow2(xp, xk, inv, pb.layout))
     if refine:
         raw = _refine(pb, int(maxiter), int(check_every), callback)
     else:
         raw = _solve(pb, int(maxiter), int(check_every), callback)
+    if scaled:  # back to the caller's b (exact: powers of two)
+        raw = raw._replace(hist=np.ldexp(raw.hist, -pb.scale[None, :]),
+                           tnorm=np.ldexp(raw.tnorm, -pb.scale))
     X = raw.X
+    if scaled:
+        X = times_pow2(xp, X, -pb.scale, pb.layout)
     if not hasattr(X, "shape") or array_namespace(X) is not array_namespace(pb.B):
         X = xp.asarray(X, device=device_of(pb.B))
     names = status_names(raw.status)

@@ -57,10 +57,13 @@ from .._policy import Precision
 from ._status import KERNEL_CODES, STOP_RULE
 
 __all__ = ["schur_complements", "SchurComplements", "block_degeneracy", "DegeneracyReport",
-           "targeted_preconditioner", "SYMMETRY_FACTOR"]
+           "targeted_preconditioner", "SYMMETRY_FACTOR", "RANK_FACTOR"]
 
 # H is accepted as symmetric when max|H − Hᵀ| <= SYMMETRY_FACTOR · n · u · max|H|
 SYMMETRY_FACTOR = 64.0
+# the QR fallback of solve_degenerate treats R_ii as zero when
+# |R_ii| <= RANK_FACTOR · n · u · max_j |R_jj| (H numerically singular): the truncated solve
+RANK_FACTOR = 8.0
 # largest block size whose assignment enumerates all permutations (6! = 720)
 MAX_ENUM = 6
 
@@ -201,6 +204,14 @@ def schur_complements(H, split: int) -> SchurComplements:
         ``S_R`` (..., k, k): H_RR − H_Rt H_tt⁻¹ H_tR, and ``S_t`` (..., n−k, n−k):
         H_tt − H_tR H_RR⁻¹ H_Rt, both symmetrized, in H's library.
 
+    Raises
+    ------
+    ValueError
+        H not square or symmetric, NaN/inf entries, split out of range, or a diagonal block
+        H_RR or H_tt (numerically) singular, where a complement does not exist
+        (:func:`block_degeneracy` analyses such matrices: ``blocks_pd`` False, every axis
+        flagged).
+
     Notes
     -----
     Cost O(k m n + k³ + m³) per matrix through the library's batched ``linalg.solve``. For SPD
@@ -215,17 +226,54 @@ def schur_complements(H, split: int) -> SchurComplements:
     >>> float(S_R[0, 0]), float(S_t[0, 0])
     (2.666666666666667, 2.0)
     """
-    xp, H, _ = _validate_H(H, split)
+    xp, H, u = _validate_H(H, split)
+    n = H.shape[-1]
+    for name, sl in (("H_tt", slice(split, n)), ("H_RR", slice(0, split))):
+        if np.any(_singular(xp, H[..., sl, sl], u)):
+            raise ValueError(f"H: the diagonal block {name} = H[..., {sl.start}:{sl.stop}, "
+                             f"{sl.start}:{sl.stop}] is singular (to working precision), so "
+                             "the Schur complement does not exist; block_degeneracy reports "
+                             "such matrices (blocks_pd False)")
     return SchurComplements(*_schur(xp, H, split))
 
 
-def _schur(xp, H, k):
+def _singular(xp, B, u):
+    """Per matrix of the batch B (..., m, m): numerically singular, i.e. the smallest singular
+    value <= RANK_FACTOR · m · u · the largest (NumPy bool array)."""
+    sv = xp.linalg.svdvals(B) if hasattr(xp.linalg, "svdvals") else xp.linalg.svd(
+        B, compute_uv=False)
+    sv = np.asarray(to_numpy(sv), dtype=np.float64)
+    return sv[..., -1] <= RANK_FACTOR * B.shape[-1] * u * sv[..., 0]
+
+
+def _schur(xp, H, k, u=None):
+    """Both complements; with ``u``, a diagonal block that is singular or not positive
+    definite is first shifted by RANK_FACTOR·m·u·(trace/m)·I (a shift that survives rounding;
+    the Numba kernel replaces a non-positive Cholesky pivot by u·trace/m), so that the
+    analysis of a singular H returns finite complements (reported through blocks_pd)."""
     mT = xp.matrix_transpose
     HRR, HRt = H[..., :k, :k], H[..., :k, k:]
     HtR, Htt = H[..., k:, :k], H[..., k:, k:]
-    SR = HRR - xp.matmul(HRt, xp.linalg.solve(Htt, HtR))
-    St = Htt - xp.matmul(HtR, xp.linalg.solve(HRR, HRt))
+    if u is not None:
+        HRR, Htt = _shift_singular(xp, HRR, u), _shift_singular(xp, Htt, u)
+    SR = H[..., :k, :k] - xp.matmul(HRt, xp.linalg.solve(Htt, HtR))
+    St = H[..., k:, k:] - xp.matmul(HtR, xp.linalg.solve(HRR, HRt))
     return 0.5 * (SR + mT(SR)), 0.5 * (St + mT(St))
+
+
+def _shift_singular(xp, B, u):
+    # not positive definite (the kernel's rule) or numerically singular
+    bad = _singular(xp, B, u) | (np.asarray(cholesky(B)[1]) != 0)
+    if not bad.any():
+        return B
+    m = B.shape[-1]
+    tr = xp.sum(xp.abs(xp.linalg.diagonal(B)), axis=-1)
+    shift = RANK_FACTOR * m * u * xp.where(tr > 0, tr / m, xp.ones_like(tr))
+    dev = getattr(B, "device", None)
+    mask = xp.asarray(bad, device=dev) if dev is not None else xp.asarray(bad)
+    shift = xp.where(mask, shift, xp.zeros_like(shift))
+    eye = xp.eye(m, dtype=B.dtype, device=dev) if dev is not None else xp.eye(m, dtype=B.dtype)
+    return B + shift[..., None, None] * eye
 
 
 # --------------------------------------------------------------------------- assignment
@@ -342,7 +390,7 @@ def _use_numba(xp, H, split, engine) -> bool:
 
 
 def _report_xp(xp, H, k, threshold, kappa_target, labs) -> DegeneracyReport:
-    SR, St = _schur(xp, H, k)
+    SR, St = _schur(xp, H, k, format_of(H).unit_roundoff)
     lamR, VR = xp.linalg.eigh(SR)
     lamt, Vt = xp.linalg.eigh(St)
     lamR, VR = _align(xp, lamR, VR)
@@ -375,7 +423,7 @@ def _run_kernel(H, b, split, threshold, kappa_target, u, rtol=0.0, atol=0.0, max
     return run_dcreg(Hf, bf, _perm_table(split), _perm_table(n - split), split=split,
                      threshold=threshold, kappa_target=kappa_target, eps=u, rtol=rtol,
                      atol=atol, maxiter=maxiter, check_every=check_every, codes=KERNEL_CODES,
-                     rules=STOP_RULE)
+                     rules=STOP_RULE, rank_tol=RANK_FACTOR * n * u)
 
 
 def _report_from_kernel(an: DCRegAnalysis, batch, labs, k, threshold,

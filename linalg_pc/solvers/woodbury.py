@@ -50,7 +50,9 @@ from .._backend import (
     cholesky,
     device_of,
     format_of,
+    namespace_name,
     solve_triangular,
+    to_numpy,
 )
 from .._policy import Precision
 
@@ -179,6 +181,7 @@ class WoodburyInverse:
         if not hasattr(x, "shape") or x.shape[-1] != self.dim:
             raise ValueError(f"x must have last dimension d = {self.dim}, got "
                              f"{getattr(x, 'shape', type(x).__name__)}")
+        self._same_library(x, "x")
         check_finite(xp, x, "x")
         xd = xp.astype(x, self._G.dtype) if x.dtype != self._G.dtype else x
         if self.size == 0:
@@ -189,6 +192,17 @@ class WoodburyInverse:
         Y = X / self._lam - xp.matrix_transpose(xp.matmul(xp.matrix_transpose(self._G), W)) / (
             self._lam * self._lam)
         return xp.reshape(Y, xd.shape)
+
+    def _same_library(self, x, name):
+        """x must be an array of the instance's library (G's): a clear TypeError otherwise."""
+        try:
+            lib = namespace_name(array_namespace(x))
+        except TypeError:
+            raise TypeError(f"{name} must be an array, got {type(x).__name__}") from None
+        own = namespace_name(self._xp)
+        if lib != own:
+            raise TypeError(f"{name} is a {lib} array but this WoodburyInverse holds {own} "
+                            f"arrays; pass {name} in {own}")
 
     def diagonal(self):
         """diag(F⁻¹) = λ⁻¹ − λ⁻² Σ_{a,b} G[a,i] (T⁻¹)[a,b] G[b,i]; cost d·k²."""
@@ -211,6 +225,7 @@ class WoodburyInverse:
         if not hasattr(g, "shape") or tuple(g.shape) != (self.dim,):
             raise ValueError(f"g must have shape ({self.dim},), got "
                              f"{getattr(g, 'shape', type(g).__name__)}")
+        self._same_library(g, "g")
         check_finite(xp, g, "g")
         g = xp.astype(g, self._G.dtype) if g.dtype != self._G.dtype else g
         kg = xp.matmul(self._G, g)  # (k,)
@@ -249,9 +264,11 @@ class ShermanMorrisonResult(NamedTuple):
     """Result of :func:`sherman_morrison_update`.
 
     inverse : the updated inverse (J + uvᵀ)⁻¹, or Jinv unchanged where ``singular``.
-    denominator : 1 + vᵀJ⁻¹u (per matrix).
+    denominator : 1 + vᵀJ⁻¹u (per matrix); ±inf where it exceeds the working format (the
+        update is then computed from scaled u and v and is still exact to working precision).
     singular : bool (array for batches); the update was skipped because the denominator is
-        zero to working precision (J + uvᵀ singular or nearly so).
+        zero to working precision (J + uvᵀ singular or nearly so) or because the updated
+        inverse is not representable in the working format (it would overflow).
     """
 
     inverse: Any
@@ -276,10 +293,14 @@ def sherman_morrison_update(Jinv, u, v=None, *, compute=None) -> ShermanMorrison
     -------
     ShermanMorrisonResult
         ``(inverse, denominator, singular)``; where the denominator satisfies
-        |1 + vᵀJ⁻¹u| <= SM_SINGULAR_FACTOR·u·(1 + |vᵀJ⁻¹u|) the update is skipped.
+        |1 + vᵀJ⁻¹u| <= SM_SINGULAR_FACTOR·u·(1 + |vᵀJ⁻¹u|), or where the updated inverse
+        overflows, the update is skipped and ``singular`` is True.
 
     Notes
     -----
+    u and v are scaled by powers of two to max-norm in [1, 2) first (exact), and the update is
+    formed as (J⁻¹u')(v'ᵀJ⁻¹)/(2^(e_u+e_v) + v'ᵀJ⁻¹u'): u·1e200 no longer overflows
+    vᵀJ⁻¹u into a NaN inverse reported as a success.
     Cost 4d² flops per matrix. The error of the update is governed by the denominator: a
     relative perturbation ε in J⁻¹ is amplified by about (1 + |vᵀJ⁻¹u|)/|1 + vᵀJ⁻¹u|
     (Hager, SIAM Review 31, 1989).
@@ -306,15 +327,53 @@ def sherman_morrison_update(Jinv, u, v=None, *, compute=None) -> ShermanMorrison
     check_finite(xp, v, "v")
     dt = _compute_dtype(xp, Jinv, "Jinv", compute)
     Jinv, u, v = (xp.astype(a, dt) if a.dtype != dt else a for a in (Jinv, u, v))
-    Ju = xp.matmul(Jinv, u[..., None])[..., 0]  # J⁻¹u
-    vJ = xp.matmul(v[..., None, :], Jinv)[..., 0, :]  # vᵀJ⁻¹
-    s = xp.sum(v * Ju, axis=-1)
-    den = 1.0 + s
-    uf = format_of(Jinv).unit_roundoff
-    sing = xp.abs(den) <= SM_SINGULAR_FACTOR * uf * (1.0 + xp.abs(s))
-    safe = xp.where(sing, xp.ones_like(den), den)
-    upd = Jinv - Ju[..., :, None] * vJ[..., None, :] / safe[..., None, None]
+    fmt = format_of(Jinv)
+    # u' = 2^eu·u, v' = 2^ev·v with max-norms in [1, 2) (exact); s = vᵀJ⁻¹u = 2^-(eu+ev)·s'
+    eu, ev = _pow2_exponents(xp, u, fmt), _pow2_exponents(xp, v, fmt)
+    u = u * _as_coef(xp, np.exp2(eu), u)[..., None]
+    v = v * _as_coef(xp, np.exp2(ev), v)[..., None]
+    Ju = xp.matmul(Jinv, u[..., None])[..., 0]  # J⁻¹u'
+    vJ = xp.matmul(v[..., None, :], Jinv)[..., 0, :]  # v'ᵀJ⁻¹
+    sp_ = xp.sum(v * Ju, axis=-1)  # s'
+    with np.errstate(over="ignore"):  # "1" of the scaled denominator 2^(eu+ev)·(1 + s)
+        one = np.exp2(eu + ev)
+    one_x = _as_coef(xp, one, sp_)
+    den_s = one_x + sp_
+    uf = fmt.unit_roundoff
+    tiny_uv = one > fmt.max  # u, v so small that 1 + s = 1 in the format
+    sing = xp.abs(den_s) <= SM_SINGULAR_FACTOR * uf * (one_x + xp.abs(sp_))
+    sing = sing & ~_as_coef(xp, tiny_uv, sp_)  # u, v negligible: den = 1
+    safe = xp.where(sing, xp.ones_like(den_s), den_s)
+    with np.errstate(over="ignore", invalid="ignore"):  # detected below, and reported
+        upd = Jinv - Ju[..., :, None] * (vJ / safe[..., None])[..., None, :]
+    over = ~xp.all(xp.isfinite(upd), axis=(-2, -1))  # the update is not representable
+    sing = sing | over
     out = xp.where(sing[..., None, None], Jinv, upd)
+    # 1 + s = 2^-(eu+ev)·(one + s'), in two halves (±inf where it exceeds the format)
+    h = np.floor(-(eu + ev) / 2)
+    with np.errstate(over="ignore"):
+        den = den_s * _as_coef(xp, np.exp2(h), den_s)
+        den = den * _as_coef(xp, np.exp2(-(eu + ev) - h), den)
+    den = xp.where(_as_coef(xp, tiny_uv, den), xp.ones_like(den), den)
     if sing.ndim == 0:
         return ShermanMorrisonResult(out, float(den), bool(sing))
     return ShermanMorrisonResult(out, den, sing)
+
+
+def _pow2_exponents(xp, a, fmt) -> np.ndarray:
+    """Integer e per vector of a (..., d) with 2^e·max|a| in [1, 2), clipped to ±(emax − 1) of
+    the format so that 2^e is representable; 0 for a zero vector (NumPy, float64)."""
+    amax = np.asarray(to_numpy(xp.max(xp.abs(a), axis=-1, keepdims=True)),
+                      dtype=np.float64)[..., 0]
+    e = -np.floor(np.log2(np.where(amax > 0, amax, 1.0)))
+    return np.clip(e, -(fmt.emax - 1), fmt.emax - 1)
+
+
+def _as_coef(xp, c, like):
+    """NumPy values c (shape of like's batch) as an array of like's library, dtype, device."""
+    dev = device_of(like)
+    c = np.asarray(c)
+    if c.dtype == bool:
+        return xp.asarray(c, device=dev)
+    with np.errstate(over="ignore"):
+        return xp.astype(xp.asarray(c.astype(np.float64), device=dev), like.dtype)

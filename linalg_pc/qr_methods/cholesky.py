@@ -136,6 +136,14 @@ class _Breakdown(Exception):
         self.reason = reason
 
 
+def _continue_as_scholqr3(tr, reason: str, max_passes: int):
+    """Record that one-pass CholQR does not trust its result and continues as shifted CholQR3;
+    returns the new (shift policy, max passes, accepted kappa) of the iteration."""
+    tr.fallbacks.append(f"{tr.method} -> scholqr3: {reason}")
+    tr.method = "scholqr3"
+    return "breakdown", max(max_passes, MAX_PASSES), ACCEPT_KAPPA
+
+
 def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: float | None,
                    shift: str | float | None, allow_fallback_shift: bool, A_raw=None,
                    need_q: bool = True, own: bool = False):
@@ -219,13 +227,9 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
                 and u_acc * (kap / max(n, 1)) ** 2 > 1.0):
             # One pass leaves ‖I − QᵀQ‖ ≈ u·κ(R)²; κ₂(R) >= κ₁-estimate / n, so this Q would not
             # be orthonormal in any digit (Cholesky succeeded on a Gram matrix past u⁻¹).
-            tr.fallbacks.append(f"{tr.method} -> scholqr3: kappa estimate of R in pass "
-                                f"{passes + 1} is {kap:.3g}; one pass would leave "
-                                f"||I - Q^T Q|| ~ u*kappa^2 >= 1")
-            tr.method = "scholqr3"
-            policy = "breakdown"
-            max_passes = max(max_passes, MAX_PASSES)
-            accept = ACCEPT_KAPPA
+            policy, max_passes, accept = _continue_as_scholqr3(
+                tr, f"kappa estimate of R in pass {passes + 1} is {kap:.3g}; one pass would "
+                    f"leave ||I - Q^T Q|| ~ u*kappa^2 >= 1", max_passes)
         passes += 1
         shifted_any = shifted_any or s_used > 0
         if policy == "always" or isinstance(policy, float):
@@ -243,13 +247,9 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
             # a rounded Gram matrix says that Q = A R⁻¹ is orthonormal).
             err = _orth_error(ctx, X)
             if not err <= ONE_PASS_ORTH_MAX:
-                tr.fallbacks.append(f"{tr.method} -> scholqr3: ||I - Q^T Q||_F = {err:.3g} after "
-                                    f"one pass (> {ONE_PASS_ORTH_MAX:g}: kappa(A) past "
-                                    f"u^(-1/2)/10)")
-                tr.method = "scholqr3"
-                policy = "breakdown"
-                max_passes = max(max_passes, MAX_PASSES)
-                accept = ACCEPT_KAPPA
+                policy, max_passes, accept = _continue_as_scholqr3(
+                    tr, f"||I - Q^T Q||_F = {err:.3g} after one pass (> {ONE_PASS_ORTH_MAX:g}: "
+                        f"kappa(A) past u^(-1/2)/10)", max_passes)
                 continue
         if done:
             break

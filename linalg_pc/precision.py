@@ -117,7 +117,8 @@ def round_to(x, fmt, mode: str = "nearest", rng=None, *, out=None):
     TypeError
         ``x`` is not a real floating array.
     ValueError
-        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or layout.
+        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or
+        layout, or read-only.
 
     Notes
     -----
@@ -167,7 +168,8 @@ def to_storage(x, fmt="bf16", *, mode: str = "nearest", rng=None, out=None):
         ``x`` is not a real floating array; ``fmt`` has no dtype in x's library (tf32, or bf16
         where the library has none).
     ValueError
-        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or layout.
+        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or
+        layout, or read-only.
 
     Notes
     -----
@@ -215,7 +217,7 @@ def from_storage(x, compute="fp32", *, out=None):
         ``x`` is not a real floating array.
     ValueError
         ``compute`` is not an arithmetic format; ``out`` of the wrong library, dtype, shape,
-        device or layout.
+        device or layout, or read-only.
 
     Notes
     -----

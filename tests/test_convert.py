@@ -256,3 +256,86 @@ def test_from_storage_numpy_fp64_out():
     out = np.empty(100, np.float64)
     assert lpc.from_storage(s, "fp64", out=out) is out
     np.testing.assert_array_equal(out, s.astype(np.float64))
+
+
+# ----------------------------------------------------------------------------- issue 12, item 10
+def test_torch_out_is_written_and_returned():
+    """``to_storage(t, "bf16", out=buf)`` on torch writes into ``buf`` and returns it (it used
+    to return a new tensor and leave ``buf`` alone), on both sides of the threads' threshold."""
+    torch = pytest.importorskip("torch")
+    for n in (20, _twins.POLICIES["convert"][0] + 5):
+        x = torch.from_numpy(_data(n))
+        buf = torch.zeros(n, dtype=torch.bfloat16)
+        r = lpc.to_storage(x, "bf16", out=buf)
+        assert r is buf
+        np.testing.assert_array_equal(_bits(buf), _bits(lpc.to_storage(x.numpy(), "bf16")))
+
+
+def test_numpy_out_of_the_wrong_shape_is_refused():
+    x = _data(20)
+    for shape in ((10, 2), (21,), (1, 20), ()):
+        out = np.zeros(shape, BF16)
+        with pytest.raises(ValueError, match=r"\bout\b.*shape"):
+            lpc.to_storage(x, "bf16", out=out)
+        assert not out.view(np.uint16).any()
+
+
+def test_from_storage_torch_out_formats_its_error_message():
+    """A valid ``out`` is written; an invalid one gets a readable message (formatting the torch
+    dtype in the message used to crash)."""
+    torch = pytest.importorskip("torch")
+    t = lpc.to_storage(torch.from_numpy(_data(20)), "bf16")
+    out = torch.zeros(20)
+    assert lpc.from_storage(t, "fp32", out=out) is out
+    np.testing.assert_array_equal(out.numpy(), t.float().numpy())
+    for bad, why in ((torch.zeros(21), "shape"), (torch.zeros(20, dtype=torch.float64), "dtype"),
+                     (torch.zeros(20, dtype=torch.bfloat16), "dtype")):
+        with pytest.raises(ValueError, match=rf"\bout\b.*{why}"):
+            lpc.from_storage(t, "fp32", out=bad)
+
+
+def _f16(x):
+    with np.errstate(over="ignore"):
+        return x.astype(np.float16)
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, out: lpc.to_storage(x, "bf16", out=out(BF16)),
+    lambda x, out: lpc.to_storage(x, "bf16", mode="stochastic", rng=1, out=out(BF16)),
+    lambda x, out: lpc.to_storage(x, "fp16", out=out(np.float16)),
+    lambda x, out: lpc.to_storage(x.astype(np.float64), "fp32", out=out(np.float32)),
+    lambda x, out: lpc.round_to(x, "bf16", out=out(np.float32)),
+    lambda x, out: lpc.round_to(x, "fp16", out=out(np.float32)),
+    lambda x, out: lpc.round_to(x, "tf32", mode="zero", out=out(np.float32)),
+    lambda x, out: lpc.from_storage(x.astype(BF16), "fp32", out=out(np.float32)),
+    lambda x, out: lpc.from_storage(x.astype(BF16), "fp64", out=out(np.float64)),
+    lambda x, out: lpc.from_storage(_f16(x), "fp32", out=out(np.float32)),
+], ids=["store-bf16", "store-bf16-sr", "store-fp16", "store-fp32", "round-bf16", "round-fp16",
+        "round-tf32", "decode-bf16", "decode-bf16-fp64", "decode-fp16"])
+@pytest.mark.parametrize("n", [50, _twins.POLICIES["convert"][0] + 1])
+def test_read_only_out_is_refused_naming_out(call, n):
+    """A read-only NumPy ``out`` used to reach Numba (a TypingError from deep inside) or NumPy's
+    assignment: now a ValueError naming ``out`` before any work, and ``out`` is untouched."""
+    x = _data(n)
+    made = []
+
+    def out(dtype):
+        made.append(_read_only(np.zeros(n, dtype)))
+        return made[-1]
+
+    with pytest.raises(ValueError, match=r"\bout\b.*read-only"):
+        call(x, out)
+    assert not made[0].view(f"u{made[0].itemsize}").any()
+
+
+def test_round_to_in_place_on_a_read_only_input_is_refused():
+    x = _read_only(_data(20))
+    before = x.copy()
+    with pytest.raises(ValueError, match=r"\bout\b.*read-only"):
+        lpc.round_to(x, "bf16", out=x)
+    np.testing.assert_array_equal(x, before)

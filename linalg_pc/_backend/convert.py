@@ -154,11 +154,18 @@ def _c_contiguous(a) -> bool:
     return True  # array_api_strict and others: no layout to speak of; written by setitem
 
 
+def _read_only(a) -> bool:
+    """NumPy's ``flags.writeable`` (PyTorch and CuPy arrays have no read-only flag)."""
+    flags = getattr(a, "flags", None)
+    return flags is not None and getattr(flags, "writeable", True) is False
+
+
 def check_out(xp, lib: str, x, out, dtype) -> None:
     """Raise ValueError naming ``out`` unless it can receive the result of converting ``x``.
 
     ``out`` must be an array of ``xp``'s library, of dtype ``dtype``, of x's shape, on x's
-    device, and C-contiguous.
+    device, C-contiguous and writable (a read-only NumPy array would otherwise reach a Numba
+    kernel and fail inside it).
     """
     want = (f"a C-contiguous {lib} array of dtype {_dtype_name(dtype)} and shape "
             f"{tuple(x.shape)} on x's device")
@@ -176,6 +183,8 @@ def check_out(xp, lib: str, x, out, dtype) -> None:
         raise ValueError(f"out must be {want}; got device {B.device_of(out)}")
     if not _c_contiguous(out):
         raise ValueError(f"out must be {want}; got a non-contiguous array")
+    if _read_only(out):
+        raise ValueError(f"out must be {want} and writable; got a read-only array")
 
 
 def _dtype_name(dtype) -> str:

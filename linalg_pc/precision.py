@@ -23,6 +23,10 @@ instead of being faulted in again); :func:`set_buffer_cache` sets how much idle 
 0 turns it off. ``out=`` writes into a preallocated array of the input's library (an optimizer's
 state buffer) instead.
 
+PyTorch autograd: on a tensor that requires grad the three functions keep the graph with the
+straight-through gradient (the incoming gradient, cast to x's dtype; the values are those of the
+detached conversion); ``out=`` is written as data, without a graph (docs/precision.md).
+
 References
 ----------
 Higham, *Accuracy and Stability of Numerical Algorithms*, §2. Connolly, Higham, Mary, "Stochastic

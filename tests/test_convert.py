@@ -339,3 +339,79 @@ def test_round_to_in_place_on_a_read_only_input_is_refused():
     with pytest.raises(ValueError, match=r"\bout\b.*read-only"):
         lpc.round_to(x, "bf16", out=x)
     np.testing.assert_array_equal(x, before)
+
+
+# ----------------------------------------------------------------------------- autograd rule
+_AG_CASES = [  # (function, input dtype name, target, mode)
+    (fn, dt, fmt, mode)
+    for fn, fmts in (("round_to", ("bf16", "fp16", "tf32", "fp32")),
+                     ("to_storage", ("bf16", "fp16", "fp32")))
+    for dt in ("float32", "float64", "bfloat16", "float16")
+    for fmt in fmts
+    for mode in ("nearest", "stochastic", "zero")
+] + [("from_storage", dt, c, None) for dt in ("bfloat16", "float16", "float32", "float64")
+     for c in ("fp32", "fp64")]
+
+
+def _ag_run(fn, x, fmt, mode, out=None):
+    if fn == "from_storage":
+        return lpc.from_storage(x, fmt, out=out)
+    return getattr(lpc, fn)(x, fmt, mode=mode, rng=7, out=out)
+
+
+@pytest.mark.parametrize("fn,dt,fmt,mode", _AG_CASES)
+def test_torch_autograd_straight_through(fn, dt, fmt, mode):
+    """docs/precision.md, "PyTorch autograd": a conversion of a tensor that requires grad keeps
+    the graph, its values are those of the detached conversion, and its gradient is the
+    straight-through one (the incoming gradient, cast to x's dtype), in every mode and format.
+    It used to be the identity on some paths and zero on others (the floor of the array-API
+    rounding), with a UserWarning from torch.asarray on the copying paths."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    dtype = getattr(torch, dt)
+    x0 = torch.from_numpy(np.random.default_rng(1).standard_normal(300)).to(dtype)
+    x = x0.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = _ag_run(fn, x, fmt, mode)
+    want = _ag_run(fn, x0, fmt, mode)
+    assert r.requires_grad and (r.grad_fn is not None or r is x)  # from_storage: x itself
+    assert r.dtype == want.dtype
+    np.testing.assert_array_equal(_bits(r.detach()), _bits(want))
+    g = torch.from_numpy(np.random.default_rng(2).standard_normal(300)).to(r.dtype)
+    r.backward(g)
+    assert x.grad.dtype == dtype
+    np.testing.assert_array_equal(_bits(x.grad), _bits(g.to(dtype)))
+
+
+def test_torch_autograd_out_writes_values_without_a_graph():
+    """With ``out=``, the values are written into ``out`` as data (an optimizer's state update):
+    no graph is recorded, ``out`` keeps its own requires_grad, and ``out`` is returned; a
+    parameter can be rounded in place. (It used to fail: ``.numpy()`` on a tensor that requires
+    grad, or torch's refusal of an in-place write into a leaf.)"""
+    torch = pytest.importorskip("torch")
+    x0 = torch.from_numpy(_data(500))
+    x = x0.clone().requires_grad_(True)
+    state = torch.empty(500, dtype=torch.bfloat16)
+    assert lpc.to_storage(x, "bf16", out=state) is state
+    assert not state.requires_grad and state.grad_fn is None
+    np.testing.assert_array_equal(_bits(state), _bits(lpc.to_storage(x0, "bf16")))
+    w = torch.nn.Parameter(x0.clone())
+    assert lpc.round_to(w, "bf16", mode="stochastic", rng=3, out=w) is w
+    assert w.requires_grad and w.is_leaf
+    np.testing.assert_array_equal(_bits(w.detach()),
+                                  _bits(lpc.round_to(x0, "bf16", mode="stochastic", rng=3)))
+    dec = torch.nn.Parameter(torch.zeros(500))
+    assert lpc.from_storage(state, out=dec) is dec and dec.is_leaf
+    np.testing.assert_array_equal(dec.detach().numpy(), state.float().numpy())
+
+
+def test_torch_no_grad_mode_gives_plain_tensors():
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(_data(100)).requires_grad_(True)
+    with torch.no_grad():
+        r = lpc.to_storage(x, "bf16", mode="stochastic", rng=1)
+    assert not r.requires_grad
+    np.testing.assert_array_equal(_bits(r), _bits(lpc.to_storage(x.detach(), "bf16",
+                                                                 mode="stochastic", rng=1)))

@@ -9,11 +9,17 @@ contiguous first (one copy; element i of the hash is the i-th element in C order
 Decoding below the "convert" threshold of ``_twins.POLICIES`` elements uses PyTorch's cast (the
 same bits: a shift), whose call costs less than the views (3 against 19 µs for 1024 values).
 
-Tensors on other devices (CUDA), and tensors that require grad (the result keeps the autograd
-graph), take PyTorch's own casts, with NaNs written as ml_dtypes does (the quiet NaN with the
-input's sign: PyTorch writes every NaN as one pattern), or decline to the generic array-API path
-of ``_backend.convert`` (stochastic rounding there draws uniforms with ``torch.rand`` on the
-device).
+Tensors on other devices (CUDA) take PyTorch's own casts, with NaNs written as ml_dtypes does
+(the quiet NaN with the input's sign: PyTorch writes every NaN as one pattern), or decline to the
+generic array-API path of ``_backend.convert`` (stochastic rounding there draws uniforms with
+``torch.rand`` on the device).
+
+Autograd (:func:`straight_through`, the registered rule): a conversion of a tensor that requires
+grad converts its detached data through the same kernels (the same bits as without grad) and
+returns a result in the graph whose gradient is the straight-through estimator: the incoming
+gradient, cast to x's dtype (Bengio, Léonard, Courville 2013; the usual rule of
+quantization-aware training). ``out=`` is written as data, like an optimizer's in-place update
+under ``torch.no_grad()``: no graph is recorded and ``out`` keeps its own ``requires_grad``.
 
 Imported by ``_backend.convert`` at the first conversion of a torch tensor, never by
 ``import linalg_pc``.
@@ -35,8 +41,37 @@ _TORCH_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.flo
 
 
 def _host(x) -> bool:
-    """Whether the Numba kernels can run on x's memory (CPU, outside autograd)."""
+    """Whether the Numba kernels can run on x's memory (CPU; autograd is handled before, by
+    :func:`straight_through`, which passes detached tensors)."""
     return x.device.type == "cpu" and not x.requires_grad
+
+
+class _StraightThrough(torch.autograd.Function):
+    """y = run(x) in the forward pass; dL/dx = dL/dy cast to x's dtype in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, run):
+        ctx.x_dtype = x.dtype
+        return run(x.detach(), None)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.x_dtype), None
+
+
+@_cv.register_autograd("torch")
+def straight_through(x, out, run):
+    """The autograd rule of torch conversions (see the module docstring); None when neither x
+    nor ``out`` requires grad."""
+    if not (x.requires_grad or (out is not None and out.requires_grad)):
+        return None
+    if out is not None:
+        with torch.no_grad():
+            run(x.detach(), out.detach())
+        return out
+    if not torch.is_grad_enabled():
+        return run(x.detach(), None)
+    return _StraightThrough.apply(x, run)
 
 
 def _bits(t) -> np.ndarray:

@@ -415,3 +415,30 @@ def test_torch_no_grad_mode_gives_plain_tensors():
     assert not r.requires_grad
     np.testing.assert_array_equal(_bits(r), _bits(lpc.to_storage(x.detach(), "bf16",
                                                                  mode="stochastic", rng=1)))
+
+
+def test_torch_16bit_to_16bit_storage_and_fp16_nan_signs_match_numpy():
+    """Found by the ml_dtypes peer cases: on torch, fp16 65504 stored as bf16 became inf (it was
+    rounded inside fp16's own dtype: bf16's 65536 overflows fp16), and fp16 NaNs lost their sign
+    (torch's fp16 -> fp32 cast writes every NaN as +0x7FFFFFFF). Now bit for bit as NumPy."""
+    torch = pytest.importorskip("torch")
+    pats = np.array([0x7BFF, 0xFBFF, 0x3C00, 0x7C00, 0xFC00, 0x7E00, 0xFE00, 0xFC01, 0x0001],
+                    dtype=np.uint16)
+    h = pats.view(np.float16)
+    t = torch.from_numpy(pats.view(np.int16).copy()).view(torch.float16)
+    with np.errstate(invalid="ignore"):  # NumPy warns on the signalling NaN 0xFC01
+        _check_fp16_like_numpy(torch, h, t)
+
+
+def _check_fp16_like_numpy(torch, h, t):
+    for mode in ("nearest", "zero", "stochastic"):
+        np.testing.assert_array_equal(_bits(lpc.to_storage(t, "bf16", mode=mode, rng=2)),
+                                      _bits(lpc.to_storage(h, "bf16", mode=mode, rng=2)))
+    assert float(lpc.to_storage(t, "bf16")[0]) == 65536.0
+    for c in ("fp32", "fp64"):
+        np.testing.assert_array_equal(np.signbit(_bits(lpc.from_storage(t, c)).view(
+            np.float32 if c == "fp32" else np.float64)), np.signbit(h))
+    np.testing.assert_array_equal(_bits(lpc.from_storage(t, "fp32")),
+                                  _bits(lpc.from_storage(h, "fp32")))
+    np.testing.assert_array_equal(_bits(lpc.to_storage(t, "fp32")), _bits(h.astype(np.float32)))
+    np.testing.assert_array_equal(_bits(lpc.round_to(t, "bf16")), _bits(lpc.round_to(h, "bf16")))

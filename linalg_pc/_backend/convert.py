@@ -304,6 +304,11 @@ def _generic_store(xp, lib, x, src, dst, mode, out, rand):
     dtype = B.native_dtype(xp, dst)
     if contains(dst, src):
         return write(out, xp.astype(x, dtype))
+    if src.bits == 16:
+        # widen exactly first: emulating dst in src's own 16-bit dtype can overflow it (fp16
+        # 65504 rounds to bf16 65536, which fp16 cannot hold)
+        wide = convert(x, src, _FP32, op=DECODE, xp=xp, lib=lib)
+        return convert(wide, _FP32, dst, mode, op=STORE, out=out, rng=rand, xp=xp, lib=lib)
     r = convert(x, src, dst, mode, op=EMULATE, rng=rand, xp=xp, lib=lib)
     return write(out, xp.astype(r, dtype))
 

@@ -32,10 +32,12 @@ import torch
 
 from .. import _buffers
 from .._backend import convert as _cv
+from .._formats import FORMATS
 from . import cpu
 from ._twins import POLICIES
 
 _HALF = ("nearest", "stochastic")
+_FP32 = FORMATS["fp32"]
 _TORCH_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
                 "fp64": torch.float64}
 
@@ -102,8 +104,24 @@ def canonical_nan(x, r):
         canon = torch.where(torch.signbit(x), torch.tensor(-64, dtype=torch.int16),
                             torch.tensor(0x7FC0, dtype=torch.int16))
         return torch.where(nan, canon, r.view(torch.int16)).view(torch.bfloat16)
-    q = torch.copysign(torch.full_like(x, float("nan"), dtype=torch.float32), x.float())
+    # the sign from signbit: torch's float16 -> float32 cast writes every NaN as +0x7FFFFFFF
+    sign = torch.where(torch.signbit(x), -1.0, 1.0).to(torch.float32)
+    q = torch.copysign(torch.full(x.shape, float("nan"), dtype=torch.float32, device=x.device),
+                       sign)
     return torch.where(nan, q.to(r.dtype), r)
+
+
+def decode_fp16(x, dtype):
+    """float16 -> float32/float64 keeping every NaN's sign and payload, as NumPy's cast does
+    (PyTorch's own float16 -> float32 cast writes every NaN as +0x7FFFFFFF)."""
+    r = x.to(dtype)
+    nan = torch.isnan(x)
+    if not bool(nan.any()):
+        return r
+    h = x.view(torch.int16).to(torch.int64) & 0xFFFF
+    b = ((h & 0x8000) << 16) | 0x7F800000 | ((h & 0x3FF) << 13)  # the fp32 pattern
+    q = (b - ((b >> 31) << 32)).to(torch.int32).view(torch.float32)  # as a signed 32-bit int
+    return torch.where(nan, q.to(dtype), r)
 
 
 @_cv.register("torch", _cv.EMULATE, "fp32", "bf16", _HALF)
@@ -133,6 +151,11 @@ def _store_16(xp, x, src, dst, mode, out, rand):
         return res
     if src.name == "fp32" and mode == "nearest":
         return _cv.write(out, canonical_nan(x, x.to(dtype)))
+    if src.bits == 16:
+        # widen exactly first: emulating in x's own 16-bit dtype can overflow it (fp16 65504
+        # rounds to bf16 65536, which fp16 cannot hold: it used to be stored as inf)
+        wide = _cv.convert(x, src, _FP32, op=_cv.DECODE, xp=xp, lib="torch")
+        return _store_16(xp, wide, _FP32, dst, mode, out, rand)
     r = _cv.convert(x, src, dst, mode, op=_cv.EMULATE, rng=rand, xp=xp, lib="torch")
     return _cv.write(out, canonical_nan(x, r.to(dtype)))
 
@@ -146,3 +169,9 @@ def _decode_bf16(xp, x, src, dst, mode, out, rand):
     res = _new(x.shape, torch.float32) if out is None else out
     cpu.bf16_bits_to_f32(_bits(xc), out=res.numpy())
     return res
+
+
+@_cv.register("torch", _cv.DECODE, "fp16", ("fp32", "fp64"))
+@_cv.register("torch", _cv.STORE, "fp16", ("fp32", "fp64"))
+def _decode_fp16(xp, x, src, dst, mode, out, rand):
+    return _cv.write(out, decode_fp16(x, _TORCH_DTYPE[dst.name]))

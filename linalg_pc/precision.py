@@ -23,6 +23,10 @@ instead of being faulted in again); :func:`set_buffer_cache` sets how much idle 
 0 turns it off. ``out=`` writes into a preallocated array of the input's library (an optimizer's
 state buffer) instead.
 
+PyTorch autograd: on a tensor that requires grad the three functions keep the graph with the
+straight-through gradient (the incoming gradient, cast to x's dtype; the values are those of the
+detached conversion); ``out=`` is written as data, without a graph (docs/precision.md).
+
 References
 ----------
 Higham, *Accuracy and Stability of Numerical Algorithms*, §2. Connolly, Higham, Mary, "Stochastic
@@ -117,7 +121,8 @@ def round_to(x, fmt, mode: str = "nearest", rng=None, *, out=None):
     TypeError
         ``x`` is not a real floating array.
     ValueError
-        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or layout.
+        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or
+        layout, or read-only.
 
     Notes
     -----
@@ -167,7 +172,8 @@ def to_storage(x, fmt="bf16", *, mode: str = "nearest", rng=None, out=None):
         ``x`` is not a real floating array; ``fmt`` has no dtype in x's library (tf32, or bf16
         where the library has none).
     ValueError
-        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or layout.
+        Unknown ``fmt`` or ``mode``; ``out`` of the wrong library, dtype, shape, device or
+        layout, or read-only.
 
     Notes
     -----
@@ -215,7 +221,7 @@ def from_storage(x, compute="fp32", *, out=None):
         ``x`` is not a real floating array.
     ValueError
         ``compute`` is not an arithmetic format; ``out`` of the wrong library, dtype, shape,
-        device or layout.
+        device or layout, or read-only.
 
     Notes
     -----

@@ -256,3 +256,189 @@ def test_from_storage_numpy_fp64_out():
     out = np.empty(100, np.float64)
     assert lpc.from_storage(s, "fp64", out=out) is out
     np.testing.assert_array_equal(out, s.astype(np.float64))
+
+
+# ----------------------------------------------------------------------------- issue 12, item 10
+def test_torch_out_is_written_and_returned():
+    """``to_storage(t, "bf16", out=buf)`` on torch writes into ``buf`` and returns it (it used
+    to return a new tensor and leave ``buf`` alone), on both sides of the threads' threshold."""
+    torch = pytest.importorskip("torch")
+    for n in (20, _twins.POLICIES["convert"][0] + 5):
+        x = torch.from_numpy(_data(n))
+        buf = torch.zeros(n, dtype=torch.bfloat16)
+        r = lpc.to_storage(x, "bf16", out=buf)
+        assert r is buf
+        np.testing.assert_array_equal(_bits(buf), _bits(lpc.to_storage(x.numpy(), "bf16")))
+
+
+def test_numpy_out_of_the_wrong_shape_is_refused():
+    x = _data(20)
+    for shape in ((10, 2), (21,), (1, 20), ()):
+        out = np.zeros(shape, BF16)
+        with pytest.raises(ValueError, match=r"\bout\b.*shape"):
+            lpc.to_storage(x, "bf16", out=out)
+        assert not out.view(np.uint16).any()
+
+
+def test_from_storage_torch_out_formats_its_error_message():
+    """A valid ``out`` is written; an invalid one gets a readable message (formatting the torch
+    dtype in the message used to crash)."""
+    torch = pytest.importorskip("torch")
+    t = lpc.to_storage(torch.from_numpy(_data(20)), "bf16")
+    out = torch.zeros(20)
+    assert lpc.from_storage(t, "fp32", out=out) is out
+    np.testing.assert_array_equal(out.numpy(), t.float().numpy())
+    for bad, why in ((torch.zeros(21), "shape"), (torch.zeros(20, dtype=torch.float64), "dtype"),
+                     (torch.zeros(20, dtype=torch.bfloat16), "dtype")):
+        with pytest.raises(ValueError, match=rf"\bout\b.*{why}"):
+            lpc.from_storage(t, "fp32", out=bad)
+
+
+def _f16(x):
+    with np.errstate(over="ignore"):
+        return x.astype(np.float16)
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, out: lpc.to_storage(x, "bf16", out=out(BF16)),
+    lambda x, out: lpc.to_storage(x, "bf16", mode="stochastic", rng=1, out=out(BF16)),
+    lambda x, out: lpc.to_storage(x, "fp16", out=out(np.float16)),
+    lambda x, out: lpc.to_storage(x.astype(np.float64), "fp32", out=out(np.float32)),
+    lambda x, out: lpc.round_to(x, "bf16", out=out(np.float32)),
+    lambda x, out: lpc.round_to(x, "fp16", out=out(np.float32)),
+    lambda x, out: lpc.round_to(x, "tf32", mode="zero", out=out(np.float32)),
+    lambda x, out: lpc.from_storage(x.astype(BF16), "fp32", out=out(np.float32)),
+    lambda x, out: lpc.from_storage(x.astype(BF16), "fp64", out=out(np.float64)),
+    lambda x, out: lpc.from_storage(_f16(x), "fp32", out=out(np.float32)),
+], ids=["store-bf16", "store-bf16-sr", "store-fp16", "store-fp32", "round-bf16", "round-fp16",
+        "round-tf32", "decode-bf16", "decode-bf16-fp64", "decode-fp16"])
+@pytest.mark.parametrize("n", [50, _twins.POLICIES["convert"][0] + 1])
+def test_read_only_out_is_refused_naming_out(call, n):
+    """A read-only NumPy ``out`` used to reach Numba (a TypingError from deep inside) or NumPy's
+    assignment: now a ValueError naming ``out`` before any work, and ``out`` is untouched."""
+    x = _data(n)
+    made = []
+
+    def out(dtype):
+        made.append(_read_only(np.zeros(n, dtype)))
+        return made[-1]
+
+    with pytest.raises(ValueError, match=r"\bout\b.*read-only"):
+        call(x, out)
+    assert not made[0].view(f"u{made[0].itemsize}").any()
+
+
+def test_round_to_in_place_on_a_read_only_input_is_refused():
+    x = _read_only(_data(20))
+    before = x.copy()
+    with pytest.raises(ValueError, match=r"\bout\b.*read-only"):
+        lpc.round_to(x, "bf16", out=x)
+    np.testing.assert_array_equal(x, before)
+
+
+# ----------------------------------------------------------------------------- autograd rule
+_AG_CASES = [  # (function, input dtype name, target, mode)
+    (fn, dt, fmt, mode)
+    for fn, fmts in (("round_to", ("bf16", "fp16", "tf32", "fp32")),
+                     ("to_storage", ("bf16", "fp16", "fp32")))
+    for dt in ("float32", "float64", "bfloat16", "float16")
+    for fmt in fmts
+    for mode in ("nearest", "stochastic", "zero")
+] + [("from_storage", dt, c, None) for dt in ("bfloat16", "float16", "float32", "float64")
+     for c in ("fp32", "fp64")]
+
+
+def _ag_run(fn, x, fmt, mode, out=None):
+    if fn == "from_storage":
+        return lpc.from_storage(x, fmt, out=out)
+    return getattr(lpc, fn)(x, fmt, mode=mode, rng=7, out=out)
+
+
+@pytest.mark.parametrize("fn,dt,fmt,mode", _AG_CASES)
+def test_torch_autograd_straight_through(fn, dt, fmt, mode):
+    """docs/precision.md, "PyTorch autograd": a conversion of a tensor that requires grad keeps
+    the graph, its values are those of the detached conversion, and its gradient is the
+    straight-through one (the incoming gradient, cast to x's dtype), in every mode and format.
+    It used to be the identity on some paths and zero on others (the floor of the array-API
+    rounding), with a UserWarning from torch.asarray on the copying paths."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    dtype = getattr(torch, dt)
+    x0 = torch.from_numpy(np.random.default_rng(1).standard_normal(300)).to(dtype)
+    x = x0.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = _ag_run(fn, x, fmt, mode)
+    want = _ag_run(fn, x0, fmt, mode)
+    assert r.requires_grad and (r.grad_fn is not None or r is x)  # from_storage: x itself
+    assert r.dtype == want.dtype
+    np.testing.assert_array_equal(_bits(r.detach()), _bits(want))
+    g = torch.from_numpy(np.random.default_rng(2).standard_normal(300)).to(r.dtype)
+    r.backward(g)
+    assert x.grad.dtype == dtype
+    np.testing.assert_array_equal(_bits(x.grad), _bits(g.to(dtype)))
+
+
+def test_torch_autograd_out_writes_values_without_a_graph():
+    """With ``out=``, the values are written into ``out`` as data (an optimizer's state update):
+    no graph is recorded, ``out`` keeps its own requires_grad, and ``out`` is returned; a
+    parameter can be rounded in place. (It used to fail: ``.numpy()`` on a tensor that requires
+    grad, or torch's refusal of an in-place write into a leaf.)"""
+    torch = pytest.importorskip("torch")
+    x0 = torch.from_numpy(_data(500))
+    x = x0.clone().requires_grad_(True)
+    state = torch.empty(500, dtype=torch.bfloat16)
+    assert lpc.to_storage(x, "bf16", out=state) is state
+    assert not state.requires_grad and state.grad_fn is None
+    np.testing.assert_array_equal(_bits(state), _bits(lpc.to_storage(x0, "bf16")))
+    w = torch.nn.Parameter(x0.clone())
+    assert lpc.round_to(w, "bf16", mode="stochastic", rng=3, out=w) is w
+    assert w.requires_grad and w.is_leaf
+    np.testing.assert_array_equal(_bits(w.detach()),
+                                  _bits(lpc.round_to(x0, "bf16", mode="stochastic", rng=3)))
+    dec = torch.nn.Parameter(torch.zeros(500))
+    assert lpc.from_storage(state, out=dec) is dec and dec.is_leaf
+    np.testing.assert_array_equal(dec.detach().numpy(), state.float().numpy())
+
+
+def test_torch_no_grad_mode_gives_plain_tensors():
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(_data(100)).requires_grad_(True)
+    with torch.no_grad():
+        r = lpc.to_storage(x, "bf16", mode="stochastic", rng=1)
+    assert not r.requires_grad
+    np.testing.assert_array_equal(_bits(r), _bits(lpc.to_storage(x.detach(), "bf16",
+                                                                 mode="stochastic", rng=1)))
+
+
+def test_torch_16bit_to_16bit_storage_and_fp16_nan_signs_match_numpy():
+    """Found by the ml_dtypes peer cases: on torch, fp16 65504 stored as bf16 became inf (it was
+    rounded inside fp16's own dtype: bf16's 65536 overflows fp16), and fp16 NaNs lost their sign
+    (torch's fp16 -> fp32 cast writes every NaN as +0x7FFFFFFF). Now bit for bit as NumPy."""
+    torch = pytest.importorskip("torch")
+    pats = np.array([0x7BFF, 0xFBFF, 0x3C00, 0x7C00, 0xFC00, 0x7E00, 0xFE00, 0xFC01, 0x0001],
+                    dtype=np.uint16)
+    h = pats.view(np.float16)
+    t = torch.from_numpy(pats.view(np.int16).copy()).view(torch.float16)
+    with np.errstate(invalid="ignore"):  # NumPy warns on the signalling NaN 0xFC01
+        _check_fp16_like_numpy(torch, h, t)
+
+
+def _check_fp16_like_numpy(torch, h, t):
+    for mode in ("nearest", "zero", "stochastic"):
+        np.testing.assert_array_equal(_bits(lpc.to_storage(t, "bf16", mode=mode, rng=2)),
+                                      _bits(lpc.to_storage(h, "bf16", mode=mode, rng=2)))
+    assert float(lpc.to_storage(t, "bf16")[0]) == 65536.0
+    for c in ("fp32", "fp64"):
+        np.testing.assert_array_equal(np.signbit(_bits(lpc.from_storage(t, c)).view(
+            np.float32 if c == "fp32" else np.float64)), np.signbit(h))
+    np.testing.assert_array_equal(_bits(lpc.from_storage(t, "fp32")),
+                                  _bits(lpc.from_storage(h, "fp32")))
+    np.testing.assert_array_equal(_bits(lpc.to_storage(t, "fp32")), _bits(h.astype(np.float32)))
+    np.testing.assert_array_equal(_bits(lpc.round_to(t, "bf16")), _bits(lpc.round_to(h, "bf16")))

@@ -13,8 +13,13 @@ The key selects a kernel from a table that the kernel modules fill with :func:`r
 (``_kernels/cpu.py`` for NumPy, ``_kernels/torch.py`` for PyTorch, ``_kernels/gpu.py`` for CuPy).
 A library's module is imported at its first conversion, so importing linalg_pc never imports
 PyTorch or CuPy. A key without a kernel (and a kernel that declines, returning None: a CUDA tensor
-for a CPU kernel, a tensor that requires grad) runs the generic array-API path, whose rounding is
-``_kernels/fallback.py``: the reference the kernels are tested against bit for bit.
+for a CPU kernel) runs the generic array-API path, whose rounding is ``_kernels/fallback.py``: the
+reference the kernels are tested against bit for bit.
+
+Automatic differentiation: a library may register one rule (:func:`register_autograd`) that
+takes over when x or ``out`` takes part in it; the rule converts the plain data through the same
+table (so the values are bit for bit those of the detached conversion) and attaches the
+gradient. PyTorch's is the straight-through estimator (docs/precision.md, "PyTorch autograd").
 
 The shortcuts that hold for every library are taken before the table: a target that contains the
 source (a copy or an exact cast), and emulation on a 16-bit input (decoded exactly to fp32,
@@ -42,8 +47,8 @@ from .. import _backend as B
 from .._formats import FORMATS, Format
 from .._kernels import fallback as _fallback
 
-__all__ = ["EMULATE", "STORE", "DECODE", "OPS", "MODES", "convert", "register", "kernel_for",
-           "check_out", "write", "Randomness", "contains"]
+__all__ = ["EMULATE", "STORE", "DECODE", "OPS", "MODES", "convert", "register",
+           "register_autograd", "kernel_for", "check_out", "write", "Randomness", "contains"]
 
 EMULATE, STORE, DECODE = "emulate", "store", "decode"
 OPS = (EMULATE, STORE, DECODE)
@@ -51,6 +56,10 @@ MODES = _fallback.MODES
 
 #: (library, op, source format name, target format name, mode) -> kernel
 _TABLE: dict[tuple[str, str, str, str, str], Callable] = {}
+#: library -> its autograd rule: ``rule(x, out, run)`` returns None when neither x nor out takes
+#: part in automatic differentiation, else the result of ``run(x_data, out_data)`` (the
+#: conversion of the plain data) made differentiable by the library's rule
+_AUTOGRAD: dict[str, Callable] = {}
 #: library -> the module of ``_kernels`` that registers its conversion kernels
 _KERNEL_MODULES = {"numpy": "cpu", "torch": "torch", "cupy": "gpu"}
 _LOADED: set[str] = set()
@@ -79,6 +88,20 @@ def register(library: str, op: str, src, dst, modes=MODES):
             for d in _names(dst):
                 for m in _names(modes):
                     _TABLE[(library, op, s, d, m)] = f
+        return f
+
+    return deco
+
+
+def register_autograd(library: str):
+    """Decorator: register ``rule(x, out, run)`` as ``library``'s autograd rule (see _AUTOGRAD).
+
+    PyTorch's (``_kernels/torch.py``) is the straight-through estimator: the result keeps the
+    graph and its gradient is the incoming one, cast to x's dtype; ``out=`` is written as data.
+    """
+
+    def deco(f):
+        _AUTOGRAD[library] = f
         return f
 
     return deco
@@ -154,11 +177,18 @@ def _c_contiguous(a) -> bool:
     return True  # array_api_strict and others: no layout to speak of; written by setitem
 
 
+def _read_only(a) -> bool:
+    """NumPy's ``flags.writeable`` (PyTorch and CuPy arrays have no read-only flag)."""
+    flags = getattr(a, "flags", None)
+    return flags is not None and getattr(flags, "writeable", True) is False
+
+
 def check_out(xp, lib: str, x, out, dtype) -> None:
     """Raise ValueError naming ``out`` unless it can receive the result of converting ``x``.
 
     ``out`` must be an array of ``xp``'s library, of dtype ``dtype``, of x's shape, on x's
-    device, and C-contiguous.
+    device, C-contiguous and writable (a read-only NumPy array would otherwise reach a Numba
+    kernel and fail inside it).
     """
     want = (f"a C-contiguous {lib} array of dtype {_dtype_name(dtype)} and shape "
             f"{tuple(x.shape)} on x's device")
@@ -176,6 +206,8 @@ def check_out(xp, lib: str, x, out, dtype) -> None:
         raise ValueError(f"out must be {want}; got device {B.device_of(out)}")
     if not _c_contiguous(out):
         raise ValueError(f"out must be {want}; got a non-contiguous array")
+    if _read_only(out):
+        raise ValueError(f"out must be {want} and writable; got a read-only array")
 
 
 def _dtype_name(dtype) -> str:
@@ -222,6 +254,13 @@ def convert(x, src: Format, dst: Format, mode: str = "nearest", *, op: str = STO
     if lib is None:
         lib = B.namespace_name(xp)
     rand = rng if isinstance(rng, Randomness) else Randomness(rng)
+    _load(lib)
+    rule = _AUTOGRAD.get(lib)
+    if rule is not None and not (op == DECODE and src == dst and out is None):
+        r = rule(x, out, lambda xd, od: convert(xd, src, dst, mode, op=op, out=od, rng=rand,
+                                                 xp=xp, lib=lib))
+        if r is not None:
+            return r
     if op == EMULATE:
         if contains(dst, src):
             return xp.asarray(x, copy=True) if out is None else write(out, x)
@@ -265,6 +304,11 @@ def _generic_store(xp, lib, x, src, dst, mode, out, rand):
     dtype = B.native_dtype(xp, dst)
     if contains(dst, src):
         return write(out, xp.astype(x, dtype))
+    if src.bits == 16:
+        # widen exactly first: emulating dst in src's own 16-bit dtype can overflow it (fp16
+        # 65504 rounds to bf16 65536, which fp16 cannot hold)
+        wide = convert(x, src, _FP32, op=DECODE, xp=xp, lib=lib)
+        return convert(wide, _FP32, dst, mode, op=STORE, out=out, rng=rand, xp=xp, lib=lib)
     r = convert(x, src, dst, mode, op=EMULATE, rng=rand, xp=xp, lib=lib)
     return write(out, xp.astype(r, dtype))
 

@@ -9,11 +9,17 @@ contiguous first (one copy; element i of the hash is the i-th element in C order
 Decoding below the "convert" threshold of ``_twins.POLICIES`` elements uses PyTorch's cast (the
 same bits: a shift), whose call costs less than the views (3 against 19 µs for 1024 values).
 
-Tensors on other devices (CUDA), and tensors that require grad (the result keeps the autograd
-graph), take PyTorch's own casts, with NaNs written as ml_dtypes does (the quiet NaN with the
-input's sign: PyTorch writes every NaN as one pattern), or decline to the generic array-API path
-of ``_backend.convert`` (stochastic rounding there draws uniforms with ``torch.rand`` on the
-device).
+Tensors on other devices (CUDA) take PyTorch's own casts, with NaNs written as ml_dtypes does
+(the quiet NaN with the input's sign: PyTorch writes every NaN as one pattern), or decline to the
+generic array-API path of ``_backend.convert`` (stochastic rounding there draws uniforms with
+``torch.rand`` on the device).
+
+Autograd (:func:`straight_through`, the registered rule): a conversion of a tensor that requires
+grad converts its detached data through the same kernels (the same bits as without grad) and
+returns a result in the graph whose gradient is the straight-through estimator: the incoming
+gradient, cast to x's dtype (Bengio, Léonard, Courville 2013; the usual rule of
+quantization-aware training). ``out=`` is written as data, like an optimizer's in-place update
+under ``torch.no_grad()``: no graph is recorded and ``out`` keeps its own ``requires_grad``.
 
 Imported by ``_backend.convert`` at the first conversion of a torch tensor, never by
 ``import linalg_pc``.
@@ -26,17 +32,48 @@ import torch
 
 from .. import _buffers
 from .._backend import convert as _cv
+from .._formats import FORMATS
 from . import cpu
 from ._twins import POLICIES
 
 _HALF = ("nearest", "stochastic")
+_FP32 = FORMATS["fp32"]
 _TORCH_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
                 "fp64": torch.float64}
 
 
 def _host(x) -> bool:
-    """Whether the Numba kernels can run on x's memory (CPU, outside autograd)."""
+    """Whether the Numba kernels can run on x's memory (CPU; autograd is handled before, by
+    :func:`straight_through`, which passes detached tensors)."""
     return x.device.type == "cpu" and not x.requires_grad
+
+
+class _StraightThrough(torch.autograd.Function):
+    """y = run(x) in the forward pass; dL/dx = dL/dy cast to x's dtype in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, run):
+        ctx.x_dtype = x.dtype
+        return run(x.detach(), None)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.x_dtype), None
+
+
+@_cv.register_autograd("torch")
+def straight_through(x, out, run):
+    """The autograd rule of torch conversions (see the module docstring); None when neither x
+    nor ``out`` requires grad."""
+    if not (x.requires_grad or (out is not None and out.requires_grad)):
+        return None
+    if out is not None:
+        with torch.no_grad():
+            run(x.detach(), out.detach())
+        return out
+    if not torch.is_grad_enabled():
+        return run(x.detach(), None)
+    return _StraightThrough.apply(x, run)
 
 
 def _bits(t) -> np.ndarray:
@@ -67,8 +104,24 @@ def canonical_nan(x, r):
         canon = torch.where(torch.signbit(x), torch.tensor(-64, dtype=torch.int16),
                             torch.tensor(0x7FC0, dtype=torch.int16))
         return torch.where(nan, canon, r.view(torch.int16)).view(torch.bfloat16)
-    q = torch.copysign(torch.full_like(x, float("nan"), dtype=torch.float32), x.float())
+    # the sign from signbit: torch's float16 -> float32 cast writes every NaN as +0x7FFFFFFF
+    sign = torch.where(torch.signbit(x), -1.0, 1.0).to(torch.float32)
+    q = torch.copysign(torch.full(x.shape, float("nan"), dtype=torch.float32, device=x.device),
+                       sign)
     return torch.where(nan, q.to(r.dtype), r)
+
+
+def decode_fp16(x, dtype):
+    """float16 -> float32/float64 keeping every NaN's sign and payload, as NumPy's cast does
+    (PyTorch's own float16 -> float32 cast writes every NaN as +0x7FFFFFFF)."""
+    r = x.to(dtype)
+    nan = torch.isnan(x)
+    if not bool(nan.any()):
+        return r
+    h = x.view(torch.int16).to(torch.int64) & 0xFFFF
+    b = ((h & 0x8000) << 16) | 0x7F800000 | ((h & 0x3FF) << 13)  # the fp32 pattern
+    q = (b - ((b >> 31) << 32)).to(torch.int32).view(torch.float32)  # as a signed 32-bit int
+    return torch.where(nan, q.to(dtype), r)
 
 
 @_cv.register("torch", _cv.EMULATE, "fp32", "bf16", _HALF)
@@ -98,6 +151,11 @@ def _store_16(xp, x, src, dst, mode, out, rand):
         return res
     if src.name == "fp32" and mode == "nearest":
         return _cv.write(out, canonical_nan(x, x.to(dtype)))
+    if src.bits == 16:
+        # widen exactly first: emulating in x's own 16-bit dtype can overflow it (fp16 65504
+        # rounds to bf16 65536, which fp16 cannot hold: it used to be stored as inf)
+        wide = _cv.convert(x, src, _FP32, op=_cv.DECODE, xp=xp, lib="torch")
+        return _store_16(xp, wide, _FP32, dst, mode, out, rand)
     r = _cv.convert(x, src, dst, mode, op=_cv.EMULATE, rng=rand, xp=xp, lib="torch")
     return _cv.write(out, canonical_nan(x, r.to(dtype)))
 
@@ -111,3 +169,9 @@ def _decode_bf16(xp, x, src, dst, mode, out, rand):
     res = _new(x.shape, torch.float32) if out is None else out
     cpu.bf16_bits_to_f32(_bits(xc), out=res.numpy())
     return res
+
+
+@_cv.register("torch", _cv.DECODE, "fp16", ("fp32", "fp64"))
+@_cv.register("torch", _cv.STORE, "fp16", ("fp32", "fp64"))
+def _decode_fp16(xp, x, src, dst, mode, out, rand):
+    return _cv.write(out, decode_fp16(x, _TORCH_DTYPE[dst.name]))

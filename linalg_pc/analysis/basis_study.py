@@ -29,6 +29,7 @@ import numpy as np
 from ..basis.storage import STORAGE_SCHEMES, StoredBasis
 from ..basis.subspace import COLUMN_POLICIES, column_scores, eigenbasis_quality, select_columns
 from ..precision import round_to
+from ._checks import check_int, check_real
 from .metrics import orthogonality_loss
 from .plots import plot_basis_drift
 from .records import Records
@@ -63,34 +64,45 @@ class DriftingFactor:
 
     Parameters
     ----------
-    d : int
+    d : int >= 1
         Order of K.
-    rank : int
-        r, rank of the signal part (default d // 8, at least 2).
-    n : int
+    rank : int, 1 <= rank <= d
+        r, rank of the signal part (default d // 8, at least 2, at most d).
+    n : int >= 1
         Columns of G_t (default d // 8, at least 4).
-    beta : float
+    beta : float in [0, 1)
         EMA factor β (default 0.95, SOAP's β₂).
-    angle : float
+    angle : float, finite
         Rotation per step θ: R = Cayley(θ·S/‖S‖₂) with S random skew-symmetric.
-    noise : float
+    noise : float >= 0, finite
         σ, the isotropic noise level relative to the largest signal singular value 1.
-    warmup : int
+    warmup : int >= 0
         EMA steps before K_0 (default 2/(1 − β)).
+
+    Raises
+    ------
+    TypeError, ValueError
+        An argument outside the ranges above (naming it), before any work.
     """
 
     def __init__(self, d: int, *, rank: int | None = None, n: int | None = None,
                  beta: float = 0.95, angle: float = 2e-3, noise: float = 0.05,
                  warmup: int | None = None, rng=0):
-        self.d = int(d)
-        self.r = max(2, d // 8) if rank is None else int(rank)
-        self.n = max(4, d // 8) if n is None else int(n)
-        self.beta = float(beta)
-        self.noise = float(noise)
+        d = check_int(d, "d", low=1)
+        self.d = d
+        self.r = min(d, max(2, d // 8)) if rank is None else check_int(rank, "rank", low=1)
+        if self.r > d:
+            raise ValueError(f"rank must be <= d = {d}, got {self.r}")
+        self.n = max(4, d // 8) if n is None else check_int(n, "n", low=1)
+        self.beta = check_real(beta, "beta", low=0.0, high=1.0, high_open=True)
+        angle = check_real(angle, "angle")
+        self.noise = check_real(noise, "noise", low=0.0)
+        warmup = None if warmup is None else check_int(warmup, "warmup")
         self.gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         S = self.gen.standard_normal((d, d))
         S = S - S.T
-        S *= angle / np.linalg.norm(S, 2)
+        nrm = np.linalg.norm(S, 2) if d > 1 else 0.0
+        S *= angle / nrm if nrm > 0 else 0.0  # d = 1: no rotation
         eye = np.eye(d)
         self.R = np.linalg.solve(eye - 0.5 * S, eye + 0.5 * S)  # Cayley: exactly orthogonal
         self.U = np.linalg.qr(self.gen.standard_normal((d, self.r)))[0]

@@ -35,6 +35,7 @@ import math
 
 from .._formats import get_format
 from ..qr_methods.cholesky import ACCEPT_KAPPA
+from ._checks import check_int, check_real
 
 __all__ = [
     "QR_BOUND_METHODS",
@@ -166,11 +167,12 @@ def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algori
     ----------
     method : str
         An ``lpc.qr`` method name (see :data:`QR_BOUND_METHODS`).
-    m, n : int
+    m, n : int >= 0
         Shape of A (m >= n for the tall-only methods; for m < n the roles are those of the
-        m×m factor).
-    kappa : float
-        κ₂(A) of the matrix the algorithm sees (the stored one).
+        m×m factor; an empty shape gets the bound of a 1×1 one).
+    kappa : float >= 1, or None
+        κ₂(A) of the matrix the algorithm sees (the stored one); ``inf`` or None (unknown)
+        give ``inf`` where the bound grows with κ.
     fmt : format
         The arithmetic format whose unit roundoff enters (the emulated one when emulating).
     kind : {"algorithm", "deterministic", "probabilistic"}
@@ -182,6 +184,12 @@ def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algori
     float
         The bound (``inf`` when the analysis says nothing: k·u >= 1, or κ beyond the method's
         limit for a deterministic bound).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Unknown ``method``, ``kind``, ``quantity`` or ``fmt``; ``m`` or ``n`` not an integer
+        >= 0; ``kappa`` below 1 (no matrix has κ₂ < 1) or NaN. Before any work.
 
     Examples
     --------
@@ -196,11 +204,12 @@ def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algori
         raise ValueError(f"kind must be one of {BOUND_KINDS}, got {kind!r}")
     if quantity not in ("orth", "resid"):
         raise ValueError(f"quantity must be 'orth' or 'resid', got {quantity!r}")
+    m = max(check_int(m, "m"), 1)
+    n = max(check_int(n, "n"), 1)
+    kap = math.inf if kappa is None else check_real(kappa, "kappa", low=1.0, finite=False)
     u = get_format(fmt, argname="fmt").unit_roundoff
-    m, n = max(int(m), 1), max(int(n), 1)
     k = min(m, n)
     mn = m * k
-    kap = float(kappa) if kappa is not None else math.inf
     if kind == "algorithm":
         scale = math.sqrt(k * math.log2(2 * m)) * u
         base = (C_QR_RESID if quantity == "resid" else C_HOUSEHOLDER_ORTH) * scale

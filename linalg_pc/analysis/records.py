@@ -26,6 +26,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
+class _Unserializable(Exception):
+    """A value :meth:`Records.to_json` cannot represent (its type name is the message)."""
+
+
 class Records(list):
     """A list of flat dicts (one per measurement) with export helpers."""
 
@@ -50,17 +54,43 @@ class Records(list):
         return "\n".join(lines)
 
     def to_json(self, path=None, **kwargs) -> str:
-        """JSON text of the records (non-finite floats as strings); written to ``path`` if given."""
+        """JSON text of the records; written to ``path`` if given.
+
+        Non-finite floats become the strings "nan", "inf", "-inf"; NumPy scalars become Python
+        numbers; arrays (of any library with ``tolist``: NumPy, and the others through it) become
+        nested lists, tuples lists, and dicts are cleaned recursively. A value that JSON cannot
+        hold raises TypeError naming its field (unless ``kwargs`` passes ``json.dumps`` a
+        ``default=`` for it).
+        """
 
         def clean(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return str(v)
-            if hasattr(v, "item") and callable(v.item):
-                return clean(v.item())
-            return v
+            if isinstance(v, float):
+                return v if math.isfinite(v) else str(v)
+            if isinstance(v, (str, int, type(None))):  # bool is an int
+                return v
+            if isinstance(v, dict):
+                return {k: clean(w) for k, w in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(w) for w in v]
+            if getattr(v, "ndim", None) is not None and callable(getattr(v, "tolist", None)):
+                return clean(v.tolist())  # an array (a 0-d one gives a scalar)
+            if callable(getattr(v, "item", None)):
+                return clean(v.item())  # a NumPy scalar
+            if "default" in kwargs:
+                return v  # the caller's json ``default=`` handles it
+            raise _Unserializable(type(v).__name__)
 
-        text = json.dumps([{k: clean(v) for k, v in r.items()} for r in self], indent=2,
-                          **kwargs)
+        rows = []
+        for r in self:
+            row = {}
+            for k, v in r.items():
+                try:
+                    row[k] = clean(v)
+                except _Unserializable as exc:
+                    raise TypeError(f"Records.to_json: field {k!r} holds a {exc} value, which "
+                                    "JSON cannot represent") from None
+            rows.append(row)
+        text = json.dumps(rows, indent=2, **kwargs)
         if path is not None:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)

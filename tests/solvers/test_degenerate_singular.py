@@ -72,8 +72,10 @@ def test_consistent_singular_system_still_converges(engine):
     H = J.T @ J
     b = H @ g.standard_normal(6)
     x, rep, res = lpc.solve_degenerate(H, b, engine=engine)
+    # whether the rounded H_tt (κ ≈ 1e16) still admits a Cholesky factor, and so whether the
+    # analysis reports its blocks positive definite, depends on the BLAS kernel's rounding: the
+    # promise is the solve
     assert res.status == "converged"
-    assert not bool(rep.blocks_pd)
     assert np.linalg.norm(H @ x - b) < 1e-6 * max(1.0, np.linalg.norm(b))
 
 

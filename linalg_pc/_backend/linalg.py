@@ -140,17 +140,17 @@ def tri_cond_est(R) -> float:
     if impl is not None:
         return impl(R)
     k = R.shape[-1]
-    d = xp.abs(_diagonal(xp, R))
-    dmin = _to_float(xp.min(d))
+    d = xp.abs(diagonal(xp, R))
+    dmin = to_float(xp.min(d))
     if dmin == 0 or not np.isfinite(dmin) or not bool(xp.all(xp.isfinite(R))):
         return float("inf")
     if k > TRI_COND_SOLVE_MAX:
-        return _to_float(xp.max(d)) / dmin
+        return to_float(xp.max(d)) / dmin
     with np.errstate(over="ignore", invalid="ignore"):  # κ past the range is read as inf
         eye = xp.eye(k, dtype=R.dtype, device=device_of(R))
         Ri = solve_triangular(R, eye, lower=False)
-        n1 = _to_float(xp.max(xp.sum(xp.abs(R), axis=0)))
-        n2 = _to_float(xp.max(xp.sum(xp.abs(Ri), axis=0)))
+        n1 = to_float(xp.max(xp.sum(xp.abs(R), axis=0)))
+        n2 = to_float(xp.max(xp.sum(xp.abs(Ri), axis=0)))
     v = n1 * n2
     return v if np.isfinite(v) else float("inf")
 
@@ -159,13 +159,15 @@ def tri_cond_est(R) -> float:
 TRI_COND_SOLVE_MAX = 2048
 
 
-def _diagonal(xp, X):
+def diagonal(xp, X):
+    """The diagonals (..., min(m, n)) of a stack of matrices in namespace ``xp``."""
     if hasattr(xp, "linalg") and hasattr(xp.linalg, "diagonal"):
         return xp.linalg.diagonal(X)
     return xp.diagonal(X, axis1=-2, axis2=-1)
 
 
-def _to_float(x) -> float:
+def to_float(x) -> float:
+    """A Python float from a 0-d array of any library."""
     if isinstance(x, (float, int, np.generic)):
         return float(x)
     return float(to_numpy(x).astype(np.float64).reshape(()))

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._backend.convert import DECODE, EMULATE, STORE, convert
+from .._backend.linalg import diagonal, to_float
 from .._formats import Format
 from .._policy import Precision, ResolvedPrecision
 
@@ -297,19 +298,6 @@ def _triu_mask(xp, X):
     i = xp.arange(m, device=dev)[:, None]
     j = xp.arange(n, device=dev)[None, :]
     return xp.astype(j >= i, X.dtype)
-
-
-def diagonal(xp, X):
-    if hasattr(xp, "linalg") and hasattr(xp.linalg, "diagonal"):
-        return xp.linalg.diagonal(X)
-    return xp.diagonal(X, axis1=-2, axis2=-1)
-
-
-def to_float(x) -> float:
-    """A Python float from a 0-d array of any library."""
-    if isinstance(x, (float, int, np.generic)):
-        return float(x)
-    return float(B.to_numpy(x).astype(np.float64).reshape(()))
 
 
 def pow2_exponent(xp, X) -> int:

@@ -66,9 +66,11 @@ from .linalg import (
     cho_solve,
     cholesky,
     countsketch,
+    diagonal,
     eigh,
     eps_of,
     solve_triangular,
+    to_float,
     tri_cond_est,
 )
 
@@ -90,6 +92,8 @@ __all__ = [
     "cho_solve",
     "tri_cond_est",
     "eigh",
+    "diagonal",
+    "to_float",
     "countsketch",
     "to_namespace",
     "to_numpy",

@@ -181,6 +181,8 @@ def to_numpy(x) -> np.ndarray:
     """A host NumPy array with x's values; bf16 stays ``ml_dtypes.bfloat16``."""
     if isinstance(x, np.ndarray):
         return x
+    if isinstance(x, np.generic):  # a NumPy reduction's scalar
+        return np.asarray(x)
     xp = array_namespace(x)
     impl = delegate(xp, "to_numpy")
     if impl is not None:

@@ -1,0 +1,16 @@
+"""Kronecker-factored preconditioners as optax-style transforms over arrays.
+
+``tx = lpc.precond.soap(...)`` (or :func:`shampoo`, :func:`kl_shampoo`, :func:`kl_soap`);
+``state = tx.init(param)``; ``update, state = tx.update(grad, state, param)``. Every state
+array lives in the parameter's library and on its device, in the storage format chosen per
+kind; the arithmetic runs in the compute format. A stack of same-shape parameters
+(``tx.init(stack, batched=True)``) is preconditioned by batched products and one batched
+decomposition per axis. See docs/precond.md.
+"""
+
+from ._config import STATE_KINDS, Layout, merge_shape
+from ._state import PrecondState, StateArray
+from .soap import SOAP, soap
+
+__all__ = ["soap", "SOAP", "PrecondState", "StateArray", "Layout", "STATE_KINDS",
+           "merge_shape"]

@@ -1,0 +1,212 @@
+"""The optimizer state of a Kronecker-factored preconditioner: a small record of arrays.
+
+Every array lives in the parameter's library and on its device, in the storage format chosen
+for its kind (:data:`~linalg_pc.precond._config.STATE_KINDS`). Host fields are plain Python
+values that the transform keeps without reading the device: the step count the host expects,
+the refresh events and their failures. The per-step failure signals (a non-finite gradient)
+stay on the device (``count``, ``skipped``, ``step_ok``) so that no step waits for the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _backend as B
+from ..basis.state import BasisState
+from ._config import Layout
+
+__all__ = ["PrecondState", "StateArray"]
+
+
+@dataclass(frozen=True)
+class StateArray:
+    """One row of :meth:`PrecondState.describe`."""
+
+    name: str
+    kind: str
+    shape: tuple
+    format: str
+    nbytes: int
+    what: str
+
+
+def _nbytes(a) -> int:
+    n = 1
+    for s in a.shape:
+        n *= int(s)
+    xp = B.array_namespace(a)
+    if a.dtype == xp.bool:
+        return n
+    if xp.isdtype(a.dtype, "integral"):
+        return n * (xp.iinfo(a.dtype).bits // 8)
+    return n * (B.format_of(a).bits // 8)
+
+
+@dataclass(frozen=True)
+class PrecondState:
+    """State of one parameter (or of a stack of same-shape parameters).
+
+    Attributes
+    ----------
+    method : str
+        "soap", "shampoo", "kl_shampoo" or "kl_soap".
+    layout : Layout
+        Parameter shape, batch shape, the merged work shape and which axes have a factor.
+    formats : dict
+        Storage format per kind ("factors", "basis", "moments"); ``compute`` the arithmetic
+        format; ``param_format`` the format of the parameter and its gradient.
+    factors : tuple
+        Per work axis: the factor statistics (*batch, d, d) in the "factors" format, or None.
+    bases : tuple
+        Per work axis: a :class:`~linalg_pc.basis.state.BasisState` holding the eigenbasis
+        (*batch, d, d) in the "basis" format, or None (identity).
+    eigenvalues : tuple
+        Per work axis: eigenvalue estimates (*batch, d) in the compute format, or None.
+        KL methods keep λ on every axis (an axis without a factor has a diagonal one);
+        Shampoo keeps the eigenvalues of each factor from its last refresh.
+    moments : dict
+        Named moment arrays in the "moments" format (SOAP/KL-SOAP ``exp_avg`` and
+        ``exp_avg_sq`` in the eigenbasis, Shampoo's Adam moments in the parameter's space).
+    count : array
+        0-d int32 on the device: steps taken since the first (initializing) step.
+    skipped : array
+        0-d int32 on the device: steps skipped for a non-finite gradient.
+    step_ok : array
+        0-d bool on the device: whether the last gradient was finite (and used).
+    initialized : bool
+        Whether a finite first gradient has initialized the factors and bases.
+    hint : int
+        The host's upper bound of ``count`` (equal to it unless a step was skipped); the
+        refresh schedule reads ``count`` only when ``hint`` reaches a refresh step.
+    last_refresh : int
+        ``count`` at the last refresh.
+    refresh_failures, fallbacks : int
+        Refreshes (or initial eigendecompositions) that failed and kept the previous basis;
+        bases reset to the identity after ``max_failures`` consecutive failures.
+    consecutive : tuple of int
+        Consecutive failed refreshes per work axis.
+    last_status : str
+        What the last host-side event was ("new", "init", "refresh", "refresh-skipped",
+        "refresh-failed: …", "fallback: …", "init-failed: …").
+    """
+
+    method: str
+    layout: Layout
+    formats: dict
+    compute: str
+    param_format: str
+    factors: tuple
+    bases: tuple
+    eigenvalues: tuple
+    moments: dict
+    count: Any
+    skipped: Any
+    step_ok: Any
+    initialized: bool = False
+    hint: int = 0
+    last_refresh: int = 0
+    refresh_failures: int = 0
+    fallbacks: int = 0
+    consecutive: tuple = ()
+    last_status: str = "new"
+    extra: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def shape(self) -> tuple:
+        """Shape of the parameter (stack) this state belongs to."""
+        return (*self.layout.batch, *self.layout.shape)
+
+    @property
+    def batched(self) -> bool:
+        """Whether the state holds a stack of parameters."""
+        return bool(self.layout.batch)
+
+    def arrays(self) -> dict:
+        """Every stored array by name (bases as their stored arrays)."""
+        out = {}
+        for a, K in enumerate(self.factors):
+            if K is not None:
+                out[f"factor{a}"] = K
+        for a, Q in enumerate(self.bases):
+            if Q is not None:
+                for nm, arr in Q.stored.items():
+                    if arr is not None:
+                        out[f"basis{a}" if nm in ("Q", "Q0") else f"basis{a}.{nm}"] = arr
+        for a, lam in enumerate(self.eigenvalues):
+            if lam is not None:
+                out[f"eigenvalues{a}"] = lam
+        out.update(self.moments)
+        out.update({"count": self.count, "skipped": self.skipped, "step_ok": self.step_ok})
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every stored array."""
+        return sum(_nbytes(a) for a in self.arrays().values())
+
+    @property
+    def failures(self) -> dict:
+        """Failure counts: ``nonfinite_grad`` (0-d device array: reading it waits for the
+        device), ``refresh`` and ``fallback`` (host ints)."""
+        return {"nonfinite_grad": self.skipped, "refresh": self.refresh_failures,
+                "fallback": self.fallbacks}
+
+    def describe(self) -> list[StateArray]:
+        """One :class:`StateArray` per stored array: name, kind, shape, format, bytes, what."""
+        rows = []
+        for name, arr in self.arrays().items():
+            kind, what = _what(name, self.method)
+            rows.append(StateArray(name, kind, tuple(int(s) for s in arr.shape),
+                                   _format_name(arr), _nbytes(arr), what))
+        return rows
+
+    def copy(self) -> PrecondState:
+        """A state with copies of every array (a checkpoint an in-place update cannot touch)."""
+        def cp(a):
+            if a is None:
+                return None
+            xp = B.array_namespace(a)
+            return xp.asarray(a, copy=True)
+
+        bases = tuple(None if Q is None else dataclasses.replace(
+            Q, Q=cp(Q.Q), W=cp(Q.W)) for Q in self.bases)
+        return dataclasses.replace(
+            self, factors=tuple(cp(K) for K in self.factors), bases=bases,
+            eigenvalues=tuple(cp(v) for v in self.eigenvalues),
+            moments={k: cp(v) for k, v in self.moments.items()},
+            count=cp(self.count), skipped=cp(self.skipped), step_ok=cp(self.step_ok))
+
+
+def _format_name(a) -> str:
+    xp = B.array_namespace(a)
+    if a.dtype == xp.bool or xp.isdtype(a.dtype, "integral"):
+        return str(a.dtype).rsplit(".", 1)[-1]
+    return B.format_of(a).name
+
+
+def _what(name: str, method: str) -> tuple[str, str]:
+    if name.startswith("factor"):
+        return "factors", f"Kronecker factor of axis {name[6:]} (EMA of the mode Gram matrix)"
+    if name.startswith("basis"):
+        return "basis", f"eigenbasis of factor {name[5:]}"
+    if name.startswith("eigenvalues"):
+        what = ("KL eigenvalue estimates λ (clamped)" if method.startswith("kl")
+                else "eigenvalues at the last refresh")
+        return "eigenvalues", f"{what}, axis {name[11:]}"
+    if name == "exp_avg":
+        return "moments", ("first moment in the eigenbasis" if method != "shampoo"
+                           else "first moment (momentum) in the parameter's space")
+    if name == "exp_avg_sq":
+        return "moments", ("second moment in the eigenbasis" if method != "shampoo"
+                           else "second moment of the Adam grafting")
+    return "counters", {"count": "steps since the first", "skipped": "non-finite gradients",
+                        "step_ok": "last gradient finite"}.get(name, name)
+
+
+def new_basis(Q, fmt: str, compute: str) -> BasisState:
+    """A BasisState for an eigenbasis stored in ``fmt`` ("dense" when it is the compute one)."""
+    scheme = fmt if fmt in ("fp32", "bf16") and fmt != compute else "dense"
+    return BasisState(scheme, Q)

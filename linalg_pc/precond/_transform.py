@@ -1,0 +1,470 @@
+"""The shared skeleton of the Kronecker-factored transforms: input checks, the state record,
+the step schedule and the failure policy. Each method (:mod:`.soap`, :mod:`.shampoo`,
+:mod:`.kl`) supplies its moments, its direction, its statistics and its refresh.
+
+One call ``update, state = tx.update(grad, state, param)``:
+
+1. checks ``grad`` (and ``param``) against the state before any work;
+2. decodes the gradient into the compute format and reduces it to one device flag
+   ``ok = all(isfinite(grad))``; a non-finite gradient is replaced by zeros and every decay
+   rate by 1 (``where(ok, β, 1)``) so the statistics are left bit for bit as they were,
+   the update is zero, and ``count`` does not advance: the step is skipped without the host
+   reading the flag;
+3. the first finite gradient only builds the factors and their eigenbases (eigh, fp64 retry;
+   no parameter update, as in the SOAP and KL reference codes);
+4. later steps compute the direction from the current bases, then accumulate the statistics,
+   then refresh the bases when ``count`` reaches a multiple of the refresh period T. The host
+   keeps ``hint`` ≥ ``count`` and reads ``count`` only when ``hint`` reaches a multiple of T,
+   so a refresh happens at exactly the same step of the finite-gradient sequence as in a run
+   that never saw the skipped gradients, and a step that refreshes nothing reads nothing.
+5. a refresh (or the first eigendecomposition) that fails for a member (non-finite factor or
+   product, eigh failing in fp32 and fp64, QR failing) keeps that member's previous basis and
+   counts the failure; after ``max_failures`` consecutive failures of an axis its members fall
+   back to the identity basis (the method's diagonal/Adam direction on that axis) and its
+   factor restarts from zero.
+
+A stack of parameters (``batched=True``) shares one step: a non-finite gradient in any member
+skips the step for the whole stack, as a mixed-precision gradient scaler skips a whole step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _backend as B
+from .._backend.convert import DECODE, STORE, convert
+from .._operators import is_array, is_complex_dtype, is_integer_dtype
+from ..precision import get_format
+from ._config import (
+    check_beta,
+    check_betas,
+    check_int,
+    check_nonneg,
+    check_positive,
+    make_layout,
+    parse_compute,
+    parse_storage,
+)
+from ._eigen import eigh_descending, orthogonal_iteration, rotation, where_member
+from ._state import PrecondState, new_basis
+from ._tensor import mode_apply, mode_gram
+
+__all__ = ["KroneckerTransform", "Hyper"]
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Checked hyperparameters shared by the four methods (see each method's docstring)."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    shampoo_beta: float
+    eps: float
+    weight_decay: float
+    precondition_frequency: int
+    max_precond_dim: int
+    merge_dims: bool
+    precondition_1d: bool
+    normalize_grads: bool
+    correct_bias: bool
+    storage: dict
+    compute: str
+    refresh_tol: float | None
+    max_failures: int
+
+
+def load(x, comp: str):
+    """A stored array in the compute format (the array itself when already in it)."""
+    f = B.format_of(x)
+    return x if f.name == comp else convert(x, f, get_format(comp), op=DECODE)
+
+
+def store_into(dst, value):
+    """Write the compute-format ``value`` into the stored array ``dst`` (rounding to nearest
+    when ``dst`` is narrower). Returns ``dst``."""
+    fd, fv = B.format_of(dst), B.format_of(value)
+    if fd == fv:
+        dst[...] = value
+        return dst
+    return convert(value, fv, fd, op=STORE, out=dst)
+
+
+def ema_into(dst, new, b, c, comp: str):
+    """dst ← b·dst + c·new in place (b, c: 0-d device arrays of the compute dtype)."""
+    if B.format_of(dst).name == comp:
+        dst *= b
+        dst += c * new
+        return dst
+    return store_into(dst, b * load(dst, comp) + c * new)
+
+
+class KroneckerTransform:
+    """Base of the optax-style transforms: ``state = tx.init(param)``,
+    ``update, state = tx.update(grad, state, param)`` with ``param + update`` the new
+    parameter. Subclasses set :attr:`method` and implement the hooks."""
+
+    method = "kronecker"
+    #: names of the moment arrays (each of the work shape, "moments" storage format)
+    moment_names: tuple = ()
+    #: whether the first moment lives in the eigenbasis (rotated at each refresh)
+    rotate_momentum = True
+    #: whether refreshes sort columns by Rayleigh quotient (SOAP) or keep λ tied to them (KL)
+    sort_refresh = False
+
+    def __init__(self, *, lr, betas, shampoo_beta, eps, weight_decay, precondition_frequency,
+                 max_precond_dim, merge_dims, precondition_1d, normalize_grads, correct_bias,
+                 storage, compute, refresh_tol, max_failures, eps_positive=True):
+        lr = check_nonneg(lr, "lr")
+        b1, b2 = check_betas(betas)
+        sb = b2 if shampoo_beta is None else check_beta(shampoo_beta, "shampoo_beta")
+        eps = check_positive(eps, "eps") if eps_positive else check_nonneg(eps, "eps")
+        wd = check_nonneg(weight_decay, "weight_decay")
+        T = check_int(precondition_frequency, "precondition_frequency")
+        mpd = check_int(max_precond_dim, "max_precond_dim")
+        for name, v in (("merge_dims", merge_dims), ("precondition_1d", precondition_1d),
+                        ("normalize_grads", normalize_grads), ("correct_bias", correct_bias)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+        comp = parse_compute(compute)
+        fmts = parse_storage(storage, comp)
+        tol = None if refresh_tol is None else check_nonneg(refresh_tol, "refresh_tol")
+        mf = check_int(max_failures, "max_failures")
+        self.hp = Hyper(lr, b1, b2, sb, eps, wd, T, mpd, bool(merge_dims), bool(precondition_1d),
+                        bool(normalize_grads), bool(correct_bias), fmts, comp, tol, mf)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self.hp, f.name)!r}"
+                           for f in dataclasses.fields(self.hp))
+        return f"{self.method}({fields})"
+
+    # ------------------------------------------------------------------ init
+    def init(self, param, *, batched: bool = False) -> PrecondState:
+        """The state for ``param`` (a stack of same-shape parameters when ``batched``).
+
+        Factors start at zero, bases at the identity, moments at zero (in their storage
+        formats), on ``param``'s library and device. Cost: O(N + Σd²) memory writes.
+        """
+        xp, pfmt = _check_array(param, "param")
+        if not isinstance(batched, (bool, np.bool_)):
+            raise TypeError(f"batched must be a bool, got {type(batched).__name__}")
+        shape = tuple(int(s) for s in param.shape)
+        if batched and not shape:
+            raise ValueError("batched=True needs param with a leading batch axis")
+        nb = 1 if batched else 0
+        hp = self.hp
+        layout = make_layout(shape[nb:], shape[:nb], max_precond_dim=hp.max_precond_dim,
+                             merge_dims=hp.merge_dims, precondition_1d=hp.precondition_1d)
+        dev = B.device_of(param)
+        comp = hp.compute
+        cdt = B.native_dtype(xp, get_format(comp))
+
+        def zeros(shp, kind):
+            dt = B.native_dtype(xp, get_format(hp.storage[kind]))
+            return xp.zeros(shp, dtype=dt, device=dev)
+
+        factors, bases = [], []
+        for d, f in zip(layout.work_shape, layout.factored):
+            if not f:
+                factors.append(None)
+                bases.append(None)
+                continue
+            factors.append(zeros((*layout.batch, d, d), "factors"))
+            eye = xp.broadcast_to(xp.eye(d, dtype=cdt, device=dev), (*layout.batch, d, d))
+            Qs = zeros((*layout.batch, d, d), "basis")
+            bases.append(new_basis(store_into(Qs, eye), hp.storage["basis"], comp))
+        moments = {n: zeros((*layout.batch, *layout.work_shape), "moments")
+                   for n in self.moment_names}
+        eig = self._init_eigenvalues(xp, layout, cdt, dev)
+        i32 = xp.int32
+        return PrecondState(
+            method=self.method, layout=layout, formats=dict(hp.storage), compute=comp,
+            param_format=pfmt, factors=tuple(factors), bases=tuple(bases),
+            eigenvalues=tuple(eig), moments=moments,
+            count=xp.zeros((), dtype=i32, device=dev), skipped=xp.zeros((), dtype=i32, device=dev),
+            step_ok=xp.ones((), dtype=xp.bool, device=dev),
+            consecutive=tuple(0 for _ in layout.work_shape))
+
+    def _init_eigenvalues(self, xp, layout, cdt, dev) -> list:
+        return [None] * layout.order
+
+    # ------------------------------------------------------------------ update
+    def update(self, grad, state: PrecondState, param=None):
+        """One step: returns ``(update, state)`` with ``param + update`` the new parameter.
+
+        Parameters
+        ----------
+        grad : array
+            Gradient of the state's shape, library, device and format.
+        state : PrecondState
+            From :meth:`init` or a previous :meth:`update` (its arrays are updated in place
+            on NumPy, PyTorch and CuPy; :meth:`PrecondState.copy` keeps a checkpoint).
+        param : array, optional
+            The current parameter; required when ``weight_decay > 0``.
+
+        Returns
+        -------
+        update : array
+            Same shape, library, device and format as ``grad``; zero on the first step and on
+            a step whose gradient is not finite.
+        state : PrecondState
+        """
+        if not isinstance(state, PrecondState):
+            raise TypeError(f"state must be a PrecondState from init, got {type(state).__name__}")
+        if state.method != self.method:
+            raise ValueError(f"state belongs to {state.method!r}, not {self.method!r}")
+        xp = _check_like(grad, state, "grad")
+        hp = self.hp
+        if param is not None:
+            _check_like(param, state, "param")
+        elif hp.weight_decay > 0:
+            raise ValueError("param is required when weight_decay > 0 (decoupled weight decay "
+                             "scales the parameter)")
+        comp = hp.compute
+        lay = state.layout
+        wshape = (*lay.batch, *lay.work_shape)
+        G = xp.reshape(load(grad, comp), wshape)
+        ok = xp.all(xp.isfinite(G))
+        zero = xp.zeros((), dtype=G.dtype, device=B.device_of(G))
+        G = xp.where(ok, G, zero)
+        ctx = _StepContext(xp, ok, G.dtype, B.device_of(G))
+
+        if not state.initialized:
+            return self._first_step(xp, grad, G, ok, ctx, state)
+
+        count = state.count
+        count += xp.astype(ok, xp.int32)
+        state.skipped[...] = state.skipped + xp.astype(~ok, xp.int32)
+        state.step_ok[...] = ok
+        P = None if param is None else xp.reshape(load(param, comp), wshape)
+        D = self._direction(xp, G, state, ctx)
+        if hp.normalize_grads:
+            D = self._normalize(xp, D, lay.nb)
+        ss = self._step_size(xp, state, ctx)
+        upd = -ss * D
+        if hp.weight_decay > 0:
+            upd = upd - (hp.lr * hp.weight_decay) * (P + upd)
+        upd = upd * ctx.okf
+        self._accumulate(xp, G, state, ctx)
+        state = dataclasses.replace(state, hint=state.hint + 1)
+        state = self._maybe_refresh(xp, state)
+        out = _to_param_format(xp, xp.reshape(upd, tuple(grad.shape)), grad)
+        return out, state
+
+    def _normalize(self, xp, D, nb):
+        axes = tuple(range(nb, D.ndim))
+        rms = xp.sqrt(xp.mean(D * D, axis=axes, keepdims=True))
+        return D / (rms + self.hp.eps)
+
+    def _step_size(self, xp, state, ctx):
+        hp = self.hp
+        if not hp.correct_bias:
+            return hp.lr
+        c = xp.astype(state.count, ctx.dtype)
+        one = ctx.const(1.0)
+        bc1 = one - xp.pow(ctx.const(hp.beta1), c)
+        bc2 = one - xp.pow(ctx.const(hp.beta2), c)
+        bc1 = xp.where(bc1 > 0, bc1, one)  # a skipped first step: the update is zeroed anyway
+        return hp.lr * xp.sqrt(bc2) / bc1
+
+    # ------------------------------------------------------------------ first step
+    def _first_step(self, xp, grad, G, ok, ctx, state):
+        if not bool(ok):  # the first step reads the device once (its eigh waits anyway)
+            state.skipped[...] = state.skipped + 1
+            state.step_ok[...] = ok
+            st = dataclasses.replace(state, last_status="init-skipped: non-finite gradient")
+            return xp.zeros_like(grad), st
+        state.step_ok[...] = ok
+        lay = state.layout
+        comp = self.hp.compute
+        for a, K in enumerate(state.factors):
+            if K is None:
+                continue
+            store_into(K, self._first_factor(xp, G, a, lay))
+        fails = 0
+        consecutive = list(state.consecutive)
+        for a, K in enumerate(state.factors):
+            if K is None:
+                continue
+            Qold = load(state.bases[a].Q, comp)
+            w, V, good = eigh_descending(xp, load(K, comp), comp, Qold)
+            store_into(state.bases[a].Q, V)
+            self._after_eigh(xp, state, a, w, good)
+            if not good.all():
+                fails += int((~good).sum())
+                consecutive[a] += 1
+        status = "init" if not fails else f"init-failed: {fails} eigendecomposition(s)"
+        st = dataclasses.replace(state, initialized=True, refresh_failures=state.refresh_failures
+                                 + fails, consecutive=tuple(consecutive), last_status=status)
+        return xp.zeros_like(grad), st
+
+    def _first_factor(self, xp, G, a, lay):
+        return (1.0 - self.hp.shampoo_beta) * mode_gram(xp, G, a, lay.nb)
+
+    def _after_eigh(self, xp, state, a, w, good):
+        """Hook: the eigenvalues of the first eigendecomposition of axis a."""
+
+    # ------------------------------------------------------------------ refresh
+    def _maybe_refresh(self, xp, state):
+        T = self.hp.precondition_frequency
+        if state.hint % T or state.hint <= state.last_refresh:
+            return state
+        count = int(B.to_float(state.count))  # the one read of the schedule
+        if count != state.hint:
+            state = dataclasses.replace(state, hint=count)
+            if count % T or count <= state.last_refresh:
+                return state
+        return self._refresh_all(xp, state, count)
+
+    def _refresh_all(self, xp, state, count):
+        hp = self.hp
+        comp = hp.compute
+        consecutive = list(state.consecutive)
+        fails = fallbacks = 0
+        skipped_all = True
+        for a, K in enumerate(state.factors):
+            if K is None:
+                continue
+            Kc = load(K, comp)
+            Q = load(state.bases[a].Q, comp)
+            if hp.refresh_tol is not None and self._good_enough(Kc, Q):
+                continue
+            skipped_all = False
+            good = self._refresh_axis(xp, state, a, Kc, Q)
+            if good.all():
+                consecutive[a] = 0
+                continue
+            fails += int((~good).sum())
+            consecutive[a] += 1
+            if consecutive[a] >= hp.max_failures:
+                self._fallback(xp, state, a, Q, good)
+                fallbacks += int((~good).sum())
+                consecutive[a] = 0
+        if fallbacks:
+            status = f"fallback: {fallbacks} basis(es) reset to the identity"
+        elif fails:
+            status = f"refresh-failed: {fails} basis(es) kept"
+        else:
+            status = "refresh-skipped" if skipped_all and hp.refresh_tol is not None else "refresh"
+        return dataclasses.replace(state, last_refresh=count, consecutive=tuple(consecutive),
+                                   refresh_failures=state.refresh_failures + fails,
+                                   fallbacks=state.fallbacks + fallbacks, last_status=status)
+
+    def _good_enough(self, K, Q) -> bool:
+        from ..basis.selection import eigenbasis_quality
+
+        q = np.asarray(eigenbasis_quality(K, Q))
+        return bool(np.all(q <= self.hp.refresh_tol))
+
+    def _refresh_axis(self, xp, state, a, K, Q):
+        """Default refresh: one orthogonal-iteration step; the eigenbasis moments follow."""
+        lay = state.layout
+        Qn, perm, good = orthogonal_iteration(xp, K, Q, self.hp.compute, sort=self.sort_refresh)
+        self._move_moments(xp, state, a, Qn, Q, perm)
+        store_into(state.bases[a].Q, Qn)
+        del lay
+        return good
+
+    def _move_moments(self, xp, state, a, Qn, Q, perm):
+        """Rotate the first moment into the new basis, permute the second one (SOAP)."""
+        comp = self.hp.compute
+        nb = state.layout.nb
+        if self.rotate_momentum and "exp_avg" in state.moments:
+            m = state.moments["exp_avg"]
+            store_into(m, mode_apply(xp, load(m, comp), rotation(xp, Qn, Q), a, nb))
+        if perm is not None and "exp_avg_sq" in state.moments:
+            v = state.moments["exp_avg_sq"]
+            vc = load(v, comp)
+            k = state.layout.order
+            shp = (*perm.shape[:-1], *([1] * a), int(perm.shape[-1]), *([1] * (k - a - 1)))
+            idx = xp.broadcast_to(xp.reshape(perm, shp), vc.shape)
+            store_into(v, xp.take_along_axis(vc, idx, axis=nb + a))
+
+    def _fallback(self, xp, state, a, Q, good):
+        """Members of axis a whose refresh failed ``max_failures`` times in a row: identity
+        basis (moments moved into it), factor restarted from zero."""
+        comp = self.hp.compute
+        mask = xp.asarray(~good, device=B.device_of(Q))
+        d = int(Q.shape[-1])
+        eye = xp.broadcast_to(xp.eye(d, dtype=Q.dtype, device=B.device_of(Q)), Q.shape)
+        Qn = where_member(xp, mask, eye, Q)
+        self._move_moments(xp, state, a, Qn, Q, None)
+        store_into(state.bases[a].Q, Qn)
+        K = state.factors[a]
+        store_into(K, where_member(xp, mask, xp.zeros_like(load(K, comp)), load(K, comp)))
+        self._after_fallback(xp, state, a, mask)
+
+    def _after_fallback(self, xp, state, a, mask):
+        """Hook: method-specific state of axis a after a fallback."""
+
+    # ------------------------------------------------------------------ method hooks
+    def _direction(self, xp, G, state, ctx):
+        raise NotImplementedError
+
+    def _accumulate(self, xp, G, state, ctx):
+        """Default (Shampoo/SOAP statistics): K_a ← β K_a + (1 − β) G_(a) G_(a)ᵀ."""
+        b, c = ctx.decay(self.hp.shampoo_beta)
+        nb = state.layout.nb
+        for a, K in enumerate(state.factors):
+            if K is not None:
+                ema_into(K, mode_gram(xp, G, a, nb), b, c, self.hp.compute)
+
+    # ------------------------------------------------------------------ helpers
+    def bases(self, state: PrecondState) -> list:
+        """The eigenbases in the compute format (None for an axis without a factor)."""
+        return [None if Q is None else load(Q.Q, self.hp.compute) for Q in state.bases]
+
+
+class _StepContext:
+    """Device constants of one step: the finite flag and decay rates gated by it."""
+
+    def __init__(self, xp, ok, dtype, device):
+        self.xp, self.ok, self.dtype, self.device = xp, ok, dtype, device
+        self.okf = xp.astype(ok, dtype)
+
+    def const(self, v: float):
+        return self.xp.asarray(v, dtype=self.dtype, device=self.device)
+
+    def decay(self, beta: float):
+        """(b, c) = (β, 1 − β) for a finite gradient, (1, 0) otherwise: b·old + c·new."""
+        xp = self.xp
+        return (xp.where(self.ok, self.const(beta), self.const(1.0)),
+                xp.where(self.ok, self.const(1.0 - beta), self.const(0.0)))
+
+
+def _check_array(x, name: str):
+    if not is_array(x):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    xp = B.array_namespace(x)
+    if is_complex_dtype(xp, x.dtype):
+        raise TypeError(f"{name} must be real: complex parameters are not supported")
+    if is_integer_dtype(xp, x.dtype) or x.dtype == xp.bool:
+        raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
+    return xp, B.format_of(x, argname=name).name
+
+
+def _check_like(x, state: PrecondState, name: str):
+    xp, fmt = _check_array(x, name)
+    ref = state.count
+    if B.namespace_name(xp) != B.namespace_name(B.array_namespace(ref)):
+        raise TypeError(f"{name} comes from {B.namespace_name(xp)} but the state from "
+                        f"{B.namespace_name(B.array_namespace(ref))}")
+    if str(B.device_of(x)) != str(B.device_of(ref)):
+        raise ValueError(f"{name} is on device {B.device_of(x)} but the state on "
+                         f"{B.device_of(ref)}")
+    if tuple(x.shape) != state.shape:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, the state was built for "
+                         f"{state.shape}")
+    if fmt != state.param_format:
+        raise TypeError(f"{name} has format {fmt}, the state was built for "
+                        f"{state.param_format}")
+    return xp
+
+
+def _to_param_format(xp, upd, like):
+    f = B.format_of(like)
+    u = B.format_of(upd)
+    return upd if f == u else convert(upd, u, f, op=STORE)

@@ -1,0 +1,1 @@
+from .kronecker import KroneckerOperator  # noqa: F401

@@ -11,9 +11,10 @@ decomposition per axis. See docs/precond.md.
 from ._config import STATE_KINDS, Layout, merge_shape
 from ._state import PrecondState, StateArray
 from .kl import KLSOAP, KLShampoo, kl_shampoo, kl_soap
+from .kronecker import KroneckerOperator
 from .shampoo import Shampoo, shampoo
 from .soap import SOAP, soap
 
 __all__ = ["soap", "shampoo", "kl_shampoo", "kl_soap", "SOAP", "Shampoo", "KLShampoo", "KLSOAP",
-           "PrecondState", "StateArray", "Layout", "STATE_KINDS",
+           "KroneckerOperator", "PrecondState", "StateArray", "Layout", "STATE_KINDS",
            "merge_shape"]

@@ -10,11 +10,13 @@ decomposition per axis. See docs/precond.md.
 
 from ._config import STATE_KINDS, Layout, merge_shape
 from ._state import PrecondState, StateArray
+from .grouping import GroupedState, GroupedTransform, ShapeGroup, group_by_shape, grouped
 from .kl import KLSOAP, KLShampoo, kl_shampoo, kl_soap
 from .kronecker import KroneckerOperator
 from .shampoo import Shampoo, shampoo
 from .soap import SOAP, soap
 
 __all__ = ["soap", "shampoo", "kl_shampoo", "kl_soap", "SOAP", "Shampoo", "KLShampoo", "KLSOAP",
-           "KroneckerOperator", "PrecondState", "StateArray", "Layout", "STATE_KINDS",
+           "KroneckerOperator", "grouped", "group_by_shape", "GroupedTransform", "GroupedState",
+           "ShapeGroup", "PrecondState", "StateArray", "Layout", "STATE_KINDS",
            "merge_shape"]

@@ -84,8 +84,9 @@ def parse_storage(storage, compute: str) -> dict[str, str]:
 
     ``storage`` is None (every kind in the compute format), one format for every kind, or a
     mapping from some kinds to formats (the others in the compute format). Formats: "fp32",
-    "bf16", "fp16", "fp64" (fp64 storage needs ``compute="fp64"``: storing more digits than
-    the arithmetic produces wastes memory).
+    "bf16", "fp16" (the basis only: factors and second moments hold squared gradients, which
+    leave fp16's range), "fp64" (needs ``compute="fp64"``: storing more digits than the
+    arithmetic produces wastes memory).
     """
     if storage is None:
         out = dict.fromkeys(STATE_KINDS, compute)
@@ -99,6 +100,9 @@ def parse_storage(storage, compute: str) -> dict[str, str]:
     else:
         out = dict.fromkeys(STATE_KINDS, _storage_name(storage, "storage"))
     for kind, fmt in out.items():
+        if fmt == "fp16" and kind != "basis":
+            raise ValueError(f"storage of {kind} cannot be fp16: squared gradients leave "
+                             f"fp16's range (normal numbers 6.1e-5 to 65504); use bf16")
         if fmt == "fp64" and compute != "fp64":
             raise ValueError(f"storage of {kind} is fp64 but compute is {compute}: fp64 "
                              f"storage needs compute='fp64'")

@@ -36,12 +36,11 @@ def _nbytes(a) -> int:
     n = 1
     for s in a.shape:
         n *= int(s)
+    kind = B.dtype_kind(a)
+    if kind == "float":
+        return n * (B.format_of(a).bits // 8)
     xp = B.array_namespace(a)
-    if a.dtype == xp.bool:
-        return n
-    if xp.isdtype(a.dtype, "integral"):
-        return n * (xp.iinfo(a.dtype).bits // 8)
-    return n * (B.format_of(a).bits // 8)
+    return n if a.dtype == xp.bool else n * (xp.iinfo(a.dtype).bits // 8)
 
 
 @dataclass(frozen=True)
@@ -181,10 +180,9 @@ class PrecondState:
 
 
 def _format_name(a) -> str:
-    xp = B.array_namespace(a)
-    if a.dtype == xp.bool or xp.isdtype(a.dtype, "integral"):
-        return str(a.dtype).rsplit(".", 1)[-1]
-    return B.format_of(a).name
+    if B.dtype_kind(a) == "float":
+        return B.format_of(a).name
+    return str(a.dtype).rsplit(".", 1)[-1]
 
 
 def _what(name: str, method: str) -> tuple[str, str]:

@@ -374,7 +374,14 @@ class KroneckerTransform:
         nb = state.layout.nb
         if self.rotate_momentum and "exp_avg" in state.moments:
             m = state.moments["exp_avg"]
-            store_into(m, mode_apply(xp, load(m, comp), rotation(xp, Qn, Q), a, nb))
+            mc = load(m, comp)
+            d = int(Q.shape[-1])
+            if d * d < state.layout.size:
+                # form Q_newᵀQ_old (2d³) and apply it once (2dN): cheaper when d² < N
+                mc = mode_apply(xp, mc, rotation(xp, Qn, Q), a, nb)
+            else:  # back to the parameter's space and into the new basis: 4dN
+                mc = mode_apply(xp, mode_apply(xp, mc, Q, a, nb), Qn, a, nb, transpose=True)
+            store_into(m, mc)
         if perm is not None and "exp_avg_sq" in state.moments:
             v = state.moments["exp_avg_sq"]
             vc = load(v, comp)

@@ -149,6 +149,7 @@ class KroneckerTransform:
         formats), on ``param``'s library and device. Cost: O(N + Σd²) memory writes.
         """
         xp, pfmt = _check_array(param, "param")
+        param = detached(param)
         if not isinstance(batched, (bool, np.bool_)):
             raise TypeError(f"batched must be a bool, got {type(batched).__name__}")
         shape = tuple(int(s) for s in param.shape)
@@ -217,9 +218,11 @@ class KroneckerTransform:
         if state.method != self.method:
             raise ValueError(f"state belongs to {state.method!r}, not {self.method!r}")
         xp = _check_like(grad, state, "grad")
+        grad = detached(grad)
         hp = self.hp
         if param is not None:
             _check_like(param, state, "param")
+            param = detached(param)
         elif hp.weight_decay > 0:
             raise ValueError("param is required when weight_decay > 0 (decoupled weight decay "
                              "scales the parameter)")
@@ -440,6 +443,14 @@ class _StepContext:
         xp = self.xp
         return (xp.where(self.ok, self.const(beta), self.const(1.0)),
                 xp.where(self.ok, self.const(1.0 - beta), self.const(0.0)))
+
+
+def detached(x):
+    """``x`` without autograd history (the same memory): the transforms do not
+    differentiate, so a parameter that requires grad is read detached and the update needs no
+    grad."""
+    impl = B.delegate(B.array_namespace(x), "detach")
+    return x if impl is None else impl(x)
 
 
 def _check_array(x, name: str):

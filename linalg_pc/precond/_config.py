@@ -122,19 +122,24 @@ def _storage_name(fmt, name: str) -> str:
 def merge_shape(shape, max_dim: int) -> tuple[int, ...]:
     """Merge consecutive axes while their product stays ≤ ``max_dim`` (left to right).
 
-    ``(1, 2, 512, 1, 2048, 1, 3, 4)`` with ``max_dim=1024`` gives ``(1024, 2048, 12)``: the
-    reshape the SOAP and Shampoo reference codes apply to convolution kernels so that small
-    axes share one factor. An axis larger than ``max_dim`` stays alone.
+    The reshape of the SOAP reference code (nikhilvyas/SOAP ``merge_dims``), which it applies
+    to convolution kernels so that small axes share one factor: an axis that does not fit the
+    running product closes it (or, when the running product is 1, stands alone), and unit axes
+    left over at the end are dropped. ``(1, 2, 512, 1, 2048, 1, 3, 4)`` with ``max_dim=1024``
+    gives ``(1024, 2048, 12)``; ``(7, 1)`` with 6 gives ``(7,)``; all-unit shapes give ``(1,)``.
     """
     merged: list[int] = []
     prod = 1
     for d in shape:
-        if prod * d > max_dim and prod > 1:
+        if prod * d <= max_dim:
+            prod *= d
+        elif prod > 1:
             merged.append(prod)
             prod = d
         else:
-            prod *= d
-    merged.append(prod)
+            merged.append(d)
+    if prod > 1 or not merged:
+        merged.append(prod)
     return tuple(merged)
 
 

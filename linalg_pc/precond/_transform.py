@@ -258,9 +258,10 @@ class KroneckerTransform:
         return out, state
 
     def _normalize(self, xp, D, nb):
+        """D / (RMS(D) + 1e-30) per parameter, as the SOAP and KL reference codes do."""
         axes = tuple(range(nb, D.ndim))
         rms = xp.sqrt(xp.mean(D * D, axis=axes, keepdims=True))
-        return D / (rms + self.hp.eps)
+        return D / (rms + 1e-30)
 
     def _step_size(self, xp, state, ctx):
         hp = self.hp

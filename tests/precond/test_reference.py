@@ -50,11 +50,7 @@ C = C_TOL below. The fp32 runs (compute="fp32", fp32 gradient and parameter) use
 with u = 2⁻²⁴ against the fp64 reference (the reference's own error is negligible). Measured
 ratios error/bound: at most 0.15 (fp64) and 0.04 (fp32) over every run of this module.
 
-Where the library departs from the reference codes (tests marked xfail(strict=True)):
-``merge_shape`` keeps a trailing unit axis the reference reshape drops; SOAP's
-``normalize_grads`` divides by rms + ε (documented) where the reference code adds 1e-30; a
-skipped (non-finite) step floors KL eigenvalues that sit below the clamp (λ = init_factor <
-1/c²). Conventions the references here follow on purpose: "1-D" is judged after merging (the
+Conventions the references here follow on purpose: "1-D" is judged after merging (the
 library's documented Layout; the SOAP code judges the unmerged gradient), KL's λ and factor
 updates all use the λ of the previous step, as in the paper and the reference code's 2-D branch
 (its 3-D branch reuses λ_3 and λ_2 as soon as they are updated), and an axis without a factor
@@ -322,7 +318,7 @@ class RefShampoo(_Ref):
             A = Mh / (np.sqrt(Vh) + h["eps"])
             D = D * (np.linalg.norm(A) / np.linalg.norm(D))
         if h.get("normalize_grads", False):
-            D = D / (np.sqrt(np.mean(D * D)) + h["eps"])  # as soap()'s (documented) option
+            D = D / (1e-30 + np.sqrt(np.mean(D * D)))    # as the SOAP reference code
         U = self.decoupled(h["lr"], D, P)
         sb = h["shampoo_beta"]
         for a, K in enumerate(self.K):
@@ -719,12 +715,10 @@ def test_nonfinite_gradients_skip_the_step(method):
     check(worst)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a skipped (non-finite) step is not a no-op for the "
-                   "KL eigenvalues below the clamp floor: _accumulate applies max(λ, 1/c²) with "
-                   "the gated decays (1, 0), so λ = init_factor < 1/c² (here 1e-3 < 1e-2, right "
-                   "after the initializing step) is raised to 1/c² by the NaN step")
 @pytest.mark.parametrize("method", ["kl_shampoo", "kl_soap"])
 def test_kl_skipped_step_keeps_lambda_below_the_floor(method):
+    """A skipped step is a no-op for λ too: λ = init_factor < 1/c² (1e-3 < 1e-2 here, right after
+    the initializing step) is not floored by a NaN step."""
     worst, _ = run(method, "2d", options={"init_factor": 1e-3}, nan_at=(1,), steps=6)
     check(worst)
 
@@ -737,10 +731,8 @@ def test_kl_lambda_below_the_floor_without_skips():
         check(worst)
 
 
-@pytest.mark.xfail(strict=True, reason="semantic deviation (documented in soap()'s docstring): "
-                   "normalize_grads divides by rms + eps; the SOAP reference code divides by "
-                   "rms + 1e-30, a relative difference eps/rms ≈ 1e-8 here")
 def test_soap_normalize_grads_matches_reference_code():
+    """normalize_grads divides by RMS + 1e-30, as the SOAP reference code."""
     worst, _ = run("soap", "2d", options={"normalize_grads": True})
     check(worst)
 
@@ -755,9 +747,6 @@ def test_merge_shape_is_the_reference_codes(shape, max_dim):
     assert merge_shape(shape, max_dim) == ref_merge(shape, max_dim)
 
 
-@pytest.mark.xfail(strict=True, reason="merge_shape keeps a trailing unit axis after an axis "
-                   "it had to close (its docstring says it is the reference codes' reshape, "
-                   "which drops it): (7, 1) with max_dim 6 gives (7, 1), the reference (7,)")
 @pytest.mark.parametrize("shape,max_dim", [((7, 1), 6), ((6, 7, 1), 6), ((512, 2048, 1, 1), 1024)])
 def test_merge_shape_drops_trailing_unit_axes(shape, max_dim):
     assert merge_shape(shape, max_dim) == ref_merge(shape, max_dim)

@@ -73,7 +73,10 @@ def check_int(value, name: str, minimum: int = 1) -> int:
 
 def parse_compute(compute) -> str:
     """The arithmetic format: "fp32" (default) or "fp64" (never TF32 or a 16-bit format)."""
-    name = get_format(compute).name if compute is not None else "fp32"
+    try:
+        name = get_format(compute).name if compute is not None else "fp32"
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"compute must be 'fp32' or 'fp64', got {compute!r} ({exc})") from None
     if name not in ("fp32", "fp64"):
         raise ValueError(f"compute must be 'fp32' or 'fp64', got {compute!r}")
     return name

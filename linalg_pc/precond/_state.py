@@ -84,8 +84,9 @@ class PrecondState:
     refresh_failures, fallbacks : int
         Refreshes (or initial eigendecompositions) that failed and kept the previous basis;
         bases reset to the identity after ``max_failures`` consecutive failures.
-    consecutive : tuple of int
-        Consecutive failed refreshes per work axis.
+    consecutive : tuple of numpy.ndarray
+        Consecutive failed refreshes per work axis, per member (host int64 arrays of the
+        batch shape; 0-d for one parameter).
     last_status : str
         What the last host-side event was ("new", "init", "refresh", "refresh-skipped",
         "refresh-failed: …", "fallback: …", "init-failed: …").

@@ -187,7 +187,8 @@ class KroneckerTransform:
             eigenvalues=tuple(eig), moments=moments,
             count=xp.zeros((), dtype=i32, device=dev), skipped=xp.zeros((), dtype=i32, device=dev),
             step_ok=xp.ones((), dtype=xp.bool, device=dev),
-            consecutive=tuple(0 for _ in layout.work_shape))
+            consecutive=tuple(np.zeros(layout.batch, dtype=np.int64)
+                              for _ in layout.work_shape))
 
     def _init_eigenvalues(self, xp, layout, cdt, dev) -> list:
         return [None] * layout.order
@@ -228,6 +229,8 @@ class KroneckerTransform:
                              "scales the parameter)")
         comp = hp.compute
         lay = state.layout
+        if lay.size == 0 or 0 in lay.batch:  # nothing to precondition
+            return xp.zeros_like(grad), state
         wshape = (*lay.batch, *lay.work_shape)
         G = xp.reshape(load(grad, comp), wshape)
         ok = xp.all(xp.isfinite(G))
@@ -297,9 +300,8 @@ class KroneckerTransform:
             w, V, good = eigh_descending(xp, load(K, comp), comp, Qold)
             store_into(state.bases[a].Q, V)
             self._after_eigh(xp, state, a, w, good)
-            if not good.all():
-                fails += int((~good).sum())
-                consecutive[a] += 1
+            consecutive[a] = np.where(good, 0, consecutive[a] + 1)
+            fails += int((~good).sum())
         status = "init" if not fails else f"init-failed: {fails} eigendecomposition(s)"
         st = dataclasses.replace(state, initialized=True, refresh_failures=state.refresh_failures
                                  + fails, consecutive=tuple(consecutive), last_status=status)
@@ -338,15 +340,14 @@ class KroneckerTransform:
                 continue
             skipped_all = False
             good = self._refresh_axis(xp, state, a, Kc, Q)
-            if good.all():
-                consecutive[a] = 0
-                continue
             fails += int((~good).sum())
-            consecutive[a] += 1
-            if consecutive[a] >= hp.max_failures:
-                self._fallback(xp, state, a, Q, good)
-                fallbacks += int((~good).sum())
-                consecutive[a] = 0
+            cons = np.where(good, 0, consecutive[a] + 1)
+            reset = cons >= hp.max_failures  # per member
+            if reset.any():
+                self._fallback(xp, state, a, load(state.bases[a].Q, comp), reset)
+                fallbacks += int(reset.sum())
+                cons = np.where(reset, 0, cons)
+            consecutive[a] = cons
         if fallbacks:
             status = f"fallback: {fallbacks} basis(es) reset to the identity"
         elif fails:
@@ -394,11 +395,11 @@ class KroneckerTransform:
             idx = xp.broadcast_to(xp.reshape(perm, shp), vc.shape)
             store_into(v, xp.take_along_axis(vc, idx, axis=nb + a))
 
-    def _fallback(self, xp, state, a, Q, good):
-        """Members of axis a whose refresh failed ``max_failures`` times in a row: identity
-        basis (moments moved into it), factor restarted from zero."""
+    def _fallback(self, xp, state, a, Q, reset):
+        """Members of axis a whose refresh failed ``max_failures`` times in a row (host mask
+        ``reset``): identity basis (moments moved into it), factor restarted from zero."""
         comp = self.hp.compute
-        mask = xp.asarray(~good, device=B.device_of(Q))
+        mask = xp.asarray(reset, device=B.device_of(Q))
         d = int(Q.shape[-1])
         eye = xp.broadcast_to(xp.eye(d, dtype=Q.dtype, device=B.device_of(Q)), Q.shape)
         Qn = where_member(xp, mask, eye, Q)

@@ -123,6 +123,8 @@ class _KL(KroneckerTransform):
             new.append(reduce_except(xp, W, a, nb))
         for a, lam in enumerate(state.eigenvalues):
             upd = b * lam + c * new[a]
+            # statistics that overflow (C² of a huge finite gradient) leave λ as it was
+            upd = xp.where(xp.isfinite(upd), upd, lam)
             floor = self._floor(lay.work_shape[a])
             if floor > 0:  # the clamp belongs to the step: a skipped step leaves λ as it was
                 upd = xp.where(ctx.ok, xp.maximum(upd, ctx.const(floor)), lam)

@@ -515,7 +515,8 @@ def _take(st: PrecondState, members: list) -> PrecondState:
         factors=tuple(sel(K) for K in st.factors), bases=bases,
         eigenvalues=tuple(sel(v) for v in st.eigenvalues),
         moments={k: sel(v) for k, v in st.moments.items()},
-        count=st.count.clone(), skipped=st.skipped.clone(), step_ok=st.step_ok.clone())
+        count=st.count.clone(), skipped=st.skipped.clone(), step_ok=st.step_ok.clone(),
+        consecutive=tuple(np.asarray(c)[members].copy() for c in st.consecutive))
 
 
 def _describe(tx: KroneckerTransform) -> dict:
@@ -528,6 +529,9 @@ def _encode(v):
         return v
     if isinstance(v, np.generic):
         return v.item()
+    if isinstance(v, np.ndarray):  # host arrays (per-member failure counts)
+        return {_TAG: "ndarray", "dtype": str(v.dtype), "shape": tuple(v.shape),
+                "data": tuple(v.ravel().tolist())}
     if isinstance(v, tuple(_RECORDS.values())):
         return {_TAG: type(v).__name__,
                 **{f.name: _encode(getattr(v, f.name)) for f in dataclasses.fields(v)}}
@@ -546,6 +550,8 @@ def _decode(v, device):
     if isinstance(v, torch.Tensor):
         return v.detach().to(device=device, copy=True)
     if isinstance(v, dict):
+        if v.get(_TAG) == "ndarray":
+            return np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"])
         if _TAG in v:
             return _RECORDS[v[_TAG]](**{k: _decode(x, device) for k, x in v.items()
                                         if k != _TAG})

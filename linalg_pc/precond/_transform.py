@@ -438,7 +438,8 @@ class _StepContext:
         self.okf = xp.astype(ok, dtype)
 
     def const(self, v: float):
-        return self.xp.asarray(v, dtype=self.dtype, device=self.device)
+        # a fill on the device: asarray of a Python float would copy from the host and wait
+        return self.xp.full((), v, dtype=self.dtype, device=self.device)
 
     def decay(self, beta: float):
         """(b, c) = (β, 1 − β) for a finite gradient, (1, 0) otherwise: b·old + c·new."""

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import dataclasses
 
+import numpy as np
 import torch
 
 import linalg_pc as lpc
@@ -116,7 +117,11 @@ def assert_same_state(s1, s2):
         assert same_bits(a1[name], a2[name]), name
     arrays = {"factors", "bases", "eigenvalues", "moments", "count", "skipped", "step_ok"}
     for f in dataclasses.fields(s1):
-        if f.name not in arrays:
+        if f.name == "consecutive":  # host arrays, one count per member
+            assert len(s1.consecutive) == len(s2.consecutive)
+            assert all(np.array_equal(c1, c2) for c1, c2 in
+                       zip(s1.consecutive, s2.consecutive)), f.name
+        elif f.name not in arrays:
             assert getattr(s1, f.name) == getattr(s2, f.name), f.name
     for q1, q2 in zip(s1.bases, s2.bases):
         assert (q1 is None) == (q2 is None)

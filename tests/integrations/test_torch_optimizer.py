@@ -331,9 +331,6 @@ def _init_args(m):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.xfail(strict=False, reason="suspected, not yet run on a GPU: the transforms turn "
-                   "Python floats into CUDA constants with xp.asarray every step (_StepContext."
-                   "const), a blocking host-to-device copy in PyTorch (pytorch/pytorch#120996)")
 @pytest.mark.parametrize("method", METHODS)
 def test_no_synchronization_between_refreshes_on_cuda(method):
     """On CUDA, the steps that refresh nothing run under set_sync_debug_mode("error")."""

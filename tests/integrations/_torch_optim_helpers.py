@@ -9,6 +9,7 @@ import copy
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 import linalg_pc as lpc
@@ -160,3 +161,13 @@ def count_host_reads():
                 setattr(torch.Tensor, n, f)
             else:
                 delattr(torch.Tensor, n)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """PyTorch runs single-threaded in these tests (the models are tiny; on a busy machine
+    OpenMP barriers cost milliseconds per operation). Imported by each test module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

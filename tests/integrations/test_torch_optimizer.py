@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from _torch_optim_helpers import (  # noqa: E402
     FACTORIES,
     LRS,
+    _one_torch_thread,  # noqa: F401 - the module's autouse fixture
     by_hand,
     clone_model,
     count_host_reads,

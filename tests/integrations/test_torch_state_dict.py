@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from _torch_optim_helpers import (  # noqa: E402
     FACTORIES,
     LRS,
+    _one_torch_thread,  # noqa: F401 - the module's autouse fixture
     assert_same_state,
     loss_fn,
     mlp,

@@ -15,6 +15,8 @@ Layers, bottom to top (a module may import its own layer and those below it)::
     backend     _backend, _kernels: the only library-specific code
     core        precision, _policy, _operators: formats, conversion, the precision policy
     algorithms  qr_methods, basis, solvers, precond
+    integrations  adapters of the algorithms to a framework (torch.optim): above the algorithms
+                they adapt, below the analysis, whose studies may drive them
     analysis    metrics, matrices, bounds, the studies, the report
     cli         the ``linalg-pc`` command
     top         linalg_pc/__init__.py, the flat public API
@@ -37,6 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("linalg_pc.precision", "linalg_pc._policy", "linalg_pc._operators")),
     ("algorithms", ("linalg_pc.qr_methods", "linalg_pc.basis", "linalg_pc.solvers",
                     "linalg_pc.precond")),
+    ("integrations", ("linalg_pc.integrations",)),
     ("analysis", ("linalg_pc.analysis",)),
     ("cli", ("linalg_pc.cli",)),
 )

@@ -97,7 +97,9 @@ def _seed(xp, x, mode, rand):
 def canonical_nan(x, r):
     """Replace NaNs of r by the quiet NaN carrying x's sign (ml_dtypes' convention)."""
     nan = torch.isnan(x)
-    if not bool(nan.any()):
+    # on the CPU, skip the pass when there is no NaN; on a device, reading nan.any() would wait
+    # for it (an optimizer stores its bf16 state every step): always take the where
+    if _host(x) and not bool(nan.any()):
         return r
     if r.dtype == torch.bfloat16:
         # torch's own conversion writes every NaN as one pattern; build sign | 0x7FC0 on the bits
@@ -116,7 +118,9 @@ def decode_fp16(x, dtype):
     (PyTorch's own float16 -> float32 cast writes every NaN as +0x7FFFFFFF)."""
     r = x.to(dtype)
     nan = torch.isnan(x)
-    if not bool(nan.any()):
+    # on the CPU, skip the pass when there is no NaN; on a device, reading nan.any() would wait
+    # for it (an optimizer stores its bf16 state every step): always take the where
+    if _host(x) and not bool(nan.any()):
         return r
     h = x.view(torch.int16).to(torch.int64) & 0xFFFF
     b = ((h & 0x8000) << 16) | 0x7F800000 | ((h & 0x3FF) << 13)  # the fp32 pattern

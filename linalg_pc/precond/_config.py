@@ -73,7 +73,10 @@ def check_int(value, name: str, minimum: int = 1) -> int:
 
 def parse_compute(compute) -> str:
     """The arithmetic format: "fp32" (default) or "fp64" (never TF32 or a 16-bit format)."""
-    name = get_format(compute).name if compute is not None else "fp32"
+    try:
+        name = get_format(compute).name if compute is not None else "fp32"
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"compute must be 'fp32' or 'fp64', got {compute!r} ({exc})") from None
     if name not in ("fp32", "fp64"):
         raise ValueError(f"compute must be 'fp32' or 'fp64', got {compute!r}")
     return name
@@ -84,8 +87,9 @@ def parse_storage(storage, compute: str) -> dict[str, str]:
 
     ``storage`` is None (every kind in the compute format), one format for every kind, or a
     mapping from some kinds to formats (the others in the compute format). Formats: "fp32",
-    "bf16", "fp16", "fp64" (fp64 storage needs ``compute="fp64"``: storing more digits than
-    the arithmetic produces wastes memory).
+    "bf16", "fp16" (the basis only: factors and second moments hold squared gradients, which
+    leave fp16's range), "fp64" (needs ``compute="fp64"``: storing more digits than the
+    arithmetic produces wastes memory).
     """
     if storage is None:
         out = dict.fromkeys(STATE_KINDS, compute)
@@ -99,6 +103,9 @@ def parse_storage(storage, compute: str) -> dict[str, str]:
     else:
         out = dict.fromkeys(STATE_KINDS, _storage_name(storage, "storage"))
     for kind, fmt in out.items():
+        if fmt == "fp16" and kind != "basis":
+            raise ValueError(f"storage of {kind} cannot be fp16: squared gradients leave "
+                             f"fp16's range (normal numbers 6.1e-5 to 65504); use bf16")
         if fmt == "fp64" and compute != "fp64":
             raise ValueError(f"storage of {kind} is fp64 but compute is {compute}: fp64 "
                              f"storage needs compute='fp64'")
@@ -118,19 +125,24 @@ def _storage_name(fmt, name: str) -> str:
 def merge_shape(shape, max_dim: int) -> tuple[int, ...]:
     """Merge consecutive axes while their product stays ≤ ``max_dim`` (left to right).
 
-    ``(1, 2, 512, 1, 2048, 1, 3, 4)`` with ``max_dim=1024`` gives ``(1024, 2048, 12)``: the
-    reshape the SOAP and Shampoo reference codes apply to convolution kernels so that small
-    axes share one factor. An axis larger than ``max_dim`` stays alone.
+    The reshape of the SOAP reference code (nikhilvyas/SOAP ``merge_dims``), which it applies
+    to convolution kernels so that small axes share one factor: an axis that does not fit the
+    running product closes it (or, when the running product is 1, stands alone), and unit axes
+    left over at the end are dropped. ``(1, 2, 512, 1, 2048, 1, 3, 4)`` with ``max_dim=1024``
+    gives ``(1024, 2048, 12)``; ``(7, 1)`` with 6 gives ``(7,)``; all-unit shapes give ``(1,)``.
     """
     merged: list[int] = []
     prod = 1
     for d in shape:
-        if prod * d > max_dim and prod > 1:
+        if prod * d <= max_dim:
+            prod *= d
+        elif prod > 1:
             merged.append(prod)
             prod = d
         else:
-            prod *= d
-    merged.append(prod)
+            merged.append(d)
+    if prod > 1 or not merged:
+        merged.append(prod)
     return tuple(merged)
 
 

@@ -123,6 +123,10 @@ def orthogonal_iteration(xp, K, Q, comp: str, *, sort: bool):
     ok : numpy.ndarray of bool (batch shape)
         Host flags: which members were refreshed.
     """
+    if K.ndim == 2:  # one matrix goes through the stack path: a stack's members and a single
+        # matrix then get the same QR kernel, so batched and looped runs agree bit for bit
+        Qn, perm, ok = orthogonal_iteration(xp, K[None, ...], Q[None, ...], comp, sort=sort)
+        return Qn[0, ...], (None if perm is None else perm[0, ...]), ok[0]
     KQ = K @ Q
     ok_dev = member_finite(xp, KQ)
     perm = None

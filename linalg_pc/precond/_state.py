@@ -36,12 +36,11 @@ def _nbytes(a) -> int:
     n = 1
     for s in a.shape:
         n *= int(s)
+    kind = B.dtype_kind(a)
+    if kind == "float":
+        return n * (B.format_of(a).bits // 8)
     xp = B.array_namespace(a)
-    if a.dtype == xp.bool:
-        return n
-    if xp.isdtype(a.dtype, "integral"):
-        return n * (xp.iinfo(a.dtype).bits // 8)
-    return n * (B.format_of(a).bits // 8)
+    return n if a.dtype == xp.bool else n * (xp.iinfo(a.dtype).bits // 8)
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,9 @@ class PrecondState:
     refresh_failures, fallbacks : int
         Refreshes (or initial eigendecompositions) that failed and kept the previous basis;
         bases reset to the identity after ``max_failures`` consecutive failures.
-    consecutive : tuple of int
-        Consecutive failed refreshes per work axis.
+    consecutive : tuple of numpy.ndarray
+        Consecutive failed refreshes per work axis, per member (host int64 arrays of the
+        batch shape; 0-d for one parameter).
     last_status : str
         What the last host-side event was ("new", "init", "refresh", "refresh-skipped",
         "refresh-failed: …", "fallback: …", "init-failed: …").
@@ -181,10 +181,9 @@ class PrecondState:
 
 
 def _format_name(a) -> str:
-    xp = B.array_namespace(a)
-    if a.dtype == xp.bool or xp.isdtype(a.dtype, "integral"):
-        return str(a.dtype).rsplit(".", 1)[-1]
-    return B.format_of(a).name
+    if B.dtype_kind(a) == "float":
+        return B.format_of(a).name
+    return str(a.dtype).rsplit(".", 1)[-1]
 
 
 def _what(name: str, method: str) -> tuple[str, str]:

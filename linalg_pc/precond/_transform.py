@@ -149,6 +149,7 @@ class KroneckerTransform:
         formats), on ``param``'s library and device. Cost: O(N + Σd²) memory writes.
         """
         xp, pfmt = _check_array(param, "param")
+        param = detached(param)
         if not isinstance(batched, (bool, np.bool_)):
             raise TypeError(f"batched must be a bool, got {type(batched).__name__}")
         shape = tuple(int(s) for s in param.shape)
@@ -186,7 +187,8 @@ class KroneckerTransform:
             eigenvalues=tuple(eig), moments=moments,
             count=xp.zeros((), dtype=i32, device=dev), skipped=xp.zeros((), dtype=i32, device=dev),
             step_ok=xp.ones((), dtype=xp.bool, device=dev),
-            consecutive=tuple(0 for _ in layout.work_shape))
+            consecutive=tuple(np.zeros(layout.batch, dtype=np.int64)
+                              for _ in layout.work_shape))
 
     def _init_eigenvalues(self, xp, layout, cdt, dev) -> list:
         return [None] * layout.order
@@ -217,14 +219,18 @@ class KroneckerTransform:
         if state.method != self.method:
             raise ValueError(f"state belongs to {state.method!r}, not {self.method!r}")
         xp = _check_like(grad, state, "grad")
+        grad = detached(grad)
         hp = self.hp
         if param is not None:
             _check_like(param, state, "param")
+            param = detached(param)
         elif hp.weight_decay > 0:
             raise ValueError("param is required when weight_decay > 0 (decoupled weight decay "
                              "scales the parameter)")
         comp = hp.compute
         lay = state.layout
+        if lay.size == 0 or 0 in lay.batch:  # nothing to precondition
+            return xp.zeros_like(grad), state
         wshape = (*lay.batch, *lay.work_shape)
         G = xp.reshape(load(grad, comp), wshape)
         ok = xp.all(xp.isfinite(G))
@@ -255,9 +261,10 @@ class KroneckerTransform:
         return out, state
 
     def _normalize(self, xp, D, nb):
+        """D / (RMS(D) + 1e-30) per parameter, as the SOAP and KL reference codes do."""
         axes = tuple(range(nb, D.ndim))
         rms = xp.sqrt(xp.mean(D * D, axis=axes, keepdims=True))
-        return D / (rms + self.hp.eps)
+        return D / (rms + 1e-30)
 
     def _step_size(self, xp, state, ctx):
         hp = self.hp
@@ -293,9 +300,8 @@ class KroneckerTransform:
             w, V, good = eigh_descending(xp, load(K, comp), comp, Qold)
             store_into(state.bases[a].Q, V)
             self._after_eigh(xp, state, a, w, good)
-            if not good.all():
-                fails += int((~good).sum())
-                consecutive[a] += 1
+            consecutive[a] = np.where(good, 0, consecutive[a] + 1)
+            fails += int((~good).sum())
         status = "init" if not fails else f"init-failed: {fails} eigendecomposition(s)"
         st = dataclasses.replace(state, initialized=True, refresh_failures=state.refresh_failures
                                  + fails, consecutive=tuple(consecutive), last_status=status)
@@ -334,15 +340,14 @@ class KroneckerTransform:
                 continue
             skipped_all = False
             good = self._refresh_axis(xp, state, a, Kc, Q)
-            if good.all():
-                consecutive[a] = 0
-                continue
             fails += int((~good).sum())
-            consecutive[a] += 1
-            if consecutive[a] >= hp.max_failures:
-                self._fallback(xp, state, a, Q, good)
-                fallbacks += int((~good).sum())
-                consecutive[a] = 0
+            cons = np.where(good, 0, consecutive[a] + 1)
+            reset = cons >= hp.max_failures  # per member
+            if reset.any():
+                self._fallback(xp, state, a, load(state.bases[a].Q, comp), reset)
+                fallbacks += int(reset.sum())
+                cons = np.where(reset, 0, cons)
+            consecutive[a] = cons
         if fallbacks:
             status = f"fallback: {fallbacks} basis(es) reset to the identity"
         elif fails:
@@ -374,7 +379,14 @@ class KroneckerTransform:
         nb = state.layout.nb
         if self.rotate_momentum and "exp_avg" in state.moments:
             m = state.moments["exp_avg"]
-            store_into(m, mode_apply(xp, load(m, comp), rotation(xp, Qn, Q), a, nb))
+            mc = load(m, comp)
+            d = int(Q.shape[-1])
+            if d * d < state.layout.size:
+                # form Q_newᵀQ_old (2d³) and apply it once (2dN): cheaper when d² < N
+                mc = mode_apply(xp, mc, rotation(xp, Qn, Q), a, nb)
+            else:  # back to the parameter's space and into the new basis: 4dN
+                mc = mode_apply(xp, mode_apply(xp, mc, Q, a, nb), Qn, a, nb, transpose=True)
+            store_into(m, mc)
         if perm is not None and "exp_avg_sq" in state.moments:
             v = state.moments["exp_avg_sq"]
             vc = load(v, comp)
@@ -383,11 +395,11 @@ class KroneckerTransform:
             idx = xp.broadcast_to(xp.reshape(perm, shp), vc.shape)
             store_into(v, xp.take_along_axis(vc, idx, axis=nb + a))
 
-    def _fallback(self, xp, state, a, Q, good):
-        """Members of axis a whose refresh failed ``max_failures`` times in a row: identity
-        basis (moments moved into it), factor restarted from zero."""
+    def _fallback(self, xp, state, a, Q, reset):
+        """Members of axis a whose refresh failed ``max_failures`` times in a row (host mask
+        ``reset``): identity basis (moments moved into it), factor restarted from zero."""
         comp = self.hp.compute
-        mask = xp.asarray(~good, device=B.device_of(Q))
+        mask = xp.asarray(reset, device=B.device_of(Q))
         d = int(Q.shape[-1])
         eye = xp.broadcast_to(xp.eye(d, dtype=Q.dtype, device=B.device_of(Q)), Q.shape)
         Qn = where_member(xp, mask, eye, Q)
@@ -426,13 +438,22 @@ class _StepContext:
         self.okf = xp.astype(ok, dtype)
 
     def const(self, v: float):
-        return self.xp.asarray(v, dtype=self.dtype, device=self.device)
+        # a fill on the device: asarray of a Python float would copy from the host and wait
+        return self.xp.full((), v, dtype=self.dtype, device=self.device)
 
     def decay(self, beta: float):
         """(b, c) = (β, 1 − β) for a finite gradient, (1, 0) otherwise: b·old + c·new."""
         xp = self.xp
         return (xp.where(self.ok, self.const(beta), self.const(1.0)),
                 xp.where(self.ok, self.const(1.0 - beta), self.const(0.0)))
+
+
+def detached(x):
+    """``x`` without autograd history (the same memory): the transforms do not
+    differentiate, so a parameter that requires grad is read detached and the update needs no
+    grad."""
+    impl = B.delegate(B.array_namespace(x), "detach")
+    return x if impl is None else impl(x)
 
 
 def _check_array(x, name: str):

@@ -123,8 +123,12 @@ class _KL(KroneckerTransform):
             new.append(reduce_except(xp, W, a, nb))
         for a, lam in enumerate(state.eigenvalues):
             upd = b * lam + c * new[a]
+            # statistics that overflow (C² of a huge finite gradient) leave λ as it was
+            upd = xp.where(xp.isfinite(upd), upd, lam)
             floor = self._floor(lay.work_shape[a])
-            store_into(lam, xp.maximum(upd, ctx.const(floor)) if floor > 0 else upd)
+            if floor > 0:  # the clamp belongs to the step: a skipped step leaves λ as it was
+                upd = xp.where(ctx.ok, xp.maximum(upd, ctx.const(floor)), lam)
+            store_into(lam, upd)
 
     def _after_fallback(self, xp, state, a, mask):
         lam = state.eigenvalues[a]
@@ -150,9 +154,6 @@ class KLShampoo(_KL):
         Dt = load(m, hp.compute) * (S / (1.0 + hp.eps * S))
         return self._back(xp, Dt, state, ctx)
 
-    def _normalize(self, xp, D, nb):
-        axes = tuple(range(nb, D.ndim))
-        return D / (1e-30 + xp.sqrt(xp.mean(D * D, axis=axes, keepdims=True)))
 
 
 class KLSOAP(_KL):
@@ -171,9 +172,6 @@ class KLSOAP(_KL):
         v = ema_into(state.moments["exp_avg_sq"], C * C, b2, c2, comp)
         Dt = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)
         return self._back(xp, Dt, state, ctx)
-
-    def _normalize(self, xp, D, nb):
-        return KLShampoo._normalize(self, xp, D, nb)
 
 
 _KL_DOC = """

@@ -107,6 +107,11 @@ class Shampoo(KroneckerTransform):
                 continue
             r = xp.pow(state.eigenvalues[a] + self.matrix_eps, ctx.const(e))
             r = xp.where(xp.isfinite(r), r, xp.zeros_like(r))  # λ + ε_K = 0: pseudo-inverse
+            if self.grafting is not None:
+                # grafting fixes the length: scale each root to max 1 so that tiny eigenvalues
+                # (subnormal λ, ε_K = 0) cannot overflow the product before the norms are taken
+                rmax = xp.max(r, axis=-1, keepdims=True)
+                r = r / xp.where(rmax > 0, rmax, xp.ones_like(rmax))
             P = mode_apply(xp, P, Q, a, nb, transpose=True)
             P = scale_axis(xp, P, r, a, nb)
             P = mode_apply(xp, P, Q, a, nb)

@@ -21,9 +21,9 @@ Cases
   element, measured after the timing (many refreshes in): ours (``state.nbytes / numel``) and
   the peer's (the sum of ``nbytes`` of every tensor in ``optimizer.state``).
 - ``soap step MxN storage=bf16 vs pytorch_optimizer``: ours with every kind of state stored in
-  bf16 (computed in fp32), with its bytes per element.
+  bf16 (computed in fp32), with its bytes per element (quick: the first size only).
 - ``soap step MxN numpy vs ours on torch``: ours on NumPy fp32 arrays (no peer runs on NumPy; the
-  baseline is ours on torch, only for scale).
+  baseline is ours on torch, only for scale; full runs, first size only).
 - ``soap batch BxDxD ...``: B parameters of D×D (64 of 256×256; quick: 16 of 128×128). Ours
   batched (``tx.init(stack, batched=True)``, one ``tx.update`` per step on the B×D×D stack)
   against ours called once per parameter (B states; target ≥ 3×) and against each peer with one
@@ -33,7 +33,8 @@ Cases
 Deliberate differences from the peers (hyperparameters matched as far as each peer allows)
 -----------------------------------------------------------------------------------------
 pytorch_optimizer.SOAP follows nikhilvyas/SOAP, as ours does: the same step in exact
-arithmetic (tests/precond/test_peers_soap.py checks trajectories to fp32 rounding). It keeps
+arithmetic (tests/precond/test_peers_soap.py checks 50-step trajectories to rounding, in fp32
+and in fp64). It keeps
 the first moment in the parameter's space and projects it every step (8 products of a factor
 with the gradient per step for a matrix); ours keeps it in the eigenbasis and rotates it at
 refreshes (6 per step, 2 more per refresh). Its ``max_precondition_dim`` is our

@@ -134,3 +134,20 @@ def test_check_finite_names_argument():
         B.check_finite(xp, np.array([1.0, np.nan]), "A")
     with pytest.raises(ValueError, match="G"):
         B.check_finite(xp, np.array([1.0, np.inf]).astype(ml_dtypes.bfloat16), "G")
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 7), (600, 40), (2, 520, 30)])
+def test_gram_is_the_symmetric_row_gram(xp, shape):
+    """B.gram(X) = X Xᵀ (fp64 reference, to c·r·u·‖X‖²) and exactly symmetric, for a matrix and
+    a stack, through each library's delegate (NumPy SYRK, blocked CPU torch product)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal(shape).astype(np.float32)
+    G = B.to_numpy(B.gram(xp.asarray(X)))
+    X64 = X.astype(np.float64)
+    ref = X64 @ np.swapaxes(X64, -1, -2)
+    r = shape[-1]
+    tol = 2 * r * 2.0**-24 * np.max(np.sum(X64 * X64, axis=-1))
+    assert G.shape == ref.shape
+    assert np.max(np.abs(G - ref)) <= tol
+    if B.namespace_name(xp) in ("numpy", "torch"):
+        assert np.array_equal(G, np.swapaxes(G, -1, -2))

@@ -206,6 +206,22 @@ def countsketch(X, rows, signs, k: int):
     return xp.matmul(xp.asarray(onehot, dtype=X.dtype, device=device_of(X)), X)
 
 
+def gram(X):
+    """X Xᵀ of X (..., d, r): the Gram matrix of the rows, symmetric (..., d, d).
+
+    A library's delegate (``"gram"``) runs when one is registered: NumPy's matmul of an array
+    with its own transpose runs BLAS ``xSYRK`` (half the flops of a product); PyTorch CPU
+    tensors (which reach no SYRK) compute only the blocks on and above the diagonal and mirror
+    them (≈ 3/4 of the flops for 256-row blocks of a 1024-row X). Otherwise one product.
+    Cost 2d²r flops (d²r with SYRK).
+    """
+    xp = array_namespace(X)
+    impl = delegate(xp, "gram")
+    if impl is not None:
+        return impl(X)
+    return X @ _mT(xp, X)
+
+
 def eps_of(x) -> float:
     """Unit roundoff of x's dtype (fp64 for non-arrays)."""
     try:

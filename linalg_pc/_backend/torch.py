@@ -138,3 +138,31 @@ def put_columns(Q, cols, new, *, inplace):
         o[..., torch.as_tensor(c, device=o.device)] = v
 
     return put_by_runs(Q if inplace else Q.clone(), cols, new, index_put)
+
+
+#: Row-block size of the blocked Gram product of CPU tensors (measured at d = 1024 and 4096 on
+#: 2 cores: 256-row blocks take 0.70-0.78 of one full product).
+GRAM_BLOCK = 256
+
+
+@register("torch", "gram")
+def gram(X):
+    """X Xᵀ for CPU tensors of at least 2 blocks of rows: the blocks on and above the diagonal,
+    mirrored below it (torch exposes no SYRK); one product otherwise (and on CUDA)."""
+    d = X.shape[-2]
+    if X.device.type != "cpu" or d < 2 * GRAM_BLOCK:
+        return X @ X.mT
+    out = torch.empty((*X.shape[:-2], d, d), dtype=X.dtype, device=X.device)
+    starts = range(0, d, GRAM_BLOCK)
+    for a in starts:
+        Xa = X[..., a:a + GRAM_BLOCK, :]
+        for c in starts:
+            if c < a:
+                continue
+            blk = Xa @ X[..., c:c + GRAM_BLOCK, :].mT
+            if c == a:  # a product's rounding need not be symmetric: mirror its upper half
+                blk = torch.triu(blk) + torch.triu(blk, 1).mT
+            out[..., a:a + GRAM_BLOCK, c:c + GRAM_BLOCK] = blk
+            if c != a:
+                out[..., c:c + GRAM_BLOCK, a:a + GRAM_BLOCK] = blk.mT
+    return out

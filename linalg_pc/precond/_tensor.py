@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from .. import _backend as B
+
 __all__ = ["mT", "mode_apply", "mode_gram", "scale_axis", "reduce_except"]
 
 
@@ -47,18 +49,19 @@ def mode_apply(xp, X, M, axis: int, nb: int, *, transpose: bool = False):
 
 
 def mode_gram(xp, X, axis: int, nb: int):
-    """X_(a) X_(a)ᵀ of shape (*batch, d_a, d_a)."""
+    """X_(a) X_(a)ᵀ of shape (*batch, d_a, d_a) (SYRK or a blocked product where the backend
+    has one: :func:`linalg_pc._backend.gram`)."""
     shape = tuple(X.shape)
     batch, work = shape[:nb], shape[nb:]
     k = len(work)
     if axis == k - 1 and k > 1:
         Xr = xp.reshape(X, (*batch, math.prod(work[:-1]), work[-1]))
-        return mT(xp, Xr) @ Xr
+        return B.gram(mT(xp, Xr))
     if axis != 0:
         X = xp.moveaxis(X, nb + axis, nb)
         work = tuple(X.shape[nb:])
     Xr = xp.reshape(X, (*batch, work[0], math.prod(work[1:])))
-    return Xr @ mT(xp, Xr)
+    return B.gram(Xr)
 
 
 def _axis_shape(nb_shape: tuple, k: int, axis: int, d: int) -> tuple:

@@ -514,6 +514,7 @@ def _take(st: PrecondState, members: list) -> PrecondState:
         st, layout=dataclasses.replace(st.layout, batch=(len(members),)),
         factors=tuple(sel(K) for K in st.factors), bases=bases,
         eigenvalues=tuple(sel(v) for v in st.eigenvalues),
+        estimates=tuple(sel(v) for v in st.estimates),
         moments={k: sel(v) for k, v in st.moments.items()},
         count=st.count.clone(), skipped=st.skipped.clone(), step_ok=st.step_ok.clone(),
         consecutive=tuple(np.asarray(c)[members].copy() for c in st.consecutive))

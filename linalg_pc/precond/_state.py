@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _backend as B
-from ..basis.state import BasisState
+from ..basis.state import BasisState, materialize
 from ._config import Layout
 
 __all__ = ["PrecondState", "StateArray"]
@@ -87,6 +87,11 @@ class PrecondState:
     consecutive : tuple of numpy.ndarray
         Consecutive failed refreshes per work axis, per member (host int64 arrays of the
         batch shape; 0-d for one parameter).
+    estimates : tuple
+        Per work axis: Rayleigh quotients of the basis columns (*batch, d), compute format,
+        from the last refresh (SOAP with ``basis_update="subspace"``; None otherwise): what
+        the "topk" column policies of a subspace refresh read (Shampoo and the KL methods
+        read their eigenvalues).
     last_status : str
         What the last host-side event was ("new", "init", "refresh", "refresh-skipped",
         "refresh-failed: …", "fallback: …", "init-failed: …").
@@ -111,6 +116,7 @@ class PrecondState:
     fallbacks: int = 0
     consecutive: tuple = ()
     last_status: str = "new"
+    estimates: tuple = ()
     extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ queries
@@ -138,6 +144,9 @@ class PrecondState:
         for a, lam in enumerate(self.eigenvalues):
             if lam is not None:
                 out[f"eigenvalues{a}"] = lam
+        for a, est in enumerate(self.estimates):
+            if est is not None:
+                out[f"estimates{a}"] = est
         out.update(self.moments)
         out.update({"count": self.count, "skipped": self.skipped, "step_ok": self.step_ok})
         return out
@@ -176,6 +185,7 @@ class PrecondState:
         return dataclasses.replace(
             self, factors=tuple(cp(K) for K in self.factors), bases=bases,
             eigenvalues=tuple(cp(v) for v in self.eigenvalues),
+            estimates=tuple(cp(v) for v in self.estimates),
             moments={k: cp(v) for k, v in self.moments.items()},
             count=cp(self.count), skipped=cp(self.skipped), step_ok=cp(self.step_ok))
 
@@ -191,6 +201,8 @@ def _what(name: str, method: str) -> tuple[str, str]:
         return "factors", f"Kronecker factor of axis {name[6:]} (EMA of the mode Gram matrix)"
     if name.startswith("basis"):
         return "basis", f"eigenbasis of factor {name[5:]}"
+    if name.startswith("estimates"):
+        return "eigenvalues", f"Rayleigh quotients of the basis columns, axis {name[9:]}"
     if name.startswith("eigenvalues"):
         what = ("KL eigenvalue estimates λ (clamped)" if method.startswith("kl")
                 else "eigenvalues at the last refresh")
@@ -205,7 +217,24 @@ def _what(name: str, method: str) -> tuple[str, str]:
                         "step_ok": "last gradient finite"}.get(name, name)
 
 
-def new_basis(Q, fmt: str, compute: str) -> BasisState:
-    """A BasisState for an eigenbasis stored in ``fmt`` ("dense" when it is the compute one)."""
-    scheme = fmt if fmt in ("fp32", "bf16") and fmt != compute else "dense"
+def new_basis(Q, scheme: str) -> BasisState:
+    """A BasisState over the stored eigenbasis Q (its arrays, no copy) under ``scheme``."""
     return BasisState(scheme, Q)
+
+
+#: Schemes whose stored Q is the basis itself (decoded, never rectified or rotated)
+PLAIN_SCHEMES = ("dense", "fp32", "bf16", "bf16-project")
+
+
+def materialize_basis(bs: BasisState, compute: str):
+    """The basis in the compute format: the stored Q decoded (the array itself when already in
+    the compute format: no copy per step), or the rectified basis of "bf16-rectify"."""
+    if bs.scheme in PLAIN_SCHEMES:
+        f = B.format_of(bs.Q)
+        if f.name == compute:
+            return bs.Q
+        from .._backend.convert import DECODE, convert
+        from ..precision import get_format
+
+        return convert(bs.Q, f, get_format(compute), op=DECODE)
+    return materialize(bs, compute)

@@ -48,8 +48,9 @@ from ._config import (
     parse_compute,
     parse_storage,
 )
-from ._eigen import eigh_descending, orthogonal_iteration, rotation, where_member
-from ._state import PrecondState, new_basis
+from ._eigen import eigh_descending, orthogonal_iteration, rayleigh, rotation, where_member
+from ._state import PrecondState, materialize_basis, new_basis
+from ._subspace import check_basis_options, subspace_refresh_axis
 from ._tensor import mode_apply, mode_gram
 
 __all__ = ["KroneckerTransform", "Hyper"]
@@ -75,6 +76,10 @@ class Hyper:
     compute: str
     refresh_tol: float | None
     max_failures: int
+    basis_update: str = "full"
+    basis_k: float | None = None
+    basis_policy: str = "topk-cyclic"
+    basis_scheme: str = "dense"
 
 
 def load(x, comp: str):
@@ -114,10 +119,15 @@ class KroneckerTransform:
     rotate_momentum = True
     #: whether refreshes sort columns by Rayleigh quotient (SOAP) or keep λ tied to them (KL)
     sort_refresh = False
+    #: whether the state keeps per-column eigenvalue estimates for the column policies (the KL
+    #: methods use their λ instead)
+    track_estimates = True
 
     def __init__(self, *, lr, betas, shampoo_beta, eps, weight_decay, precondition_frequency,
                  max_precond_dim, merge_dims, precondition_1d, normalize_grads, correct_bias,
-                 storage, compute, refresh_tol, max_failures, eps_positive=True):
+                 storage, compute, refresh_tol, max_failures, basis_update="full",
+                 basis_k=None, basis_policy="topk-cyclic", basis_scheme=None,
+                 eps_positive=True):
         lr = check_nonneg(lr, "lr")
         b1, b2 = check_betas(betas)
         sb = b2 if shampoo_beta is None else check_beta(shampoo_beta, "shampoo_beta")
@@ -133,8 +143,11 @@ class KroneckerTransform:
         fmts = parse_storage(storage, comp)
         tol = None if refresh_tol is None else check_nonneg(refresh_tol, "refresh_tol")
         mf = check_int(max_failures, "max_failures")
+        upd, k, policy, scheme, fmts = check_basis_options(basis_update, basis_k, basis_policy,
+                                                           basis_scheme, fmts, comp)
         self.hp = Hyper(lr, b1, b2, sb, eps, wd, T, mpd, bool(merge_dims), bool(precondition_1d),
-                        bool(normalize_grads), bool(correct_bias), fmts, comp, tol, mf)
+                        bool(normalize_grads), bool(correct_bias), fmts, comp, tol, mf,
+                        upd, k, policy, scheme)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.hp, f.name)!r}"
@@ -176,7 +189,7 @@ class KroneckerTransform:
             factors.append(zeros((*layout.batch, d, d), "factors"))
             eye = xp.broadcast_to(xp.eye(d, dtype=cdt, device=dev), (*layout.batch, d, d))
             Qs = zeros((*layout.batch, d, d), "basis")
-            bases.append(new_basis(store_into(Qs, eye), hp.storage["basis"], comp))
+            bases.append(new_basis(store_into(Qs, eye), hp.basis_scheme))
         moments = {n: zeros((*layout.batch, *layout.work_shape), "moments")
                    for n in self.moment_names}
         eig = self._init_eigenvalues(xp, layout, cdt, dev)
@@ -185,6 +198,10 @@ class KroneckerTransform:
             method=self.method, layout=layout, formats=dict(hp.storage), compute=comp,
             param_format=pfmt, factors=tuple(factors), bases=tuple(bases),
             eigenvalues=tuple(eig), moments=moments,
+            estimates=tuple(xp.zeros((*layout.batch, d), dtype=cdt, device=dev)
+                            if f and self.track_estimates and hp.basis_update == "subspace"
+                            else None
+                            for d, f in zip(layout.work_shape, layout.factored)),
             count=xp.zeros((), dtype=i32, device=dev), skipped=xp.zeros((), dtype=i32, device=dev),
             step_ok=xp.ones((), dtype=xp.bool, device=dev),
             consecutive=tuple(np.zeros(layout.batch, dtype=np.int64)
@@ -299,6 +316,8 @@ class KroneckerTransform:
             Qold = load(state.bases[a].Q, comp)
             w, V, good = eigh_descending(xp, load(K, comp), comp, Qold)
             store_into(state.bases[a].Q, V)
+            if state.estimates[a] is not None:
+                store_into(state.estimates[a], w)
             self._after_eigh(xp, state, a, w, good)
             consecutive[a] = np.where(good, 0, consecutive[a] + 1)
             fails += int((~good).sum())
@@ -329,17 +348,23 @@ class KroneckerTransform:
         hp = self.hp
         comp = hp.compute
         consecutive = list(state.consecutive)
+        bases = list(state.bases)
         fails = fallbacks = 0
         skipped_all = True
         for a, K in enumerate(state.factors):
             if K is None:
                 continue
             Kc = load(K, comp)
-            Q = load(state.bases[a].Q, comp)
+            Q = materialize_basis(state.bases[a], comp)
             if hp.refresh_tol is not None and self._good_enough(Kc, Q):
                 continue
             skipped_all = False
-            good = self._refresh_axis(xp, state, a, Kc, Q)
+            k = self._subspace_k(Q.shape[-1])
+            if k is None:
+                good = self._refresh_axis(xp, state, a, Kc, Q)
+            else:
+                good, bases[a] = subspace_refresh_axis(self, xp, state, a, Kc, Q, k, count)
+                state = dataclasses.replace(state, bases=tuple(bases))
             fails += int((~good).sum())
             cons = np.where(good, 0, consecutive[a] + 1)
             reset = cons >= hp.max_failures  # per member
@@ -358,6 +383,15 @@ class KroneckerTransform:
                                    refresh_failures=state.refresh_failures + fails,
                                    fallbacks=state.fallbacks + fallbacks, last_status=status)
 
+    def _subspace_k(self, d: int) -> int | None:
+        """Columns refreshed per subspace refresh of a d-column basis; None: a full refresh."""
+        hp = self.hp
+        if hp.basis_update != "subspace":
+            return None
+        k = hp.basis_k
+        k = int(k) if isinstance(k, int) else max(1, round(k * d))
+        return None if k >= d else k
+
     def _good_enough(self, K, Q) -> bool:
         from ..basis.selection import eigenbasis_quality
 
@@ -370,6 +404,8 @@ class KroneckerTransform:
         Qn, perm, good = orthogonal_iteration(xp, K, Q, self.hp.compute, sort=self.sort_refresh)
         self._move_moments(xp, state, a, Qn, Q, perm)
         store_into(state.bases[a].Q, Qn)
+        if state.estimates[a] is not None and self.hp.basis_update == "subspace":
+            store_into(state.estimates[a], rayleigh(xp, K, Qn))  # the column policy's input
         del lay
         return good
 
@@ -387,13 +423,24 @@ class KroneckerTransform:
             else:  # back to the parameter's space and into the new basis: 4dN
                 mc = mode_apply(xp, mode_apply(xp, mc, Q, a, nb), Qn, a, nb, transpose=True)
             store_into(m, mc)
-        if perm is not None and "exp_avg_sq" in state.moments:
-            v = state.moments["exp_avg_sq"]
-            vc = load(v, comp)
-            k = state.layout.order
-            shp = (*perm.shape[:-1], *([1] * a), int(perm.shape[-1]), *([1] * (k - a - 1)))
-            idx = xp.broadcast_to(xp.reshape(perm, shp), vc.shape)
-            store_into(v, xp.take_along_axis(vc, idx, axis=nb + a))
+        if perm is not None:
+            self._permute_second_moment(xp, state, a, perm)
+
+    def _permute_second_moment(self, xp, state, a, perm):
+        """v's entries follow their columns: new column j descends from old column perm[j]."""
+        if "exp_avg_sq" not in state.moments:
+            return
+        comp = self.hp.compute
+        nb = state.layout.nb
+        v = state.moments["exp_avg_sq"]
+        vc = load(v, comp)
+        k = state.layout.order
+        shp = (*perm.shape[:-1], *([1] * a), int(perm.shape[-1]), *([1] * (k - a - 1)))
+        idx = xp.broadcast_to(xp.reshape(perm, shp), vc.shape)
+        store_into(v, xp.take_along_axis(vc, idx, axis=nb + a))
+
+    def _after_subspace(self, xp, state, a, J, eig, scatter):
+        """Hook: the Rayleigh quotients ``eig`` of the refreshed columns J of axis a."""
 
     def _fallback(self, xp, state, a, Q, reset):
         """Members of axis a whose refresh failed ``max_failures`` times in a row (host mask
@@ -427,7 +474,8 @@ class KroneckerTransform:
     # ------------------------------------------------------------------ helpers
     def bases(self, state: PrecondState) -> list:
         """The eigenbases in the compute format (None for an axis without a factor)."""
-        return [None if Q is None else load(Q.Q, self.hp.compute) for Q in state.bases]
+        return [None if Q is None else materialize_basis(Q, self.hp.compute)
+                for Q in state.bases]
 
 
 class _StepContext:

@@ -41,6 +41,7 @@ __all__ = ["kl_shampoo", "kl_soap", "KLShampoo", "KLSOAP"]
 class _KL(KroneckerTransform):
     rotate_momentum = True
     sort_refresh = False
+    track_estimates = False  # λ is the estimate
 
     def __init__(self, *, init_factor, max_clamp, **kw):
         super().__init__(**kw)
@@ -201,9 +202,10 @@ _KL_DOC = """
         Initial eigenvalue estimate λ (default 0.1).
     max_clamp : float or None
         λ^(−1/2) is clamped at max(10, min(d, max_clamp)) (default 4000; None: no clamp).
-    storage, compute, refresh_tol, max_failures
+    storage, compute, refresh_tol, max_failures, basis_update, basis_k, basis_policy, basis_scheme
         As in :func:`linalg_pc.precond.soap` (the reference code stores every state in bf16
-        except the decompositions: ``storage="bf16"``).
+        except the decompositions: ``storage="bf16"``; a subspace refresh keeps λ tied to its
+        column).
 
     Returns
     -------
@@ -213,13 +215,13 @@ _KL_DOC = """
 
 def _make(cls, lr, betas, shampoo_beta, eps, weight_decay, precondition_frequency,
           max_precond_dim, merge_dims, precondition_1d, normalize_grads, correct_bias, storage,
-          compute, refresh_tol, max_failures, init_factor, max_clamp, eps_positive):
+          compute, refresh_tol, max_failures, init_factor, max_clamp, eps_positive, basis):
     return cls(lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps, weight_decay=weight_decay,
                precondition_frequency=precondition_frequency, max_precond_dim=max_precond_dim,
                merge_dims=merge_dims, precondition_1d=precondition_1d,
                normalize_grads=normalize_grads, correct_bias=correct_bias, storage=storage,
                compute=compute, refresh_tol=refresh_tol, max_failures=max_failures,
-               init_factor=init_factor, max_clamp=max_clamp, eps_positive=eps_positive)
+               init_factor=init_factor, max_clamp=max_clamp, eps_positive=eps_positive, **basis)
 
 
 def kl_shampoo(lr: float = 1e-4, betas=(0.9, 0.98), shampoo_beta: float | None = None,
@@ -228,14 +230,18 @@ def kl_shampoo(lr: float = 1e-4, betas=(0.9, 0.98), shampoo_beta: float | None =
                precondition_1d: bool = False, normalize_grads: bool = False,
                correct_bias: bool = False, *, storage=None, compute="fp32",
                refresh_tol: float | None = None, max_failures: int = 3,
-               init_factor: float = 0.1, max_clamp: float | None = 4000) -> KLShampoo:
+               init_factor: float = 0.1, max_clamp: float | None = 4000,
+               basis_update: str = "full", basis_k=None, basis_policy: str = "topk-cyclic",
+               basis_scheme: str | None = None) -> KLShampoo:
     """The KL-Shampoo transform: momentum preconditioned by ⊗(QΛQᵀ)^(−1/2) with KL factors.
 
     No Adam statistics and no grafting; ``eps`` may be 0.
     """
     return _make(KLShampoo, lr, betas, shampoo_beta, eps, weight_decay, precondition_frequency,
                  max_precond_dim, merge_dims, precondition_1d, normalize_grads, correct_bias,
-                 storage, compute, refresh_tol, max_failures, init_factor, max_clamp, False)
+                 storage, compute, refresh_tol, max_failures, init_factor, max_clamp, False,
+                 dict(basis_update=basis_update, basis_k=basis_k, basis_policy=basis_policy,
+                      basis_scheme=basis_scheme))
 
 
 def kl_soap(lr: float = 1e-4, betas=(0.9, 0.98), shampoo_beta: float | None = None,
@@ -244,11 +250,15 @@ def kl_soap(lr: float = 1e-4, betas=(0.9, 0.98), shampoo_beta: float | None = No
             precondition_1d: bool = False, normalize_grads: bool = False,
             correct_bias: bool = False, *, storage=None, compute="fp32",
             refresh_tol: float | None = None, max_failures: int = 3,
-            init_factor: float = 0.1, max_clamp: float | None = 4000) -> KLSOAP:
+            init_factor: float = 0.1, max_clamp: float | None = 4000,
+            basis_update: str = "full", basis_k=None, basis_policy: str = "topk-cyclic",
+            basis_scheme: str | None = None) -> KLSOAP:
     """The KL-SOAP transform: Adam in the eigenbasis of KL-estimated factors."""
     return _make(KLSOAP, lr, betas, shampoo_beta, eps, weight_decay, precondition_frequency,
                  max_precond_dim, merge_dims, precondition_1d, normalize_grads, correct_bias,
-                 storage, compute, refresh_tol, max_failures, init_factor, max_clamp, True)
+                 storage, compute, refresh_tol, max_failures, init_factor, max_clamp, True,
+                 dict(basis_update=basis_update, basis_k=basis_k, basis_policy=basis_policy,
+                      basis_scheme=basis_scheme))
 
 
 kl_shampoo.__doc__ += _KL_DOC.format(v_note="", cls="KLShampoo")

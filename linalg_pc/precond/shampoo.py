@@ -55,6 +55,7 @@ class Shampoo(KroneckerTransform):
     method = "shampoo"
     moment_names = ("exp_avg", "exp_avg_sq")
     rotate_momentum = False
+    track_estimates = False  # the eigenvalues are the estimates
 
     def __init__(self, *, exponent, matrix_eps, grafting, refresh, **kw):
         super().__init__(**kw)
@@ -141,6 +142,10 @@ class Shampoo(KroneckerTransform):
         store_into(state.bases[a].Q, where_member(xp, mask, Qn, Q))
         return good
 
+    def _after_subspace(self, xp, state, a, J, eig, scatter):
+        lam = state.eigenvalues[a]
+        store_into(lam, scatter(xp, lam, xp.maximum(eig, xp.zeros_like(eig)), J, -1))
+
     def _after_fallback(self, xp, state, a, mask):
         lam = state.eigenvalues[a]
         store_into(lam, xp.where(mask[..., None], xp.ones_like(lam), lam))
@@ -153,7 +158,8 @@ def shampoo(lr: float = 1e-3, betas=(0.9, 0.999), shampoo_beta: float | None = N
             correct_bias: bool = True, *, exponent: float | None = None,
             matrix_eps: float = 1e-12, grafting: str | None = "adam", refresh: str = "eigh",
             storage=None, compute="fp32", refresh_tol: float | None = None,
-            max_failures: int = 3) -> Shampoo:
+            max_failures: int = 3, basis_update: str = "full", basis_k=None,
+            basis_policy: str = "topk-cyclic", basis_scheme: str | None = None) -> Shampoo:
     """The Shampoo transform with Adam grafting.
 
     Parameters
@@ -184,8 +190,10 @@ def shampoo(lr: float = 1e-3, betas=(0.9, 0.999), shampoo_beta: float | None = N
         Graft the step length of Adam (layer-wise Frobenius norm), or none.
     refresh : {"eigh", "qr"}
         How the eigenpairs are recomputed every T steps.
-    storage, compute, refresh_tol, max_failures
-        As in :func:`linalg_pc.precond.soap`.
+    storage, compute, refresh_tol, max_failures, basis_update, basis_k, basis_policy,
+    basis_scheme
+        As in :func:`linalg_pc.precond.soap` (a subspace refresh sets the eigenvalues of the
+        refreshed columns to their Rayleigh quotients; ``refresh`` applies to full ones).
 
     Returns
     -------
@@ -199,4 +207,6 @@ def shampoo(lr: float = 1e-3, betas=(0.9, 0.999), shampoo_beta: float | None = N
                    precondition_1d=precondition_1d, normalize_grads=normalize_grads,
                    correct_bias=correct_bias, storage=storage, compute=compute,
                    refresh_tol=refresh_tol, max_failures=max_failures, exponent=exponent,
-                   matrix_eps=matrix_eps, grafting=grafting, refresh=refresh)
+                   matrix_eps=matrix_eps, grafting=grafting, refresh=refresh,
+                   basis_update=basis_update, basis_k=basis_k, basis_policy=basis_policy,
+                   basis_scheme=basis_scheme)

@@ -65,7 +65,9 @@ def soap(lr: float = 3e-3, betas=(0.95, 0.95), shampoo_beta: float | None = None
          eps: float = 1e-8, weight_decay: float = 0.01, precondition_frequency: int = 10,
          max_precond_dim: int = 10000, merge_dims: bool = False, precondition_1d: bool = False,
          normalize_grads: bool = False, correct_bias: bool = True, *, storage=None,
-         compute="fp32", refresh_tol: float | None = None, max_failures: int = 3) -> SOAP:
+         compute="fp32", refresh_tol: float | None = None, max_failures: int = 3,
+         basis_update: str = "full", basis_k=None, basis_policy: str = "topk-cyclic",
+         basis_scheme: str | None = None) -> SOAP:
     """The SOAP transform: ``state = tx.init(param)``; ``update, state = tx.update(grad,
     state, param)``; ``param + update`` is the new parameter.
 
@@ -103,6 +105,20 @@ def soap(lr: float = 3e-3, betas=(0.95, 0.95), shampoo_beta: float | None = None
         Distributed Shampoo criterion, :func:`linalg_pc.eigenbasis_quality`).
     max_failures : int
         Consecutive failed refreshes of an axis before its basis falls back to the identity.
+    basis_update : {"full", "subspace"}
+        How a refresh updates an eigenbasis: every column by one orthogonal-iteration step
+        (default, as the reference codes), or k columns by a QR in their subspace
+        (:func:`linalg_pc.subspace_refresh`; 2d²k flops instead of ≈ 4.7d³).
+    basis_k : int or float, optional
+        Columns per subspace refresh: a count, or a fraction of d (default 1/8).
+    basis_policy : str
+        Which columns a subspace refresh takes (:data:`linalg_pc.COLUMN_POLICIES`; default
+        "topk-cyclic", the best of the basis studies, docs/basis.md).
+    basis_scheme : str, optional
+        Storage scheme of the eigenbases (:mod:`linalg_pc.basis.state`): "dense" (the basis
+        storage format), "fp32", "bf16", "bf16-project", "bf16-rectify"; default from
+        ``storage``'s basis format ("bf16-project" for a bf16 basis refreshed in subspaces,
+        which would drift as plain "bf16").
 
     Returns
     -------
@@ -126,4 +142,5 @@ def soap(lr: float = 3e-3, betas=(0.95, 0.95), shampoo_beta: float | None = None
                 max_precond_dim=max_precond_dim, merge_dims=merge_dims,
                 precondition_1d=precondition_1d, normalize_grads=normalize_grads,
                 correct_bias=correct_bias, storage=storage, compute=compute,
-                refresh_tol=refresh_tol, max_failures=max_failures)
+                refresh_tol=refresh_tol, max_failures=max_failures, basis_update=basis_update,
+                basis_k=basis_k, basis_policy=basis_policy, basis_scheme=basis_scheme)

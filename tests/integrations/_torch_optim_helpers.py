@@ -116,7 +116,8 @@ def assert_same_state(s1, s2):
     assert a1.keys() == a2.keys()
     for name in a1:
         assert same_bits(a1[name], a2[name]), name
-    arrays = {"factors", "bases", "eigenvalues", "moments", "count", "skipped", "step_ok"}
+    arrays = {"factors", "bases", "eigenvalues", "estimates", "moments", "count", "skipped",
+              "step_ok"}
     for f in dataclasses.fields(s1):
         if f.name == "consecutive":  # host arrays, one count per member
             assert len(s1.consecutive) == len(s2.consecutive)

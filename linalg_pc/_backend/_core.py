@@ -176,6 +176,19 @@ def check_finite(xp, x, argname: str) -> None:
         raise ValueError(f"{argname} has non-finite entries (NaN or inf)")
 
 
+def finite_flag(xp, x):
+    """A 0-d boolean array of ``x``'s namespace and device: whether every entry is finite.
+
+    Unlike :func:`check_finite` nothing is read on the host, so a caller folds the flag into a
+    host read it makes anyway (on an accelerator: no synchronization of its own). Delegates
+    compute it on the host where that is the fast path (NumPy's bit test of bf16, PyTorch CPU
+    tensors through NumPy) and return it in x's namespace.
+    """
+    impl = delegate(xp, "finite_flag")
+    out = impl(x) if impl is not None else None
+    return xp.all(xp.isfinite(x)) if out is None else out
+
+
 # --------------------------------------------------------------------------- exchange
 def to_numpy(x) -> np.ndarray:
     """A host NumPy array with x's values; bf16 stays ``ml_dtypes.bfloat16``."""

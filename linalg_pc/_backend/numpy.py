@@ -50,6 +50,12 @@ def all_finite(x) -> bool:
     return bool(np.all(np.isfinite(x)))
 
 
+@register("numpy", "finite_flag")
+def finite_flag(x):
+    """all_finite as a 0-d NumPy array (the host is NumPy's device)."""
+    return np.asarray(all_finite(x))
+
+
 @register("numpy", "from_bf16_bits")
 def from_bf16_bits(h, device):
     return h.view(_bf16())

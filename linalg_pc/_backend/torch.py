@@ -40,6 +40,13 @@ def all_finite(x) -> bool:
     return bool(torch.all(torch.isfinite(x)))
 
 
+@register("torch", "finite_flag")
+def finite_flag(x):
+    """CPU tensors: :func:`all_finite` as a 0-d tensor; CUDA tensors: None (the generic
+    ``all(isfinite(x))`` stays on the device: no synchronization)."""
+    return torch.tensor(all_finite(x)) if x.device.type == "cpu" else None
+
+
 @register("torch", "solve_triangular")
 def solve_triangular(A, B, *, lower, trans, unit_diagonal, side, overwrite_b, cond):
     if side != "left":

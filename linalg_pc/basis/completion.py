@@ -45,8 +45,9 @@ def complete_basis(U, *, method: str = "householder", rng=None, compute=None,
         Arithmetic and output format. Default (:class:`~linalg_pc.Precision`): U's format, at
         least fp32 (fp64 for fp64 input, fp32 otherwise).
     orth_tol : float or None
-        Largest accepted ‖UᵀU − I‖₂ (default :data:`ORTHONORMALITY_TOL` = 0.1). ``None``
-        skips the check.
+        Largest accepted ‖UᵀU − I‖₂ (default :data:`ORTHONORMALITY_TOL` = 0.1), checked on
+        U's device as in :func:`~linalg_pc.subspace_refresh` (2dk² + O(k²) flops, no
+        eigensolver). ``None`` skips the check.
 
     Returns
     -------

@@ -191,7 +191,8 @@ def init(Q, scheme: str = "dense", *, block_size: int | None = None,
     block_size : int, optional
         k of "block-rotation" (it must divide m). Default m // 8 (at least 1).
     orth_tol : float or None
-        Largest accepted ‖QᵀQ − I‖₂ (2dm² flops to check); None skips the check.
+        Largest accepted ‖QᵀQ − I‖₂ (2dm² + O(m²) flops on Q's device, no eigensolver; the
+        guarantees of :func:`~linalg_pc.subspace_refresh`); None skips the check.
 
     Returns
     -------

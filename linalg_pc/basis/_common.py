@@ -8,6 +8,7 @@ it; the only host transfers are the scalar results of the input checks.
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,6 +55,54 @@ def compute_format(compute, x=None) -> str:
     if compute is None and x is None:
         raise ValueError("compute is None and there is no input to resolve it against")
     return Precision(compute=compute).resolve(x if x is not None else compute).compute.name
+
+
+class BasisArg(NamedTuple):
+    """A validated basis argument (:func:`check_basis`)."""
+
+    xp: Any
+    fmt: Any        # its Format
+    compute: str    # the compute format name
+    d: int
+    m: int
+    decoded: Any    # the basis in the compute format (None unless its entries were checked)
+    loss: float     # the orthonormality check's estimate (NaN: not checked)
+
+
+def check_basis(Q, *, argname: str = "Q", ncols: str = "m", compute=None,
+                entries: bool = False, orth_tol: float | None = None) -> BasisArg:
+    """Validate the basis argument of :func:`complete_basis`, :func:`subspace_refresh` and
+    :func:`state.init` before any work, naming it.
+
+    TypeError: not an array, or not of a real floating format (bf16 included); ValueError:
+    fewer than 2 dimensions (..., d, m), more columns than rows (m > d; ``ncols`` names m in
+    the message), a ``compute`` that is not fp32/fp64. With ``entries``: Q decoded to the
+    compute format must be finite (ValueError "has non-finite entries") and, unless
+    ``orth_tol`` is None, orthonormal within it (:func:`check_orthonormal`: 2dm² flops plus
+    O(m²) on Q's device, one host read for both checks). ``orth_tol`` must already be
+    validated (:func:`check_tol`). Cost without ``entries``: none (shapes and dtypes only).
+    """
+    if not is_array(Q):
+        raise TypeError(f"{argname} must be an array, got {type(Q).__name__}")
+    xp = B.array_namespace(Q)
+    fmt = B.format_of(Q, argname=argname)
+    comp = compute_format(compute, fmt)
+    shape = tuple(Q.shape)
+    if len(shape) < 2:
+        raise ValueError(f"{argname} must have shape (..., d, {ncols}): at least 2 dimensions, "
+                         f"got shape {shape}")
+    d, m = int(shape[-2]), int(shape[-1])
+    if m > d:
+        raise ValueError(f"{argname} must have {ncols} <= d columns, got shape {shape} "
+                         f"({ncols}={m} > d={d})")
+    decoded, loss = None, float("nan")
+    if entries:
+        decoded = decode(Q, comp)
+        if orth_tol is None or math.isinf(orth_tol):
+            B.check_finite(xp, Q, argname)
+        else:  # a NaN or inf reaches the Gram matrix: the check tells it apart, one read
+            loss = check_orthonormal(xp, decoded, argname=argname, tol=orth_tol)
+    return BasisArg(xp, fmt, comp, d, m, decoded, loss)
 
 
 def check_cols(cols, m: int, *, argname: str = "cols") -> np.ndarray:

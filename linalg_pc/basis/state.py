@@ -45,6 +45,7 @@ from .._operators import is_array
 from ..precision import to_storage
 from ._common import (
     ORTHONORMALITY_TOL,
+    check_basis,
     check_cols,
     check_orthonormal,
     check_tol,
@@ -218,22 +219,12 @@ def init(Q, scheme: str = "dense", *, block_size: int | None = None,
     if scheme not in STATE_SCHEMES:
         raise ValueError(f"scheme must be one of {STATE_SCHEMES}, got {scheme!r}")
     orth_tol = check_tol(orth_tol)
-    if not is_array(Q):
-        raise TypeError(f"Q must be an array, got {type(Q).__name__}")
-    xp = B.array_namespace(Q)
-    fq = B.format_of(Q, argname="Q")
-    if Q.ndim < 2:
-        raise ValueError(f"Q must have shape (..., d, m), got {tuple(Q.shape)}")
-    d, m = Q.shape[-2], Q.shape[-1]
-    if m > d:
-        raise ValueError(f"Q must have m <= d columns, got shape {tuple(Q.shape)}")
-    B.check_finite(xp, Q, "Q")
-    if orth_tol is not None and m:
-        check_orthonormal(xp, decode(Q, compute_format(None, fq)), argname="Q", tol=orth_tol)
+    arg = check_basis(Q, entries=True, orth_tol=orth_tol)
+    xp, m = arg.xp, arg.m
     if scheme == "dense":
         return BasisState(scheme, xp.asarray(Q, copy=True))
     if scheme == "fp32":
-        Qs = encode(decode(Q, compute_format(None, fq)), "fp32")
+        Qs = encode(arg.decoded, "fp32")
         return BasisState(scheme, xp.asarray(Qs, copy=True) if Qs is Q else Qs)
     if scheme != "block-rotation":
         return BasisState(scheme, _to_bf16(xp, Q, scheme))

@@ -26,12 +26,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _backend as B
-from .._operators import is_array
 from ._common import (
     ORTHONORMALITY_TOL,
+    check_basis,
     check_cols,
     check_tol,
-    compute_format,
     default_method,
     operator,
 )
@@ -184,18 +183,12 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} or None, got {method!r}")
     orth_tol = check_tol(orth_tol)
-    if not is_array(Q):
-        raise TypeError(f"Q must be an array, got {type(Q).__name__}")
-    xp = B.array_namespace(Q)
-    qfmt = B.format_of(Q, argname="Q")
+    # the structure only: the orthonormality and finiteness of Q are checked by the refresh,
+    # on Q_J (2dk² flops) and by one O(dm) test of the stored bits
+    arg = check_basis(Q, compute=compute)
+    xp, comp, d, m = arg.xp, arg.compute, arg.d, arg.m
     if method is None:
-        method = default_method(qfmt)
-    comp = compute_format(compute, qfmt)
-    if Q.ndim < 2:
-        raise ValueError(f"Q must have shape (..., d, m), got {tuple(Q.shape)}")
-    d, m = Q.shape[-2], Q.shape[-1]
-    if m > d:
-        raise ValueError(f"Q must have m <= d columns, got shape {tuple(Q.shape)}")
+        method = default_method(arg.fmt)
     J = check_cols(cols, m)
     matvec = operator(K, xp, d, tuple(Q.shape[:-2]), comp)
     Qout, eig, perm, R, loss, e = refresh_columns(matvec, Q, J, method=method, comp=comp,

@@ -53,7 +53,7 @@ class RefreshInfo:
         Whether the columns were ordered by decreasing Rayleigh quotient.
     input_loss : float
         The input check's estimate of ‖Q_JᵀQ_J − I‖₂ of the touched columns (NaN: not
-        checked): the upper bound min(‖E‖_F, ‖E‖₁), E = Q_JᵀQ_J − I, where it is ≤ orth_tol,
+        checked): the upper bound min(‖E‖_F, ‖E‖_∞), E = Q_JᵀQ_J − I, where it is ≤ orth_tol,
         else the power-iteration lower bound (≥ 0.91‖E‖₂ measured; see
         :func:`~linalg_pc.subspace_refresh`, ``orth_tol``).
     min_r_ratio : float

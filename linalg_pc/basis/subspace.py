@@ -128,7 +128,7 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
     orth_tol : float or None
         Largest accepted ‖Q_JᵀQ_J − I‖₂ of the touched columns; None skips the check. Only Q_J
         is checked, on Q's device: 2dk² flops for E = Q_JᵀQ_J − I, then O(k²) bounds and one
-        host read of a scalar, no eigensolver. E passes when min(‖E‖_F, ‖E‖₁) ≤ orth_tol;
+        host read of a scalar, no eigensolver. E passes when min(‖E‖_F, ‖E‖_∞) ≤ orth_tol;
         otherwise 8 steps of power iteration on E (2k² flops each) give a lower bound ρ of
         ‖E‖₂ and Q is rejected when ρ > orth_tol. Guaranteed: a loss ≤ orth_tol is never
         rejected; an accepted Q_J has a loss ≤ √k·orth_tol. Measured: ρ ≥ 0.91‖E‖₂ on the

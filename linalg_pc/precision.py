@@ -88,9 +88,27 @@ def buffer_cache_info() -> dict:
     return _buffers.info()
 
 
-def _check_mode(mode: str) -> None:
+def _namespace(x):
+    """x's namespace; TypeError naming x for a list, a scalar or an unsupported object."""
+    try:
+        return B.array_namespace(x)
+    except TypeError:
+        raise TypeError(f"x must be an array of a supported library (NumPy, PyTorch, CuPy, "
+                        f"array_api_strict), got {type(x).__name__}") from None
+
+
+def _check_out(xp, lib, x, out, dtype):
+    """``out`` validated (:func:`check_out`); returns x, copied first when ``out`` overlaps its
+    memory other than element for element (a kernel would read values it already wrote)."""
+    check_out(xp, lib, x, out, dtype)
+    return xp.asarray(x, copy=True) if B.memory_overlap(x, out) == "partial" else x
+
+
+def _check_mode(mode: str, rng=None) -> None:
     if mode not in ROUNDING_MODES:
         raise ValueError(f"mode must be one of {ROUNDING_MODES}, got {mode!r}")
+    if isinstance(rng, (str, bytes, bool, float)):  # what no generator or seed can be
+        raise TypeError(f"rng must be None, an int seed or a generator, got {rng!r}")
 
 
 def round_to(x, fmt, mode: str = "nearest", rng=None, *, out=None):
@@ -136,13 +154,13 @@ def round_to(x, fmt, mode: str = "nearest", rng=None, *, out=None):
     >>> float(round_to(np.float32(1 + 2**-9 + 2**-12) * np.ones(1, np.float32), "bf16")[0])
     1.0078125
     """
-    xp = B.array_namespace(x)
+    xp = _namespace(x)
     fin = B.format_of(x, argname="x")
     f = get_format(fmt)
-    _check_mode(mode)
+    _check_mode(mode, rng)
     lib = B.namespace_name(xp)
     if out is not None:
-        check_out(xp, lib, x, out, x.dtype)
+        x = _check_out(xp, lib, x, out, x.dtype)
     return convert(x, fin, f, mode, op=EMULATE, out=out, rng=rng, xp=xp, lib=lib)
 
 
@@ -185,14 +203,14 @@ def to_storage(x, fmt="bf16", *, mode: str = "nearest", rng=None, out=None):
     >>> to_storage(np.array([1.0, 2**-9], np.float32), "bf16").dtype.name
     'bfloat16'
     """
-    xp = B.array_namespace(x)
+    xp = _namespace(x)
     fin = B.format_of(x, argname="x")
     f = get_format(fmt)
-    _check_mode(mode)
+    _check_mode(mode, rng)
     dtype = B.native_dtype(xp, f)
     lib = B.namespace_name(xp)
     if out is not None:
-        check_out(xp, lib, x, out, dtype)
+        x = _check_out(xp, lib, x, out, dtype)
     return convert(x, fin, f, mode, op=STORE, out=out, rng=rng, xp=xp, lib=lib)
 
 
@@ -227,20 +245,20 @@ def from_storage(x, compute="fp32", *, out=None):
     -----
     Exact for 16-bit inputs (an fp64 input decoded to fp32 is rounded to nearest); cost O(size).
     """
-    xp = B.array_namespace(x)
+    xp = _namespace(x)
     fin = B.format_of(x, argname="x")
     f = get_format(compute, argname="compute")
     if f.name not in COMPUTE_FORMATS:
         raise ValueError(f"compute must be 'fp32' or 'fp64', got {f.name!r}")
     lib = B.namespace_name(xp)
     if out is not None:
-        check_out(xp, lib, x, out, B.native_dtype(xp, f))
+        x = _check_out(xp, lib, x, out, B.native_dtype(xp, f))
     return convert(x, fin, f, op=DECODE, out=out, xp=xp, lib=lib)
 
 
 def representable(x, fmt) -> bool:
     """Whether every value of ``x`` is exactly representable in ``fmt`` (NaNs compare equal)."""
-    xp = B.array_namespace(x)
+    xp = _namespace(x)
     r = round_to(x, fmt)
     same = (r == x) | (xp.isnan(r) & xp.isnan(x))
     return bool(xp.all(same))

@@ -88,6 +88,25 @@ def test_check_finite(xp, bad):
                         B.check_finite(xp, a, "A")
 
 
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_finite_flag(xp, bad):
+    """The flag stays in x's namespace (a 0-d boolean array) and agrees with the generic
+    all(isfinite(x)) and with check_finite."""
+    x = np.random.default_rng(3).standard_normal((6, 4))
+    if bad is not None:
+        x[2, 3] = bad
+    fmts = ["fp32", "fp64"] + (["bf16"] if B.has_dtype(xp, "bf16") else [])
+    for f in fmts:
+        a = (B.to_namespace(x.astype(ml_dtypes.bfloat16), xp) if f == "bf16"
+             else xp.asarray(x, dtype=B.native_dtype(xp, f)))
+        for run in (contextlib.nullcontext, lambda: generic(xp, "finite_flag")):
+            with run():
+                flag = B.finite_flag(xp, a)
+            assert B.namespace_name(B.array_namespace(flag)) == B.namespace_name(xp)
+            assert tuple(flag.shape) == () and B.dtype_kind(flag) == "bool"
+            assert bool(flag) == (bad is None)
+
+
 def test_bf16_exchange_through_delegates(xp):
     s = np.random.default_rng(2).standard_normal(9).astype(ml_dtypes.bfloat16)
     if B.delegate(xp, "from_bf16_bits") is None:

@@ -176,6 +176,53 @@ def check_finite(xp, x, argname: str) -> None:
         raise ValueError(f"{argname} has non-finite entries (NaN or inf)")
 
 
+def finite_flag(xp, x):
+    """A 0-d boolean array of ``x``'s namespace and device: whether every entry is finite.
+
+    Unlike :func:`check_finite` nothing is read on the host, so a caller folds the flag into a
+    host read it makes anyway (on an accelerator: no synchronization of its own). Delegates
+    compute it on the host where that is the fast path (NumPy's bit test of bf16, PyTorch CPU
+    tensors through NumPy) and return it in x's namespace.
+    """
+    impl = delegate(xp, "finite_flag")
+    out = impl(x) if impl is not None else None
+    return xp.all(xp.isfinite(x)) if out is None else out
+
+
+def memory_overlap(a, b) -> str:
+    """How the memory of arrays ``a`` and ``b`` relates: "none", "same" (the same elements in
+    the same layout: an elementwise kernel may read a[i] and write b[i]) or "partial" (any other
+    overlap, conservatively: two strided views that interleave count as partial).
+
+    Decided from the byte extents the library's ``memory_extent`` delegate reports (NumPy,
+    PyTorch, CuPy: O(ndim), no data read); "none" for a library without one (its conversions
+    compute the result before writing it, so an overlap cannot corrupt it).
+    """
+    if a is b:
+        return "same"
+    xa, xb = array_namespace(a), array_namespace(b)
+    impl = delegate(xa, "memory_extent")
+    if impl is None or namespace_name(xa) != namespace_name(xb):
+        return "none"
+    ea, eb = impl(a), impl(b)
+    if ea is None or eb is None or ea[0] != eb[0]:  # another device's address space
+        return "none"
+
+    def span(e):
+        _, ptr, item, shape, strides = e
+        if any(int(s) == 0 for s in shape):
+            return None
+        lo = ptr + sum(min(0, (s - 1) * st) for s, st in zip(shape, strides))
+        hi = ptr + sum(max(0, (s - 1) * st) for s, st in zip(shape, strides)) + item
+        return lo, hi
+
+    sa, sb = span(ea), span(eb)
+    if sa is None or sb is None or sa[1] <= sb[0] or sb[1] <= sa[0]:
+        return "none"
+    same = ea[1:] == eb[1:]
+    return "same" if same else "partial"
+
+
 # --------------------------------------------------------------------------- exchange
 def to_numpy(x) -> np.ndarray:
     """A host NumPy array with x's values; bf16 stays ``ml_dtypes.bfloat16``."""

@@ -69,6 +69,13 @@ def batched_qr(A, mode):
     return Q, cupy.reshape(R, batch + tuple(R.shape[1:])), "cuda"
 
 
+@register("cupy", "memory_extent")
+def memory_extent(x):
+    """(device, address of element 0, itemsize, shape, byte strides) for memory_overlap."""
+    return (int(x.device.id), int(x.data.ptr), int(x.itemsize), tuple(x.shape),
+            tuple(int(s) for s in x.strides))
+
+
 @register("cupy", "to_numpy")
 def to_numpy(x):
     return x.get()

@@ -50,6 +50,20 @@ def all_finite(x) -> bool:
     return bool(np.all(np.isfinite(x)))
 
 
+@register("numpy", "memory_extent")
+def memory_extent(x):
+    """(device, address of element 0, itemsize, shape, byte strides) for memory_overlap."""
+    x = np.asarray(x)
+    return ("cpu", int(x.__array_interface__["data"][0]), int(x.itemsize), tuple(x.shape),
+            tuple(int(s) for s in x.strides))
+
+
+@register("numpy", "finite_flag")
+def finite_flag(x):
+    """all_finite as a 0-d NumPy array (the host is NumPy's device)."""
+    return np.asarray(all_finite(x))
+
+
 @register("numpy", "from_bf16_bits")
 def from_bf16_bits(h, device):
     return h.view(_bf16())

@@ -40,6 +40,21 @@ def all_finite(x) -> bool:
     return bool(torch.all(torch.isfinite(x)))
 
 
+@register("torch", "memory_extent")
+def memory_extent(x):
+    """(device, address of element 0, itemsize, shape, byte strides) for memory_overlap."""
+    item = x.element_size()
+    return (str(x.device), int(x.data_ptr()), int(item), tuple(x.shape),
+            tuple(int(s) * item for s in x.stride()))
+
+
+@register("torch", "finite_flag")
+def finite_flag(x):
+    """CPU tensors: :func:`all_finite` as a 0-d tensor; CUDA tensors: None (the generic
+    ``all(isfinite(x))`` stays on the device: no synchronization)."""
+    return torch.tensor(all_finite(x)) if x.device.type == "cpu" else None
+
+
 @register("torch", "solve_triangular")
 def solve_triangular(A, B, *, lower, trans, unit_diagonal, side, overwrite_b, cond):
     if side != "left":

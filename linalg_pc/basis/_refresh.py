@@ -52,7 +52,10 @@ class RefreshInfo:
     sorted : bool
         Whether the columns were ordered by decreasing Rayleigh quotient.
     input_loss : float
-        Upper bound on the measured ‖Q_JᵀQ_J − I‖₂ of the touched columns (NaN: not checked).
+        The input check's estimate of ‖Q_JᵀQ_J − I‖₂ of the touched columns (NaN: not
+        checked): the upper bound min(‖E‖_F, ‖E‖_∞), E = Q_JᵀQ_J − I, where it is ≤ orth_tol,
+        else the power-iteration lower bound (≥ 0.91‖E‖₂ measured; see
+        :func:`~linalg_pc.subspace_refresh`, ``orth_tol``).
     min_r_ratio : float
         min |R_ii| / max |R_ii| of the final QR (over a batch: the smallest).
     rank_deficient : bool
@@ -195,11 +198,15 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
     k = J.size
     dev = B.device_of(Q)
     QJ = decode(B.take_columns(Q, J), comp)
+    # every column of Q must be finite, whatever the method (rotate never reads the columns
+    # outside J, project multiplies by them): one O(dm) test of the stored bits, its flag read
+    # with the orthonormality check's scalar (no host read of its own on an accelerator)
     if orth_tol is None or math.isinf(orth_tol):
-        B.check_finite(xp, QJ, "Q")
-    # otherwise the check rejects a non-finite Q_J itself: a NaN or inf reaches the diagonal
-    # of Q_JᵀQ_J (Σ q²), and a non-finite Gram matrix raises the same ValueError
-    loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol)
+        B.check_finite(xp, Q, "Q")
+        loss_in = float("nan")
+    else:
+        loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol,
+                                    finite=B.finite_flag(xp, Q))
     BJ, e = matvec.scaled(QJ)  # K QJ = 2^e BJ
     if method == "rotate":
         V, eig, perm, R = rotate_block(xp, QJ, BJ, sort=sort)
@@ -207,8 +214,6 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
                        scale_back(xp, eig, e, comp), perm, R, loss_in, e)
     Jc = np.setdiff1d(np.arange(m, dtype=np.int64), J)
     Qc = decode(B.take_columns(Q, Jc), comp) if Jc.size else None
-    if Qc is not None:
-        B.check_finite(xp, Qc, "Q")
     if m < d:
         # orthogonal iteration in the complement of the kept columns: block CGS2 of K Q_J
         # against them, with a QR after each pass

@@ -8,15 +8,7 @@ orthonormal complement of those k to represent the rest of the space. This file 
 from __future__ import annotations
 
 from .. import _backend as B
-from ._common import (
-    ORTHONORMALITY_TOL,
-    check_orthonormal,
-    check_tol,
-    compute_format,
-    decode,
-    mT,
-    qr_pos,
-)
+from ._common import ORTHONORMALITY_TOL, check_basis, check_tol, mT, qr_pos
 
 __all__ = ["complete_basis"]
 
@@ -45,8 +37,9 @@ def complete_basis(U, *, method: str = "householder", rng=None, compute=None,
         Arithmetic and output format. Default (:class:`~linalg_pc.Precision`): U's format, at
         least fp32 (fp64 for fp64 input, fp32 otherwise).
     orth_tol : float or None
-        Largest accepted ‖UᵀU − I‖₂ (default :data:`ORTHONORMALITY_TOL` = 0.1). ``None``
-        skips the check.
+        Largest accepted ‖UᵀU − I‖₂ (default :data:`ORTHONORMALITY_TOL` = 0.1), checked on
+        U's device as in :func:`~linalg_pc.subspace_refresh` (2dk² + O(k²) flops, no
+        eigensolver). ``None`` skips the check.
 
     Returns
     -------
@@ -80,18 +73,9 @@ def complete_basis(U, *, method: str = "householder", rng=None, compute=None,
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     orth_tol = check_tol(orth_tol)
-    xp = B.array_namespace(U)
-    fmt = B.format_of(U, argname="U")
-    if U.ndim < 2:
-        raise ValueError(f"U must have at least 2 dimensions (..., d, k), got shape {U.shape}")
-    d, k = U.shape[-2], U.shape[-1]
-    if k > d:
-        raise ValueError(f"U must have k <= d columns, got U of shape {tuple(U.shape)} (k={k} > "
-                         f"d={d})")
-    comp = compute_format(compute, fmt)
-    B.check_finite(xp, U, "U")
-    Uc = decode(U, comp)
-    check_orthonormal(xp, Uc, argname="U", tol=orth_tol)
+    arg = check_basis(U, argname="U", ncols="k", compute=compute, entries=True,
+                      orth_tol=orth_tol)
+    xp, d, k, Uc = arg.xp, arg.d, arg.m, arg.decoded
     if k == d or d == 0:
         return xp.zeros((*U.shape[:-1], d - k), dtype=Uc.dtype, device=B.device_of(Uc))
     if method == "householder":

@@ -45,6 +45,7 @@ from .._operators import is_array
 from ..precision import to_storage
 from ._common import (
     ORTHONORMALITY_TOL,
+    check_basis,
     check_cols,
     check_orthonormal,
     check_tol,
@@ -153,12 +154,16 @@ def bjorck_step(V):
 
     For ‖VᵀV − I‖₂ = ε < 1 the result has loss ≈ ¾ε² (plus the rounding of the arithmetic):
     a BF16-rounded orthogonal matrix goes from ≈ 4.7e-3 to ≈ 1.6e-5 in fp32. Cost 4dm² flops
-    for V (d×m). V must be in a compute format (fp32/fp64).
+    for V (d×m). V must be in a compute format (fp32/fp64: a 16-bit V is a TypeError, decode
+    it first); like any product it propagates a NaN or inf of V (no O(dm) check).
     """
     if not is_array(V):
         raise TypeError(f"V must be an array, got {type(V).__name__}")
-    B.format_of(V, argname="V")  # real float formats only (a complex V would lose its
-    if V.ndim < 2:               # imaginary part in the transpose products)
+    fmt = B.format_of(V, argname="V")  # real float formats only (a complex V would lose its
+    if fmt.name not in ("fp32", "fp64"):  # imaginary part in the transpose products)
+        raise TypeError(f"V must be fp32 or fp64 (a compute format), got {fmt.name}: decode "
+                        f"it first (lpc.from_storage)")
+    if V.ndim < 2:
         raise ValueError(f"V must have shape (..., d, m), got {tuple(V.shape)}")
     xp = B.array_namespace(V)
     return 1.5 * V - 0.5 * (V @ (mT(xp, V) @ V))
@@ -191,7 +196,8 @@ def init(Q, scheme: str = "dense", *, block_size: int | None = None,
     block_size : int, optional
         k of "block-rotation" (it must divide m). Default m // 8 (at least 1).
     orth_tol : float or None
-        Largest accepted ‖QᵀQ − I‖₂ (2dm² flops to check); None skips the check.
+        Largest accepted ‖QᵀQ − I‖₂ (2dm² + O(m²) flops on Q's device, no eigensolver; the
+        guarantees of :func:`~linalg_pc.subspace_refresh`); None skips the check.
 
     Returns
     -------
@@ -217,22 +223,12 @@ def init(Q, scheme: str = "dense", *, block_size: int | None = None,
     if scheme not in STATE_SCHEMES:
         raise ValueError(f"scheme must be one of {STATE_SCHEMES}, got {scheme!r}")
     orth_tol = check_tol(orth_tol)
-    if not is_array(Q):
-        raise TypeError(f"Q must be an array, got {type(Q).__name__}")
-    xp = B.array_namespace(Q)
-    fq = B.format_of(Q, argname="Q")
-    if Q.ndim < 2:
-        raise ValueError(f"Q must have shape (..., d, m), got {tuple(Q.shape)}")
-    d, m = Q.shape[-2], Q.shape[-1]
-    if m > d:
-        raise ValueError(f"Q must have m <= d columns, got shape {tuple(Q.shape)}")
-    B.check_finite(xp, Q, "Q")
-    if orth_tol is not None and m:
-        check_orthonormal(xp, decode(Q, compute_format(None, fq)), argname="Q", tol=orth_tol)
+    arg = check_basis(Q, entries=True, orth_tol=orth_tol)
+    xp, m = arg.xp, arg.m
     if scheme == "dense":
         return BasisState(scheme, xp.asarray(Q, copy=True))
     if scheme == "fp32":
-        Qs = encode(decode(Q, compute_format(None, fq)), "fp32")
+        Qs = encode(arg.decoded, "fp32")
         return BasisState(scheme, xp.asarray(Qs, copy=True) if Qs is Q else Qs)
     if scheme != "block-rotation":
         return BasisState(scheme, _to_bf16(xp, Q, scheme))
@@ -318,7 +314,8 @@ def apply(state: BasisState, X, *, transpose: bool = False, side: str = "left", 
     formed where the representation allows it: block-rotation applies the k×k blocks and Q₀
     (2dmn + 2mkn flops for n right-hand sides instead of 2dmk + 2dmn); bf16-rectify applies
     1.5V − 0.5V(VᵀV) as three products with V (6dmn flops). ``compute`` defaults to X's
-    format, at least fp32. Returns the compute format.
+    format, at least fp32. Returns the compute format. X is not scanned for NaN or inf (a
+    product: they propagate to the columns of the result they touch, as in any matmul).
     """
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")

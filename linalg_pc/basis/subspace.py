@@ -26,12 +26,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _backend as B
-from .._operators import is_array
 from ._common import (
     ORTHONORMALITY_TOL,
+    check_basis,
     check_cols,
     check_tol,
-    compute_format,
     default_method,
     operator,
 )
@@ -68,9 +67,10 @@ class SubspaceRefresh(NamedTuple):
         outside ``cols``): a caller permutes its per-column statistics with ``v[..., perm]``
         (or ``v[perm, :]`` for row statistics such as SOAP's second moments).
     info : RefreshInfo
-        ``method``, ``compute``, ``k``, ``sorted``, ``input_loss`` (measured ‖Q_JᵀQ_J − I‖₂
-        upper bound, NaN when not checked), ``min_r_ratio`` (min |R_ii| / max |R_ii| of the
-        final QR), ``rank_deficient`` (bool); ``info.as_dict()`` for a plain dict.
+        ``method``, ``compute``, ``k``, ``sorted``, ``input_loss`` (the check's estimate of
+        ‖Q_JᵀQ_J − I‖₂, NaN when not checked: see ``orth_tol``), ``min_r_ratio`` (min
+        |R_ii| / max |R_ii| of the final QR), ``rank_deficient`` (bool); ``info.as_dict()``
+        for a plain dict.
     """
 
     Q: Any
@@ -126,8 +126,15 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
         Order the k columns by decreasing Rayleigh quotient before the QR (SOAP's ordering: the
         QR then pushes the dominant directions to the front) and return the permutation.
     orth_tol : float or None
-        Largest accepted ‖Q_JᵀQ_J − I‖₂ of the touched columns (2dk² flops to check; only Q_J
-        is checked so the check never costs O(d³)). None skips it.
+        Largest accepted ‖Q_JᵀQ_J − I‖₂ of the touched columns; None skips the check. Only Q_J
+        is checked, on Q's device: 2dk² flops for E = Q_JᵀQ_J − I, then O(k²) bounds and one
+        host read of a scalar, no eigensolver. E passes when min(‖E‖_F, ‖E‖_∞) ≤ orth_tol;
+        otherwise 8 steps of power iteration on E (2k² flops each) give a lower bound ρ of
+        ‖E‖₂ and Q is rejected when ρ > orth_tol. Guaranteed: a loss ≤ orth_tol is never
+        rejected; an accepted Q_J has a loss ≤ √k·orth_tol. Measured: ρ ≥ 0.91‖E‖₂ on the
+        gap-free E of drifted BF16 bases (k = 128, 1024), exact to 3 digits when E has a
+        dominant eigenvalue (a basis that is not one), so a loss above orth_tol/0.91 is
+        rejected in practice.
 
     Returns
     -------
@@ -176,18 +183,12 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} or None, got {method!r}")
     orth_tol = check_tol(orth_tol)
-    if not is_array(Q):
-        raise TypeError(f"Q must be an array, got {type(Q).__name__}")
-    xp = B.array_namespace(Q)
-    qfmt = B.format_of(Q, argname="Q")
+    # the structure only: the orthonormality and finiteness of Q are checked by the refresh,
+    # on Q_J (2dk² flops) and by one O(dm) test of the stored bits
+    arg = check_basis(Q, compute=compute)
+    xp, comp, d, m = arg.xp, arg.compute, arg.d, arg.m
     if method is None:
-        method = default_method(qfmt)
-    comp = compute_format(compute, qfmt)
-    if Q.ndim < 2:
-        raise ValueError(f"Q must have shape (..., d, m), got {tuple(Q.shape)}")
-    d, m = Q.shape[-2], Q.shape[-1]
-    if m > d:
-        raise ValueError(f"Q must have m <= d columns, got shape {tuple(Q.shape)}")
+        method = default_method(arg.fmt)
     J = check_cols(cols, m)
     matvec = operator(K, xp, d, tuple(Q.shape[:-2]), comp)
     Qout, eig, perm, R, loss, e = refresh_columns(matvec, Q, J, method=method, comp=comp,

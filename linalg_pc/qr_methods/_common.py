@@ -22,6 +22,7 @@ from .. import _backend as B
 from .._backend.convert import DECODE, EMULATE, STORE, convert
 from .._backend.linalg import diagonal, to_float
 from .._formats import Format
+from .._operators import is_array
 from .._policy import Precision, ResolvedPrecision
 
 __all__ = ["QRResult", "QRInfo", "METHODS", "MODES", "TALL_ONLY"]
@@ -195,7 +196,7 @@ def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not hasattr(A, "shape") or not hasattr(A, "dtype"):
+    if not is_array(A):  # a NumPy scalar too (array_namespace would refuse it unnamed)
         raise TypeError(f"A must be an array, got {type(A).__name__}")
     xp = B.array_namespace(A)
     detach = B.delegate(xp, "detach")  # no autograd: read a tensor that requires grad detached

@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _backend as B
+from .._operators import is_array
 from ._common import (
     Ctx,
     QRResult,
@@ -139,9 +140,35 @@ def householder_factor(A, *, block_size: int = DEFAULT_BLOCK_SIZE, em=None) -> H
     Returns
     -------
     HouseholderFactors
+
+    Raises
+    ------
+    TypeError
+        A not an array, or not fp32/fp64 (16-bit input: decode it first, or call
+        :func:`~linalg_pc.qr`, which does); ``em`` not callable.
+    ValueError
+        A with fewer than 2 dimensions or non-finite entries; ``block_size`` < 1.
     """
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if not is_array(A):
+        raise TypeError(f"A must be an array, got {type(A).__name__}")
+    fmt = B.format_of(A, argname="A")
+    if fmt.name not in ("fp32", "fp64"):
+        raise TypeError(f"A must be fp32 or fp64 (the arithmetic format of the reference "
+                        f"factorization), got {fmt.name}: decode it first "
+                        f"(lpc.from_storage) or call lpc.qr")
+    if A.ndim < 2:
+        raise ValueError(f"A must have at least 2 dimensions (..., m, n), got shape "
+                         f"{tuple(A.shape)}")
+    if em is not None and not callable(em):
+        raise TypeError(f"em must be None or a callable, got {type(em).__name__}")
+    B.check_finite(B.array_namespace(A), A, "A")
+    return _factor(A, block_size=block_size, em=em)
+
+
+def _factor(A, *, block_size: int = DEFAULT_BLOCK_SIZE, em=None) -> HouseholderFactors:
+    """householder_factor on a validated A (fp32/fp64, finite)."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
     em = em or _ident
     xp = B.array_namespace(A)
     m, n = A.shape[-2], A.shape[-1]
@@ -220,7 +247,43 @@ def apply_q(F: HouseholderFactors, C, *, em=None):
     >>> F = householder_factor(A)
     >>> bool(np.allclose(apply_q(F, apply_qt(F, A)), A))
     True
+
+    C may be of any real dtype: integer and boolean C are cast to the factors' dtype, and the
+    product is computed in the wider of the two (an integer C was once written into in place,
+    truncating Q C to integers). TypeError: F not :class:`HouseholderFactors`, C not an
+    array, of another library or complex; ValueError: C not (..., m, p) (or k rows). A NaN or
+    inf of C propagates to the columns of the result it touches (a product: no O(mp) scan).
     """
+    return _apply_q(F, _check_apply(F, C, padded=True), em=em)
+
+
+def _check_apply(F, C, *, padded: bool):
+    """C validated for apply_q / apply_qt, in the dtype the product is computed in."""
+    if not isinstance(F, HouseholderFactors):
+        raise TypeError(f"F must be HouseholderFactors (from householder_factor), got "
+                        f"{type(F).__name__}")
+    if not is_array(C):
+        raise TypeError(f"C must be an array, got {type(C).__name__}")
+    xp = B.array_namespace(F.Y)
+    if B.namespace_name(B.array_namespace(C)) != B.namespace_name(xp):
+        raise TypeError(f"C must come from the factors' library ({B.namespace_name(xp)}), got "
+                        f"{type(C).__module__}.{type(C).__name__}")
+    kind = B.dtype_kind(C)
+    if kind in ("int", "bool"):
+        C = xp.astype(C, F.Y.dtype)
+    elif kind != "float":
+        raise TypeError(f"C must have a real floating, integer or boolean dtype, got {C.dtype}")
+    m, k = F.Y.shape[-2], F.Y.shape[-1]
+    rows = (m, k) if padded and k < m else (m,)
+    if C.ndim < 2 or C.shape[-2] not in rows:
+        want = " or ".join(str(r) for r in rows)
+        raise ValueError(f"C must have shape (..., {want}, p) for factors of a matrix with "
+                         f"{m} rows, got {tuple(C.shape)}")
+    dt = xp.result_type(F.Y.dtype, C.dtype)
+    return C if C.dtype == dt else xp.astype(C, dt)
+
+
+def _apply_q(F: HouseholderFactors, C, *, em=None):
     em = em or _ident
     xp = B.array_namespace(F.Y, C)
     m, k = F.Y.shape[-2], F.Y.shape[-1]
@@ -237,7 +300,11 @@ def apply_q(F: HouseholderFactors, C, *, em=None):
 
 
 def apply_qt(F: HouseholderFactors, C, *, em=None):
-    """Qᵀ @ C from the factors, without forming Q (C is (..., m, p); 4·m·k·p flops)."""
+    """Qᵀ @ C from the factors, without forming Q (C is (..., m, p); 4·m·k·p flops).
+
+    C is checked and cast as in :func:`apply_q`.
+    """
+    C = _check_apply(F, C, padded=False)
     em = em or _ident
     xp = B.array_namespace(F.Y, C)
     C = xp.asarray(C, copy=True)
@@ -255,7 +322,7 @@ def form_q(F: HouseholderFactors, m: int, ncols: int, *, em=None):
     E = eye(xp, m, ncols, like=F.Y)
     if batch:
         E = xp.broadcast_to(E, batch + (m, ncols))
-    return apply_q(F, E, em=em)
+    return _apply_q(F, E, em=em)
 
 
 def householder_core(ctx: Ctx, A, *, block_size: int = DEFAULT_BLOCK_SIZE, vendor: bool = True):
@@ -289,7 +356,7 @@ def _householder_core(ctx: Ctx, A, *, block_size: int, vendor: bool):
         Q, R, ctx.trace.backend = vendor_qr(A, mode)
         return Q, R
     em = ctx.em if ctx.emulate is not None else None
-    F = householder_factor(A, block_size=block_size, em=em)
+    F = _factor(A, block_size=block_size, em=em)
     ctx.trace.backend = "reference"
     if mode == "r":
         return None, F.R

@@ -64,10 +64,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._backend import array_namespace, check_finite, device_of, native_dtype, to_numpy
+from .._backend import (
+    array_namespace,
+    check_finite,
+    device_of,
+    namespace_name,
+    native_dtype,
+    to_numpy,
+)
 from .._kernels.capability import cpu_solver_kernels
 from .._kernels.cpu_pcg_small import run_pcg_small
-from .._operators import Operator, as_operator, host_or_device_ok
+from .._operators import Operator, as_operator, host_or_device_ok, is_array
 from .._operators import is_complex_dtype as _is_complex
 from .._operators import is_integer_dtype as _is_integer
 from .._policy import Precision
@@ -203,6 +210,8 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
         if opA.n != n:
             raise ValueError(f"b has {n} rows but A is {opA.n}×{opA.n}")
         layout, shape = "cols", ("single" if b.ndim == 1 else "multi")
+    if any(int(s) == 0 for s in b.shape):
+        raise ValueError(f"b is empty (shape {tuple(b.shape)}): there is no system to solve")
     if not _is_integer(xp, b.dtype):
         check_finite(xp, b, "b")
     opM = None
@@ -213,6 +222,11 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
             raise ValueError(f"M of shape {tuple(opM.obj.shape)} is a batch of matrices but A/b "
                              f"are not a batch of {b.shape[0]} systems")
     if x0 is not None:
+        if not is_array(x0):
+            raise TypeError(f"x0 must be None, an array or 'Mb', got {type(x0).__name__}")
+        if namespace_name(array_namespace(x0)) != namespace_name(xp):
+            raise TypeError(f"x0 is a {namespace_name(array_namespace(x0))} array but b is a "
+                            f"{namespace_name(xp)} array; pass arrays of one library")
         if tuple(x0.shape) != tuple(b.shape):
             raise ValueError(f"x0 must have the shape of b {tuple(b.shape)}, got "
                              f"{tuple(x0.shape)}")

@@ -54,6 +54,7 @@ from .._backend import (
     solve_triangular,
     to_numpy,
 )
+from .._operators import is_array
 from .._policy import Precision
 
 __all__ = ["WoodburyInverse", "sherman_morrison_update", "ShermanMorrisonResult",
@@ -95,14 +96,20 @@ class WoodburyInverse:
             raise TypeError(f"lam must be a real number, got {type(lam).__name__}")
         if not (np.isfinite(lam) and lam > 0):
             raise ValueError(f"lam must be positive and finite, got {lam!r}")
-        if not hasattr(G, "shape") or G.ndim != 2:
+        if not is_array(G):
+            raise TypeError(f"G must be a (k, d) array of gradients as rows, got "
+                            f"{type(G).__name__}")
+        if G.ndim != 2:
             raise ValueError(f"G must be a (k, d) array of gradients as rows, got "
-                             f"{getattr(G, 'shape', type(G).__name__)}")
+                             f"{tuple(G.shape)}")
         xp = array_namespace(G)
         check_finite(xp, G, "G")
         dt = _compute_dtype(xp, G, "G", compute)
         G = xp.astype(G, dt) if G.dtype != dt else G
         k = G.shape[0]
+        if m is None and k == 0:
+            raise ValueError("G holds no gradients (k = 0): pass m, the normalization of the "
+                             "window that add() will fill")
         if m is None:
             m = k
         if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) or not (
@@ -147,8 +154,9 @@ class WoodburyInverse:
 
     @property
     def gradients(self):
-        """The gradients (k, d), oldest first."""
-        return self._G
+        """The gradients (k, d), oldest first: a copy (writing into it never changes the
+        instance, whose Gram matrix and factor are computed from them)."""
+        return self._xp.asarray(self._G, copy=True)
 
     @property
     def size(self) -> int:
@@ -186,7 +194,7 @@ class WoodburyInverse:
         xd = xp.astype(x, self._G.dtype) if x.dtype != self._G.dtype else x
         if self.size == 0:
             return xd / self._lam
-        X = xp.reshape(xd, (-1, self.dim))
+        X = xp.reshape(xd, (int(np.prod(xd.shape[:-1])), self.dim))  # (-1, 0) is ambiguous
         GX = xp.matmul(self._G, xp.matrix_transpose(X))  # (k, s)
         W = cho_solve(self._L, GX)  # T⁻¹ G x
         Y = X / self._lam - xp.matrix_transpose(xp.matmul(xp.matrix_transpose(self._G), W)) / (
@@ -313,13 +321,19 @@ def sherman_morrison_update(Jinv, u, v=None, *, compute=None) -> ShermanMorrison
     >>> bool(np.allclose(res.inverse, np.linalg.inv(J + np.outer(u, u))))
     True
     """
-    if not hasattr(Jinv, "shape") or Jinv.ndim < 2 or Jinv.shape[-1] != Jinv.shape[-2]:
-        raise ValueError(f"Jinv must be square (..., d, d), got "
-                         f"{getattr(Jinv, 'shape', type(Jinv).__name__)}")
-    xp = array_namespace(Jinv, u, v)
+    if not is_array(Jinv):
+        raise TypeError(f"Jinv must be an array, got {type(Jinv).__name__}")
+    if Jinv.ndim < 2 or Jinv.shape[-1] != Jinv.shape[-2]:
+        raise ValueError(f"Jinv must be square (..., d, d), got {tuple(Jinv.shape)}")
+    xp = array_namespace(Jinv)
     v = u if v is None else v
     for name, a in (("u", u), ("v", v)):
-        if not hasattr(a, "shape") or tuple(a.shape) != tuple(Jinv.shape[:-1]):
+        if not is_array(a):
+            raise TypeError(f"{name} must be an array, got {type(a).__name__}")
+        if namespace_name(array_namespace(a)) != namespace_name(xp):
+            raise TypeError(f"{name} is a {namespace_name(array_namespace(a))} array but Jinv "
+                            f"is a {namespace_name(xp)} array; pass arrays of one library")
+        if tuple(a.shape) != tuple(Jinv.shape[:-1]):
             raise ValueError(f"{name} must have shape {tuple(Jinv.shape[:-1])}, got "
                              f"{getattr(a, 'shape', type(a).__name__)}")
     check_finite(xp, Jinv, "Jinv")
@@ -363,6 +377,8 @@ def sherman_morrison_update(Jinv, u, v=None, *, compute=None) -> ShermanMorrison
 def _pow2_exponents(xp, a, fmt) -> np.ndarray:
     """Integer e per vector of a (..., d) with 2^e·max|a| in [1, 2), clipped to ±(emax − 1) of
     the format so that 2^e is representable; 0 for a zero vector (NumPy, float64)."""
+    if a.shape[-1] == 0:  # d = 0: nothing to scale
+        return np.zeros(tuple(a.shape[:-1]), dtype=np.float64)
     amax = np.asarray(to_numpy(xp.max(xp.abs(a), axis=-1, keepdims=True)),
                       dtype=np.float64)[..., 0]
     e = -np.floor(np.log2(np.where(amax > 0, amax, 1.0)))

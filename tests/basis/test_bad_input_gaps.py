@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import linalg_pc as lpc
+import linalg_pc._backend as B
 from linalg_pc.basis import bjorck_step
 from linalg_pc.basis import state as S
 
@@ -60,3 +61,25 @@ def test_eigenbasis_quality_blames_q_for_nan_in_q():
     Q[1, 2] = np.nan
     with pytest.raises(ValueError, match="Q has non-finite"):
         lpc.eigenbasis_quality(np.eye(4), Q)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("orth_tol", [0.1, None])
+@pytest.mark.parametrize("method", ["rotate", "project"])
+def test_nonfinite_q_outside_cols_raises_for_every_method(xp, method, orth_tol, bad):
+    """Both methods check every column of Q (issue 12: inf outside cols raised for 'project'
+    but passed for 'rotate'), stored fp32 or bf16, with or without the orthonormality check."""
+    d = 8
+    Q0 = np.linalg.qr(np.random.default_rng(4).standard_normal((d, d)))[0]
+    Q = Q0.copy()
+    Q[5, 6] = bad  # column 6, outside cols
+    K = xp.asarray(np.diag(np.arange(1.0, d + 1)).astype(np.float32))
+    stored = [xp.asarray(Q.astype(np.float32))]
+    if B.has_dtype(xp, "bf16"):
+        stored.append(lpc.to_storage(xp.asarray(Q), "bf16"))
+    for Qs in stored:
+        with pytest.raises(ValueError, match="Q has non-finite entries"):
+            lpc.subspace_refresh(K, Qs, [0, 1, 2], method=method, orth_tol=orth_tol)
+    # the finite basis is accepted by both
+    lpc.subspace_refresh(K, xp.asarray(Q0.astype(np.float32)), [0, 1, 2], method=method,
+                         orth_tol=orth_tol)

@@ -25,6 +25,8 @@ import numpy as np
 from .. import _backend as B
 from ..basis.selection import COLUMN_POLICIES, select_columns
 from ..basis.state import update as basis_update
+from ._state import materialize_basis
+from ._store import load, store_into
 from ._tensor import mode_apply, mT
 
 __all__ = ["BASIS_UPDATES", "PRECOND_SCHEMES", "check_basis_options", "subspace_refresh_axis"]
@@ -106,9 +108,6 @@ def subspace_refresh_axis(tx, xp, state, a: int, K, Q, k: int, count: int):
     K and Q are the factor and the (materialized) basis in the compute format. A refresh that
     fails (a non-finite K·Q_J, a failed QR) keeps the basis of every member of a stack.
     """
-    from ._state import materialize_basis
-    from ._transform import load, store_into
-
     hp = tx.hp
     comp = hp.compute
     lay = state.layout

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _backend as B
-from .._backend.convert import DECODE, STORE, convert
+from .._backend.convert import STORE, convert
 from .._operators import is_array, is_complex_dtype, is_integer_dtype
 from ..precision import get_format
 from ._config import (
@@ -50,6 +50,7 @@ from ._config import (
 )
 from ._eigen import eigh_descending, orthogonal_iteration, rayleigh, rotation, where_member
 from ._state import PrecondState, materialize_basis, new_basis
+from ._store import ema_into, load, store_into
 from ._subspace import check_basis_options, subspace_refresh_axis
 from ._tensor import mode_apply, mode_gram
 
@@ -80,31 +81,6 @@ class Hyper:
     basis_k: float | None = None
     basis_policy: str = "topk-cyclic"
     basis_scheme: str = "dense"
-
-
-def load(x, comp: str):
-    """A stored array in the compute format (the array itself when already in it)."""
-    f = B.format_of(x)
-    return x if f.name == comp else convert(x, f, get_format(comp), op=DECODE)
-
-
-def store_into(dst, value):
-    """Write the compute-format ``value`` into the stored array ``dst`` (rounding to nearest
-    when ``dst`` is narrower). Returns ``dst``."""
-    fd, fv = B.format_of(dst), B.format_of(value)
-    if fd == fv:
-        dst[...] = value
-        return dst
-    return convert(value, fv, fd, op=STORE, out=dst)
-
-
-def ema_into(dst, new, b, c, comp: str):
-    """dst ← b·dst + c·new in place (b, c: 0-d device arrays of the compute dtype)."""
-    if B.format_of(dst).name == comp:
-        dst *= b
-        dst += c * new
-        return dst
-    return store_into(dst, b * load(dst, comp) + c * new)
 
 
 class KroneckerTransform:

@@ -32,8 +32,9 @@ yorkerlin/KL-Methods.
 from __future__ import annotations
 
 from ._config import check_positive
+from ._store import ema_into, load, store_into
 from ._tensor import axis_vector, mode_apply, mode_gram, reduce_except, scale_axis
-from ._transform import KroneckerTransform, ema_into, load, store_into
+from ._transform import KroneckerTransform
 
 __all__ = ["kl_shampoo", "kl_soap", "KLShampoo", "KLSOAP"]
 

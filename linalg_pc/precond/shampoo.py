@@ -40,8 +40,9 @@ import numbers
 from .. import _backend as B
 from ._config import _real, check_nonneg
 from ._eigen import eigh_descending, orthogonal_iteration, rayleigh, where_member
+from ._store import ema_into, load, store_into
 from ._tensor import mode_apply, scale_axis
-from ._transform import KroneckerTransform, ema_into, load, store_into
+from ._transform import KroneckerTransform
 
 __all__ = ["shampoo", "Shampoo"]
 

@@ -28,8 +28,9 @@ Shampoo using Adam", ICLR 2025 (arXiv 2409.11321); reference code nikhilvyas/SOA
 
 from __future__ import annotations
 
+from ._store import ema_into, load
 from ._tensor import mode_apply
-from ._transform import KroneckerTransform, ema_into, load
+from ._transform import KroneckerTransform
 
 __all__ = ["soap", "SOAP"]
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from ..precision import get_format
 
-__all__ = ["STATE_KINDS", "Layout", "check_beta", "check_betas", "check_nonneg", "check_positive",
-           "check_int", "parse_storage", "parse_compute", "make_layout", "merge_shape"]
+__all__ = ["STATE_KINDS", "Layout", "check_real", "check_beta", "check_betas", "check_nonneg",
+           "check_positive", "check_int", "parse_storage", "parse_compute", "make_layout",
+           "merge_shape"]
 
 #: The kinds of optimizer state whose storage format is chosen separately.
 STATE_KINDS = ("factors", "basis", "moments")
@@ -22,7 +23,8 @@ STATE_KINDS = ("factors", "basis", "moments")
 _STORAGE_FORMATS = ("fp32", "bf16", "fp16", "fp64")
 
 
-def _real(value, name: str) -> float:
+def check_real(value, name: str) -> float:
+    """A finite real number (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     v = float(value)
@@ -33,7 +35,7 @@ def _real(value, name: str) -> float:
 
 def check_beta(value, name: str) -> float:
     """A decay rate in [0, 1)."""
-    v = _real(value, name)
+    v = check_real(value, name)
     if not 0.0 <= v < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return v
@@ -48,7 +50,7 @@ def check_betas(betas, name: str = "betas") -> tuple[float, float]:
 
 def check_nonneg(value, name: str) -> float:
     """A finite real ≥ 0."""
-    v = _real(value, name)
+    v = check_real(value, name)
     if v < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return v
@@ -56,7 +58,7 @@ def check_nonneg(value, name: str) -> float:
 
 def check_positive(value, name: str) -> float:
     """A finite real > 0."""
-    v = _real(value, name)
+    v = check_real(value, name)
     if v <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return v

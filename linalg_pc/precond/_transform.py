@@ -376,13 +376,11 @@ class KroneckerTransform:
 
     def _refresh_axis(self, xp, state, a, K, Q):
         """Default refresh: one orthogonal-iteration step; the eigenbasis moments follow."""
-        lay = state.layout
         Qn, perm, good = orthogonal_iteration(xp, K, Q, self.hp.compute, sort=self.sort_refresh)
         self._move_moments(xp, state, a, Qn, Q, perm)
         store_into(state.bases[a].Q, Qn)
         if state.estimates[a] is not None and self.hp.basis_update == "subspace":
             store_into(state.estimates[a], rayleigh(xp, K, Qn))  # the column policy's input
-        del lay
         return good
 
     def _move_moments(self, xp, state, a, Qn, Q, perm):

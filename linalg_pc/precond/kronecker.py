@@ -42,6 +42,7 @@ import numpy as np
 from .. import _backend as B
 from .._formats import format_of_dtype
 from .._operators import is_array
+from ._config import check_real
 
 __all__ = ["KroneckerOperator"]
 
@@ -311,12 +312,12 @@ class KroneckerOperator:
         ValueError
             p not finite, ε negative or not finite, rtol negative; eigh failing in float64.
         """
-        p = _real_scalar(p, "p")
-        eps = _real_scalar(eps, "eps")
+        p = check_real(p, "p")
+        eps = check_real(eps, "eps")
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if rtol is not None:
-            rtol = _real_scalar(rtol, "rtol")
+            rtol = check_real(rtol, "rtol")
             if rtol < 0:
                 raise ValueError(f"rtol must be >= 0, got {rtol}")
         xp = self._xp
@@ -492,15 +493,6 @@ def _real_array(A, name: str):
 
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _real_scalar(v, name: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
 
 
 def _broadcast(*shapes, what: str) -> tuple:

@@ -35,10 +35,8 @@ Optimizer", arXiv 2309.06497 (2023).
 
 from __future__ import annotations
 
-import numbers
-
 from .. import _backend as B
-from ._config import _real, check_nonneg
+from ._config import check_nonneg, check_real
 from ._eigen import eigh_descending, orthogonal_iteration, rayleigh, where_member
 from ._store import ema_into, load, store_into
 from ._tensor import mode_apply, scale_axis
@@ -61,7 +59,7 @@ class Shampoo(KroneckerTransform):
     def __init__(self, *, exponent, matrix_eps, grafting, refresh, **kw):
         super().__init__(**kw)
         if exponent is not None:
-            exponent = _real(exponent, "exponent")
+            exponent = check_real(exponent, "exponent")
             if exponent >= 0:
                 raise ValueError(f"exponent must be negative (an inverse root), got {exponent!r}")
         self.exponent = exponent
@@ -200,8 +198,6 @@ def shampoo(lr: float = 1e-3, betas=(0.9, 0.999), shampoo_beta: float | None = N
     -------
     Shampoo
     """
-    if exponent is not None and not isinstance(exponent, numbers.Real):
-        raise TypeError(f"exponent must be a real number, got {type(exponent).__name__}")
     return Shampoo(lr=lr, betas=betas, shampoo_beta=shampoo_beta, eps=eps,
                    weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                    max_precond_dim=max_precond_dim, merge_dims=merge_dims,

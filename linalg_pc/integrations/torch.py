@@ -16,7 +16,10 @@ adapter", has the details):
   partly present at a step is split once; ``grad is None``: skipped; sparse: rejected;
 - nothing is read from the device here (the transform reads it at first and refresh steps);
 - ``state_dict`` holds tensors and plain values only (``torch.load(weights_only=True)``) and
-  ``load_state_dict`` restores every state array in its own dtype, bit for bit.
+  ``load_state_dict`` restores every state array in its own dtype, bit for bit;
+- ``process_group=`` (``reduce_grads=``): data-parallel training over ``torch.distributed``,
+  the refreshes divided among the ranks (:mod:`._torch_distributed`; docs/precond.md,
+  "Data-parallel training").
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..precision import get_format
 from ..precond._config import Layout, make_layout
 from ..precond._state import PrecondState
 from ..precond._transform import KroneckerTransform
+from ._torch_distributed import DataParallel
 
 __all__ = ["KroneckerOptimizer", "SOAP", "Shampoo", "KLShampoo", "KLSOAP"]
 
@@ -84,6 +88,16 @@ class KroneckerOptimizer(torch.optim.Optimizer):
     batched : bool
         Precondition the same-shape parameters of a group as one stack (default) or each
         parameter alone.
+    process_group : torch.distributed.ProcessGroup, optional
+        Data-parallel training over this group (e.g. ``torch.distributed.group.WORLD``):
+        every rank keeps the whole state and takes the same steps, each stack's refreshes run
+        on one rank (largest first, balanced by n·Σd³) and are copied to the others in their
+        storage formats; the result equals the one-process run (docs/precond.md,
+        "Data-parallel training"). Default None: one process.
+    reduce_grads : bool
+        With ``process_group``: average the gradients over the group at each step (one
+        ``all_reduce`` per dtype). Default False: the gradients are already reduced
+        (``DistributedDataParallel`` does it in the backward pass).
 
     Examples
     --------
@@ -96,8 +110,10 @@ class KroneckerOptimizer(torch.optim.Optimizer):
     >>> opt.step()
     """
 
-    def __init__(self, params, transform, *, lr: float | None = None, batched: bool = True):
+    def __init__(self, params, transform, *, lr: float | None = None, batched: bool = True,
+                 process_group=None, reduce_grads: bool = False):
         _check_transform(transform, "transform")
+        self._dp = _data_parallel(process_group, reduce_grads)
         defaults = {"transform": transform, "lr": transform.hp.lr if lr is None else lr,
                     "batched": batched}
         self._cache: dict = {}
@@ -106,6 +122,7 @@ class KroneckerOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)  # torch pickles defaults, state and groups only
         self._cache = {}
+        self._dp = None  # a copy is not part of the process group
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group: dict) -> None:
@@ -190,10 +207,45 @@ class KroneckerOptimizer(torch.optim.Optimizer):
                     stk.checked = tx
             work.append((gi, group, tx, present))
         with torch.no_grad():
-            for gi, _, tx, present in work:
-                for stk in self._stacks_of(present, self.param_groups[gi]["batched"]):
-                    self._step_stack(stk, tx)
+            if self._dp is None:
+                for gi, _, tx, present in work:
+                    for stk in self._stacks_of(present, self.param_groups[gi]["batched"]):
+                        self._step_stack(stk, tx)
+            else:
+                self._step_data_parallel(work)
         return loss
+
+    def _step_data_parallel(self, work: list) -> None:
+        """The step of every stack with the refreshes divided among the ranks
+        (:mod:`linalg_pc.integrations._torch_distributed`)."""
+        dp = self._dp
+        if dp.reduce_grads:
+            dp.reduce([p for *_, present in work for p in present])
+        jobs = [(stk, tx) for gi, _, tx, present in work
+                for stk in self._stacks_of(present, self.param_groups[gi]["batched"])]
+        owners = dp.owners(jobs, self._param_index())
+        events = []
+        for (stk, tx), owner in zip(jobs, owners):
+            st = stk.state
+            before = (False, 0, 0) if st is None else (st.initialized, st.last_refresh,
+                                                       st.fallbacks)
+            self._step_stack(stk, dp.transform_for(tx, owner))
+            st = stk.state
+            if owner is not None and (st.initialized != before[0]
+                                      or st.last_refresh != before[1]):
+                events.append((stk, tx, owner, not before[0], before[2]))
+        if events:
+            dp.exchange(events)
+
+    def _param_index(self) -> dict:
+        """{id(param): its index in the groups' order} (the state_dict's numbering)."""
+        index: dict = {}
+        start = 0
+        for group in self.param_groups:
+            for i, p in enumerate(group["params"], start):
+                index.setdefault(id(p), i)
+            start += len(group["params"])
+        return index
 
     def _stacks_of(self, present: list, batched: bool) -> list[_Stack]:
         """The stacks of the parameters with a gradient: existing ones (split when only some
@@ -264,6 +316,15 @@ class KroneckerOptimizer(torch.optim.Optimizer):
             return None
         return entry["stack"].state, entry["member"]
 
+    def refresh_owner(self, param) -> int | None:
+        """The rank (in the process group) that computes the refreshes of ``param``'s stack in
+        data-parallel training; None with no ``process_group``, before the parameter's first
+        step, or for a stack without a factor (every rank steps it, nothing is refreshed)."""
+        entry = self.state.get(param)
+        if self._dp is None or not entry or "stack" not in entry:
+            return None
+        return self._dp.owner_of.get(self._param_index()[id(entry["stack"].params[0])])
+
     def _stacks(self) -> list[_Stack]:
         seen: dict = {}
         for group in self.param_groups:
@@ -290,12 +351,7 @@ class KroneckerOptimizer(torch.optim.Optimizer):
         dicts); the other members ``{"leader": i, "member": j}``. A group's ``"transform"``
         becomes a description (method and hyperparameters).
         """
-        index: dict = {}
-        start = 0
-        for group in self.param_groups:
-            for i, p in enumerate(group["params"], start):
-                index.setdefault(id(p), i)
-            start += len(group["params"])
+        index = self._param_index()
         encoded: dict = {}
         for stk in self._stacks():
             lead = index[id(stk.params[0])]
@@ -374,7 +430,7 @@ class _Preset(KroneckerOptimizer):
             cls._names = tuple(inspect.signature(cls._factory).parameters)
 
     def __init__(self, params, lr: float | None = None, *, batched: bool = True,
-                 **hyperparameters):
+                 process_group=None, reduce_grads: bool = False, **hyperparameters):
         sig = inspect.signature(type(self)._factory).parameters
         unknown = sorted(set(hyperparameters) - set(sig))
         if unknown:
@@ -386,6 +442,7 @@ class _Preset(KroneckerOptimizer):
         if lr is not None:
             defaults["lr"] = lr
         defaults["batched"] = batched
+        self._dp = _data_parallel(process_group, reduce_grads)
         self._cache = {}
         torch.optim.Optimizer.__init__(self, params, defaults)
 
@@ -417,9 +474,10 @@ class _Preset(KroneckerOptimizer):
 
 
 class SOAP(_Preset):
-    """SOAP as a ``torch.optim.Optimizer``: ``SOAP(params, lr=3e-3, *, batched=True, **hp)``
-    with ``hp`` the keyword arguments of :func:`linalg_pc.precond.soap` (defaults: its own),
-    also accepted per parameter group."""
+    """SOAP as a ``torch.optim.Optimizer``: ``SOAP(params, lr=3e-3, *, batched=True,
+    process_group=None, reduce_grads=False, **hp)`` with ``hp`` the keyword arguments of
+    :func:`linalg_pc.precond.soap` (defaults: its own), also accepted per parameter group;
+    ``batched``, ``process_group`` and ``reduce_grads`` as in :class:`KroneckerOptimizer`."""
 
     _factory = staticmethod(precond.soap)
 
@@ -456,6 +514,17 @@ def _check_transform(tx, name: str) -> None:
                         f"the optimizer groups the parameters itself (batched=True)")
     raise TypeError(f"{name} must be a transform of linalg_pc.precond (soap, shampoo, "
                     f"kl_shampoo, kl_soap), got {type(tx).__name__}")
+
+
+def _data_parallel(process_group, reduce_grads) -> DataParallel | None:
+    """The data-parallel mode of ``process_group`` (None: one process)."""
+    if not isinstance(reduce_grads, (bool, np.bool_)):
+        raise TypeError(f"reduce_grads must be a bool, got {type(reduce_grads).__name__}")
+    if process_group is None:
+        if reduce_grads:
+            raise ValueError("reduce_grads=True needs a process_group to reduce over")
+        return None
+    return DataParallel(process_group, bool(reduce_grads))
 
 
 def _check_batched(group: dict, gi: int) -> None:

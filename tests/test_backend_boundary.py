@@ -4,7 +4,8 @@ Every module outside ``linalg_pc/_backend/`` and ``linalg_pc/_kernels/`` is pars
 :mod:`ast` and must not test the library of an array (``is_numpy``, ``is_torch``, ``is_cupy``,
 ``is_strict``, or ``namespace_name(...)`` compared with a library's name) nor import PyTorch or
 CuPy (except the modules of :data:`ALLOWED_IMPORTS`; ``integrations/torch.py``, PyTorch's
-``torch.optim`` adapter, is by design the only one built on PyTorch): it computes with the
+``torch.optim`` adapter, and its data-parallel mode ``integrations/_torch_distributed.py`` are by
+design the only ones built on PyTorch): it computes with the
 array-API namespace of its inputs and asks the backend for a capability (a delegate,
 ``host_blas``, ``cpu_solver_kernels``) instead.
 """
@@ -26,6 +27,8 @@ ALLOWED_IMPORTS = {
     "cli.py": "`linalg-pc info` reports the installed versions of PyTorch and CuPy",
     "integrations/torch.py": "the torch.optim adapter subclasses torch.optim.Optimizer: by "
                              "design the only module outside the backend built on PyTorch",
+    "integrations/_torch_distributed.py": "the adapter's data-parallel mode: the collectives "
+                                          "of torch.distributed",
 }
 
 

@@ -350,3 +350,46 @@ def test_no_synchronization_between_refreshes_on_cuda(method):
             torch.cuda.set_sync_debug_mode("default")
     st = opt.precond_state(model[2].weight)[0]
     assert (int(st.count), st.last_refresh) == (11, 10)
+
+
+def test_parameters_without_a_factor_as_configured():
+    """Biases (1-D) get no factor by default and SOAP runs Adam on them (checked against Adam
+    written out here, the first step only initializing); ``precondition_1d=True`` gives them
+    one; ``max_precond_dim`` leaves longer axes without one; each configuration equals the
+    transform called by hand."""
+    x, y = problem()
+    model = mlp()
+    opt = SOAP(model.parameters(), lr=1e-2, precondition_frequency=3, weight_decay=0.0,
+               betas=(0.9, 0.99))
+    grads = []
+    train(model, opt, x, y, 8, each=lambda k: grads.append(model[6].bias.grad.clone()))
+    st, _ = opt.precond_state(model[6].bias)
+    assert st.layout.factored == (False,) and st.factors == (None,) and st.bases == (None,)
+    p, m, v = mlp()[6].bias.detach().double(), 0.0, 0.0
+    for t, g in enumerate(grads):  # t: steps after the first
+        if t == 0:
+            continue
+        g = g.double()
+        m, v = 0.9 * m + 0.1 * g, 0.99 * v + 0.01 * g * g
+        p = p - 1e-2 * (1 - 0.99 ** t) ** 0.5 / (1 - 0.9 ** t) * m / (v.sqrt() + 1e-8)
+    u = torch.finfo(torch.float32).eps / 2
+    # 7 steps of O(10) roundings of O(lr)-sized updates (the moments' ratio is O(1))
+    assert torch.allclose(model[6].bias.detach().double(), p, rtol=0, atol=7 * 20 * u)
+    assert not torch.equal(model[6].bias.detach(), mlp()[6].bias.detach())
+
+    for hyper, check in (
+            ({"precondition_1d": True},
+             lambda o, mdl: o.precond_state(mdl[0].bias)[0].factors[0].shape == (3, 16, 16)),
+            ({"max_precond_dim": 10},
+             lambda o, mdl: [None if K is None else tuple(K.shape) for K in
+                             o.precond_state(mdl[0].weight)[0].factors] == [None, (1, 8, 8)])):
+        hp = {"lr": 1e-2, "precondition_frequency": 3, **hyper}
+        tx = lpc.precond.soap(**hp)
+        ref = mlp()
+        snaps = []
+        by_hand(ref, x, y, 6, lambda k, g, tx=tx: tx,
+                each=lambda k, ref=ref, snaps=snaps: snaps.append(clone_model(ref)))
+        model = mlp()
+        opt = SOAP(model.parameters(), **hp)
+        _train_against(model, opt, x, y, snaps)
+        assert check(opt, model), hyper

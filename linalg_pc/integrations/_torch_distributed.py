@@ -179,27 +179,48 @@ class DataParallel:
             by_device.setdefault(a.device, []).append(a)
         for device in sorted(by_device, key=str):
             arrs = by_device[device]
-            nbytes = [a.numel() * a.element_size() for a in arrs]
-            self.exchanged_bytes += sum(nbytes)
+            offsets, total = byte_layout(arrs)
+            self.exchanged_bytes += sum(a.numel() * a.element_size() for a in arrs)
             if self.rank == src:
-                flat = torch.cat([_bytes_of(a) for a in arrs])
+                flat = pack(arrs, device)
             else:
-                flat = torch.empty(sum(nbytes), dtype=torch.uint8, device=device)
+                flat = torch.empty(total, dtype=torch.uint8, device=device)
             dist.broadcast(flat, src=dist.get_global_rank(self.group, src), group=self.group)
-            if self.rank == src:
-                continue
-            off = 0
-            for a, n in zip(arrs, nbytes):
-                a.copy_(flat[off:off + n].view(a.dtype).view(a.shape))
-                off += n
+            if self.rank != src:
+                unpack(flat, arrs)
 
 
-def _bytes_of(a: torch.Tensor) -> torch.Tensor:
-    """The bytes of ``a`` as a flat uint8 tensor (its own dtype, bit for bit)."""
-    flat = a.reshape(-1)
-    if flat.dtype == torch.bool:
-        return flat.view(torch.uint8)
-    return flat.contiguous().view(torch.uint8)
+#: alignment of each array in a packed buffer (the largest element size: fp64, int64)
+_ALIGN = 8
+
+
+def byte_layout(arrays: list) -> tuple[list, int]:
+    """Byte offsets of ``arrays`` in one buffer (each aligned to 8 bytes, so that a slice can
+    be viewed in its dtype) and the buffer's size."""
+    offsets, off = [], 0
+    for a in arrays:
+        offsets.append(off)
+        off += -(-a.numel() * a.element_size() // _ALIGN) * _ALIGN
+    return offsets, off
+
+
+def pack(arrays: list, device) -> torch.Tensor:
+    """One uint8 buffer holding the bytes of ``arrays`` (each in its own dtype, bit for bit) at
+    the offsets of :func:`byte_layout`."""
+    offsets, total = byte_layout(arrays)
+    flat = torch.zeros(total, dtype=torch.uint8, device=device)
+    for a, off in zip(arrays, offsets):
+        b = a.reshape(-1).contiguous().view(torch.uint8)
+        flat[off:off + b.numel()] = b
+    return flat
+
+
+def unpack(flat: torch.Tensor, arrays: list) -> None:
+    """Write the bytes of a :func:`pack` buffer back into ``arrays`` (in place)."""
+    offsets, _ = byte_layout(arrays)
+    for a, off in zip(arrays, offsets):
+        n = a.numel() * a.element_size()
+        a.copy_(flat[off:off + n].view(a.dtype).view(a.shape))
 
 
 def _host_fields(st) -> dict:

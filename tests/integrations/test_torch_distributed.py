@@ -31,7 +31,12 @@ from _torch_optim_helpers import (  # noqa: E402
 )
 
 import linalg_pc  # noqa: E402
-from linalg_pc.integrations._torch_distributed import assign_owners  # noqa: E402
+from linalg_pc.integrations._torch_distributed import (  # noqa: E402
+    assign_owners,
+    byte_layout,
+    pack,
+    unpack,
+)
 from linalg_pc.integrations.torch import SOAP, KroneckerOptimizer  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -41,8 +46,8 @@ WORKER = Path(__file__).with_name("_torch_dist_worker.py")
 WORLD = 2
 QUICK = ("soap", "soap-bf16", "soap-failure")
 SLOW = ("soap-bf16-subspace", "kl_soap", "kl_shampoo", "shampoo")
-#: the weights of the worker's MLP: (24, 10), (16, 24), 2 x (16, 16), (4, 16)
-WEIGHTS = ((24, 10), (16, 24), (16, 16), (16, 16), (4, 16))
+#: the weights of the worker's MLP: (24, 9), (16, 24), 2 x (16, 16), (4, 16)
+WEIGHTS = ((24, 9), (16, 24), (16, 16), (16, 16), (4, 16))
 
 
 def _free_port() -> int:
@@ -192,6 +197,27 @@ def test_a_failed_refresh_is_handled_the_same_on_every_rank(quick):
 
 
 # --------------------------------------------------------------------------- in process
+
+
+def test_packed_bytes_come_back_bit_for_bit():
+    """Arrays of every dtype the state holds, odd sizes (a bf16 9 x 9 basis followed by fp32
+    estimates), 0-d counters, NaN and -0.0: packed into one buffer and written back."""
+    g = torch.Generator().manual_seed(0)
+    arrays = [torch.randn(9, 9, generator=g).to(torch.bfloat16), torch.randn(9, generator=g),
+              torch.tensor([float("nan"), -0.0, float("inf")]), torch.zeros((), dtype=torch.int32)
+              + 7, torch.tensor([True, False, True]), torch.randn(3, 5, generator=g).double().T,
+              torch.randn(2, 3, 5, generator=g).to(torch.float16)]
+    offsets, total = byte_layout(arrays)
+    assert all(o % 8 == 0 for o in offsets) and total % 8 == 0
+    assert total >= sum(a.numel() * a.element_size() for a in arrays)
+    flat = pack(arrays, "cpu")
+    assert flat.dtype == torch.uint8 and flat.numel() == total
+    out = [torch.empty_like(a) for a in arrays]
+    out[5] = torch.empty(3, 5, dtype=torch.float64).T  # a non-contiguous destination
+    unpack(flat, out)
+    for a, b in zip(arrays, out):
+        assert same_bits(a, b)
+
 
 
 @pytest.fixture

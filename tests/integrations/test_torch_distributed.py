@@ -27,6 +27,7 @@ import _torch_dist_worker as worker  # noqa: E402
 from _torch_optim_helpers import (  # noqa: E402
     _one_torch_thread,  # noqa: F401 - the module's autouse fixture
     assert_same_state,
+    count_host_reads,
     same_bits,
 )
 
@@ -243,12 +244,19 @@ def test_one_rank_group_equals_no_group(one_rank_group):
     for kw in ({}, {"process_group": one_rank_group, "reduce_grads": True}):
         m = _mlp()
         opt = SOAP(m.parameters(), lr=1e-2, precondition_frequency=3, storage="bf16", **kw)
+        reads = []
         for _ in range(8):
             opt.zero_grad()
             torch.nn.functional.mse_loss(m(x), y).backward()
-            opt.step()
-        runs.append((m, opt))
-    (m0, o0), (m1, o1) = runs
+            with count_host_reads() as counter:
+                opt.step()
+            reads.append(counter[0])
+        runs.append((m, opt, reads))
+    # the mode adds no read of the device between refreshes (the gradients' all_reduce reads
+    # nothing; the exchanges happen at the first step and the refreshes, steps 1, 4 and 7)
+    quiet = [k for k in range(8) if k not in (0, 3, 6)]
+    assert [runs[1][2][k] for k in quiet] == [runs[0][2][k] for k in quiet]
+    (m0, o0, _), (m1, o1, _) = runs
     for p, q in zip(m0.parameters(), m1.parameters()):
         assert same_bits(p.detach(), q.detach())
         assert_same_state(o0.precond_state(p)[0], o1.precond_state(q)[0])

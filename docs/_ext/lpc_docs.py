@@ -113,7 +113,13 @@ def generate(app) -> None:
              "``import linalg_pc as lpc`` gives the flat API.", "",
              ".. toctree::", "   :maxdepth: 1", ""]
     for modname, page, title, blurb in API_PAGES:
-        _write_if_changed(api / f"{page}.rst", api_page(modname, title, blurb))
+        try:
+            text = api_page(modname, title, blurb)
+        except ImportError as exc:  # PyTorch's adapters, where PyTorch is not installed
+            text = "\n".join([title, "=" * len(title), "", blurb, "",
+                              f"(Not rendered: ``import {modname}`` failed where these pages "
+                              f"were built: {exc}.)", ""])
+        _write_if_changed(api / f"{page}.rst", text)
         index.append(f"   {page}")
     _write_if_changed(api / "index.rst", "\n".join(index) + "\n")
     out = DOCS / "examples"
@@ -145,7 +151,10 @@ class BenchmarkTable(SphinxDirective):
         rel = self.arguments[0]
         path = DOCS / rel
         self.env.note_dependency(str(path))
-        records = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise self.error(f"benchmark-table: cannot read {rel}: {exc}") from exc
         if "suite" in self.options:
             records = [r for r in records if r.get("suite") == self.options["suite"]]
         if not records:
@@ -203,7 +212,11 @@ def _documented(app) -> dict[str, str]:
     if index is None:
         index = {}
         for modname, *_ in API_PAGES:
-            for n in public_names(modname):
+            try:
+                names = public_names(modname)
+            except ImportError:
+                continue
+            for n in names:
                 index.setdefault(n, f"{modname}.{n}")
         app.env._lpc_documented = index
     return index

@@ -26,6 +26,7 @@ import json
 import pathlib
 import re
 import shutil
+import sys
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -276,7 +277,20 @@ def resolve_package_reference(app, env, node, contnode):
             return ref
     if target.startswith("lpc."):
         target = "linalg_pc." + target[4:]
-    owner = _owner(target.lstrip("~"), node.get("py:module"))
+    cls, context = node.get("py:class"), node.get("py:module") or ""
+    if cls and context.startswith("linalg_pc") and "." not in target:  # an attribute of a class
+        owner_cls = getattr(importlib.import_module(context), cls.split(".")[0], None)
+        if owner_cls is not None and hasattr(owner_cls, target):
+            full = f"{context}.{cls}"
+            found = py.resolve_any_xref(env, node["refdoc"], app.builder, full, node, contnode)
+            for _role, ref in found:
+                return ref
+    owner = _owner(target.lstrip("~"), context or None)
+    if owner is None and context.startswith("linalg_pc") and "." not in target:
+        # a constant of a submodule that the package does not export (bounds.FLOOR_C, ...)
+        owner = next((name for name, mod in sorted(sys.modules.items())
+                      if name.startswith(context + ".") and mod is not None
+                      and hasattr(mod, target)), None)
     page = _page_of(owner) if owner else None
     if page is None:
         return None

@@ -7,7 +7,8 @@
   them during the build).
 - ``.. benchmark-table:: benchmarks/NAME.json`` renders the records written by
   ``python benchmarks/run.py SUITE --json PATH`` as a table (times in ms, the speedup of ours over
-  the baseline), so the published numbers are the measured ones.
+  the baseline; ``:extra: key, key`` adds record fields as columns), so the published numbers
+  are the measured ones.
 - The user guide's toctree gains ``distributed`` when ``docs/distributed.md`` exists.
 - Docstrings write mathematics in plain Unicode (``|x|``, ``(*batch, d)``): outside literals,
   ``|`` and a ``*`` that opens a shape are escaped, so reStructuredText does not read them as
@@ -142,11 +143,18 @@ def _ms(seconds) -> str:
     return f"{seconds * 1e3:.3g}" if isinstance(seconds, (int, float)) else ""
 
 
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return "" if v is None else str(v)
+
+
 class BenchmarkTable(SphinxDirective):
     """A table of benchmark records: ``.. benchmark-table:: benchmarks/qr.json``."""
 
     required_arguments = 1
-    option_spec = {"suite": directives.unchanged, "caption": directives.unchanged}
+    option_spec = {"suite": directives.unchanged, "caption": directives.unchanged,
+                   "extra": directives.unchanged}
 
     def run(self):
         rel = self.arguments[0]
@@ -161,8 +169,10 @@ class BenchmarkTable(SphinxDirective):
         if not records:
             raise self.error(f"benchmark-table: no records in {rel}")
         head = ["case", "linalg_pc (ms)", "baseline", "baseline (ms)", "speedup"]
+        extra = [k.strip() for k in self.options.get("extra", "").split(",") if k.strip()]
+        head += extra
         rows = [[r["case"], _ms(r["ours_s"]), str(r["baseline"]), _ms(r["baseline_s"]),
-                 f"{r['speedup']:.2f}×"] for r in records]
+                 f"{r['speedup']:.2f}×"] + [_cell(r.get(k)) for k in extra] for r in records]
         table = nodes.table(classes=["benchmark-table"])
         group = nodes.tgroup(cols=len(head))
         table += group
@@ -204,6 +214,13 @@ def _escape(text: str) -> str:
 def escape_plain_math(app, what, name, obj, options, lines) -> None:
     if not name.startswith("linalg_pc"):
         return
+    if what in ("data", "attribute") and not inspect.isclass(obj) and not callable(obj):
+        inherited = inspect.cleandoc(type(obj).__doc__ or "").splitlines()
+        if [ln for ln in lines if ln.strip()] == [ln for ln in inherited if ln.strip()]:
+            # a constant without its own documentation: show its value, not its type's docstring
+            value = repr(obj)
+            value = value if len(value) <= 300 else value[:297] + "..."
+            lines[:] = [f"Value: ``{value}``", ""]
     lines[:] = [_escape(line) for line in lines]
 
 

@@ -215,7 +215,8 @@ def escape_plain_math(app, what, name, obj, options, lines) -> None:
     if not name.startswith("linalg_pc"):
         return
     if what in ("data", "attribute") and not inspect.isclass(obj) and not callable(obj):
-        inherited = inspect.cleandoc(type(obj).__doc__ or "").splitlines()
+        doc = getattr(type(obj), "__doc__", None)
+        inherited = inspect.cleandoc(doc).splitlines() if isinstance(doc, str) else []
         if [ln for ln in lines if ln.strip()] == [ln for ln in inherited if ln.strip()]:
             # a constant without its own documentation: show its value, not its type's docstring
             value = repr(obj)
@@ -297,7 +298,7 @@ def resolve_package_reference(app, env, node, contnode):
     cls, context = node.get("py:class"), node.get("py:module") or ""
     if cls and context.startswith("linalg_pc") and "." not in target:  # an attribute of a class
         owner_cls = getattr(importlib.import_module(context), cls.split(".")[0], None)
-        if owner_cls is not None and hasattr(owner_cls, target):
+        if owner_cls is not None:  # its attributes are described in the class's docstring
             full = f"{context}.{cls}"
             found = py.resolve_any_xref(env, node["refdoc"], app.builder, full, node, contnode)
             for _role, ref in found:

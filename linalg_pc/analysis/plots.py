@@ -210,8 +210,10 @@ def plot_qr_orthogonality(recs: Records, path, *, fmt: str | None = None) -> pat
         handles += [Line2D([], [], color="0.2", ls="--", label="bound (grey: shared, named)"),
                     Line2D([], [], color="k", marker="x", ls="", ms=8, mew=1.8,
                            label="breakdown: loss after the documented fallback")]
-        fig.tight_layout(rect=(0, 0.1, 1, 1))
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5),
+        ncol = min(len(handles), 5 if len(formats) >= 3 else 3)
+        rows_of_legend = math.ceil(len(handles) / ncol)
+        fig.tight_layout(rect=(0, 0.055 * rows_of_legend, 1, 1))
+        fig.legend(handles=handles, loc="lower center", ncol=ncol,
                    frameon=False, bbox_to_anchor=(0.5, 0.0))
         return _save(fig, path, tight=False)
 

@@ -151,8 +151,9 @@ def round_to(x, fmt, mode: str = "nearest", rng=None, *, out=None):
     Examples
     --------
     >>> import numpy as np
-    >>> float(round_to(np.float32(1 + 2**-9 + 2**-12) * np.ones(1, np.float32), "bf16")[0])
-    1.0078125
+    >>> x = np.array([1 + 2**-8 + 2**-12, 1 + 2**-8, 1 + 2**-9], dtype=np.float32)
+    >>> round_to(x, "bf16").tolist()  # bf16 spacing at 1 is 2**-7: up, tie to even, down
+    [1.0078125, 1.0, 1.0]
     """
     xp = _namespace(x)
     fin = B.format_of(x, argname="x")

@@ -17,9 +17,9 @@ from .basis_study import (
     basis_study,
     equal_compute_study,
 )
-from .bounds import qr_bound, qr_kappa_limit, storage_floor  # noqa: F401
+from .bounds import qr_bound, qr_kappa_limit, storage_floor
 from .drift import drift_study, rerounding_drift  # noqa: F401
-from .floor_study import floor_prediction, rounding_floor_study  # noqa: F401
+from .floor_study import floor_prediction, rounding_floor_study
 from .matrices import (  # noqa: F401 - the generators live in lpc.analysis
     SINGULAR_VALUE_MODES,
     TestMatrix,
@@ -42,14 +42,14 @@ from .metrics import (
     lapack_ratios,
     orthogonality_loss,
 )
-from .plots import plot_basis_drift
+from .plots import plot_basis_drift, plot_drift, plot_qr_orthogonality, plot_rounding_floor
 from .precision_study import precision_study
 from .qr_study import qr_study, summarize_qr  # noqa: F401
 from .records import Records
 
-#: The names re-exported at the top level of linalg_pc. The generators of individual matrix types,
-#: the bound helpers and the other studies stay under ``lpc.analysis`` (``lpc.analysis.kahan``,
-#: ``lpc.analysis.storage_floor``, ``lpc.analysis.rerounding_drift``, ...).
+#: The public names, also re-exported at the top level of linalg_pc. The generators of individual
+#: matrix types and the other studies stay under ``lpc.analysis`` (``lpc.analysis.kahan``,
+#: ``lpc.analysis.rerounding_drift``, ...).
 __all__ = [
     "LAPACK_THRESHOLD",
     "orthogonality_loss",
@@ -60,6 +60,9 @@ __all__ = [
     "randsvd",
     "matrix_suite",
     "qr_bound",
+    "qr_kappa_limit",
+    "storage_floor",
+    "floor_prediction",
     "Records",
     "precision_study",
     "qr_study",
@@ -69,5 +72,8 @@ __all__ = [
     "equal_compute_study",
     "basis_study",
     "DriftingFactor",
+    "plot_qr_orthogonality",
+    "plot_rounding_floor",
+    "plot_drift",
     "plot_basis_drift",
 ]

@@ -131,9 +131,36 @@ _O_U = ("householder", "tsqr", "batched", "auto", "cholqr2", "scholqr3", "rand_c
 def qr_kappa_limit(method: str, fmt) -> float:
     """The largest κ(A) for which ``method`` achieves its "algorithm" bound in format ``fmt``.
 
-    CholQR/CholQR2: 0.1·u^(−1/2) (Cholesky of the Gram matrix breaks down beyond); shifted
-    CholQR3, rand_cholqr, MGS: 0.1·u⁻¹; CGS2/BCGS2: 0.01·u⁻¹ (numerically full rank);
-    Householder, TSQR: unlimited.
+    Parameters
+    ----------
+    method : str
+        A QR method of :func:`qr_bound` ("householder", "cholqr", "cholqr2", "scholqr3",
+        "rand_cholqr", "mgs", "cgs2", "bcgs2", "tsqr", ...).
+    fmt : str or Format
+        The arithmetic format (its unit roundoff u).
+
+    Returns
+    -------
+    float
+        CholQR/CholQR2: 0.1·u^(−1/2) (Cholesky of the Gram matrix breaks down beyond: Yamamoto
+        et al., ETNA 44, 2015); shifted CholQR3, rand_cholqr, MGS: 0.1·u⁻¹; CGS2/BCGS2:
+        0.01·u⁻¹ (numerically full rank); Householder, TSQR: ``math.inf`` (no limit).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method`` or ``fmt``.
+
+    Notes
+    -----
+    The decision table of docs/choosing-qr.md quotes these limits. Cost O(1).
+
+    Examples
+    --------
+    >>> round(qr_kappa_limit("cholqr2", "fp32"))
+    410
+    >>> qr_kappa_limit("householder", "bf16")
+    inf
     """
     _check_method(method)
     u = get_format(fmt, argname="fmt").unit_roundoff
@@ -251,9 +278,32 @@ def qr_bound(method: str, m: int, n: int, kappa: float, fmt, kind: str = "algori
 def floor_prediction(m: int, n: int, fmt, norm: str = "2") -> float:
     """Predicted ‖fl(Q)ᵀfl(Q) − I‖ of an m×n (m >= n) Haar-orthonormal Q rounded once to ``fmt``.
 
+    Parameters
+    ----------
+    m, n : int
+        Shape of Q (m >= n); an empty shape predicts 0.
+    fmt : str or Format
+        The storage format Q is rounded to (its unit roundoff u).
+    norm : {"2", "fro"}
+        Spectral or Frobenius norm.
+
+    Returns
+    -------
+    float
+        2-norm: 2u·√(2c·n/m) (1.2·u for a square Q, flat in n); Frobenius: u·n·√(2c/m)
+        (0.6·u·√n for a square Q).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``fmt`` or ``norm``.
+
+    Notes
+    -----
     S = fl(Q)ᵀfl(Q) − I is a symmetric random matrix with off-diagonal variance 2c·u²/m
-    (c = :data:`FLOOR_C`), so ‖S‖₂ ≈ 2u·√(2c·n/m) (semicircle edge) and
-    ‖S‖_F ≈ u·n·√(2c/m). Zero for an empty Q.
+    (c = :data:`FLOOR_C` ≈ 0.18, the mean squared relative rounding error in units of u²), so
+    ‖S‖₂ ≈ 2u·√(2c·n/m) (the edge of the semicircle law) and ‖S‖_F ≈ u·n·√(2c/m). The rounding
+    study measures 1.19–1.20·u in the 2-norm for d ≥ 128 (docs/error-analysis.md). Cost O(1).
 
     Examples
     --------
@@ -273,9 +323,26 @@ def floor_prediction(m: int, n: int, fmt, norm: str = "2") -> float:
 def storage_floor(m: int, n: int, fmt) -> float:
     """‖QᵀQ − I‖₂ of an exactly orthonormal m×n Q after one rounding to ``fmt``.
 
-    The 2-norm of :func:`floor_prediction` for the k = min(m, n) orthonormal columns:
-    C·u·√(k/max(m, k)) with C = :data:`C_STORAGE_ROUNDING` ≈ 1.2 (measured: 1.2u square,
-    0.15u at 4000×64 in bf16). Zero for an empty Q.
+    Parameters
+    ----------
+    m, n : int
+        Shape of Q, either orientation (the k = min(m, n) orthonormal vectors count); an empty
+        shape gives 0.
+    fmt : str or Format
+        The storage format (its unit roundoff u).
+
+    Returns
+    -------
+    float
+        The 2-norm of :func:`floor_prediction` for the k orthonormal columns:
+        C·u·√(k/max(m, k)) with C = :data:`C_STORAGE_ROUNDING` ≈ 1.2 (measured: 1.2u square,
+        0.15u at 4000×64 in bf16). This is the floor every QR method meets when it returns Q in
+        a 16-bit format (docs/qr.md, docs/error-analysis.md).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``fmt``.
 
     Examples
     --------

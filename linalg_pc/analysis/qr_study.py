@@ -76,7 +76,8 @@ def qr_study(methods=DEFAULT_METHODS, kappas=(1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
     Records with fields method, method_used, format, m, n, kappa (requested), kappa_stored,
     orth_loss (‖I − QᵀQ‖₂), fact_error (‖A − QR‖_F/‖A‖_F against the stored A), lapack_resid,
     lapack_orth (xQRT01 ratios), breakdown (a fallback was taken or Q is not finite), fallback
-    (the reasons), bound, within_bound, seconds (median over trials).
+    (the reasons), bound (:func:`study_bound` at ``kappa_stored``, the κ of the matrix that was
+    factored), within_bound, seconds (median over trials).
     """
     from .matrices import randsvd
     from .metrics import factorization_error, lapack_ratios, orthogonality_loss
@@ -114,7 +115,8 @@ def qr_study(methods=DEFAULT_METHODS, kappas=(1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
                                    lapack_ratios)
                     if worst is None or _worse(rec, worst):
                         worst = rec
-                bound = study_bound(method, m_rows, n_cols, kappa, cfg)
+                # the bound at the κ of the matrix that was factored (the stored one)
+                bound = study_bound(method, m_rows, n_cols, worst["kappa_stored"], cfg)
                 worst.update({
                     "method": method, "format": cfg, "m": m_rows, "n": n_cols,
                     "kappa": float(kappa), "bound": bound,

@@ -177,6 +177,7 @@ class KLSOAP(_KL):
 
 
 _KL_DOC = """
+
     Parameters
     ----------
     lr : float

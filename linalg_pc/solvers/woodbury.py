@@ -271,12 +271,17 @@ class WoodburyInverse:
 class ShermanMorrisonResult(NamedTuple):
     """Result of :func:`sherman_morrison_update`.
 
-    inverse : the updated inverse (J + uvᵀ)⁻¹, or Jinv unchanged where ``singular``.
-    denominator : 1 + vᵀJ⁻¹u (per matrix); ±inf where it exceeds the working format (the
-        update is then computed from scaled u and v and is still exact to working precision).
-    singular : bool (array for batches); the update was skipped because the denominator is
-        zero to working precision (J + uvᵀ singular or nearly so) or because the updated
-        inverse is not representable in the working format (it would overflow).
+    Attributes
+    ----------
+    inverse : array
+        The updated inverse (J + uvᵀ)⁻¹, or Jinv unchanged where ``singular``.
+    denominator : array
+        1 + vᵀJ⁻¹u (per matrix); ±inf where it exceeds the working format (the update is then
+        computed from scaled u and v and is still exact to working precision).
+    singular : bool or array of bool (for batches)
+        The update was skipped because the denominator is zero to working precision (J + uvᵀ
+        singular or nearly so) or because the updated inverse is not representable in the
+        working format (it would overflow).
     """
 
     inverse: Any

@@ -9,6 +9,6 @@ docs/distributed.md.
 
 from __future__ import annotations
 
-from . import qr  # noqa: F401 - registers lpc.qr for Dask arrays
+from . import batched, pcg, qr  # noqa: F401 - register the routines for Dask arrays
 
 __all__: list[str] = []

@@ -5,7 +5,7 @@ The public API is flat: ``import linalg_pc as lpc``; ``lpc.round_to``, ``lpc.to_
 and array_api_strict arrays and returns results in the caller's library and on its device.
 """
 
-from . import analysis, basis, integrations, precond, qr_methods, solvers
+from . import analysis, basis, distributed, integrations, precond, qr_methods, solvers
 from ._kernels._twins import load_threading_layer
 from ._policy import Precision, ResolvedPrecision
 from ._version import __version__
@@ -29,6 +29,7 @@ from .solvers import *  # noqa: F403
 
 __all__ = [
     "__version__",
+    "distributed",
     "integrations",
     "precond",
     "FORMATS",

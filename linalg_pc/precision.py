@@ -38,6 +38,7 @@ from __future__ import annotations
 from . import _backend as B
 from . import _buffers
 from ._backend.convert import DECODE, EMULATE, MODES, STORE, check_out, convert
+from ._backend.dask import dispatch
 from ._formats import FORMATS, Format, get_format, unit_roundoff
 from ._policy import COMPUTE_FORMATS
 
@@ -155,6 +156,8 @@ def round_to(x, fmt, mode: str = "nearest", rng=None, *, out=None):
     >>> round_to(x, "bf16").tolist()  # bf16 spacing at 1 is 2**-7: up, tie to even, down
     [1.0078125, 1.0, 1.0]
     """
+    if (dist := dispatch("round_to", x)) is not None:  # a Dask array
+        return dist(x, fmt, mode, rng, out=out)
     xp = _namespace(x)
     fin = B.format_of(x, argname="x")
     f = get_format(fmt)
@@ -204,6 +207,8 @@ def to_storage(x, fmt="bf16", *, mode: str = "nearest", rng=None, out=None):
     >>> to_storage(np.array([1.0, 2**-9], np.float32), "bf16").dtype.name
     'bfloat16'
     """
+    if (dist := dispatch("to_storage", x)) is not None:  # a Dask array
+        return dist(x, fmt, mode=mode, rng=rng, out=out)
     xp = _namespace(x)
     fin = B.format_of(x, argname="x")
     f = get_format(fmt)
@@ -246,6 +251,8 @@ def from_storage(x, compute="fp32", *, out=None):
     -----
     Exact for 16-bit inputs (an fp64 input decoded to fp32 is rounded to nearest); cost O(size).
     """
+    if (dist := dispatch("from_storage", x)) is not None:  # a Dask array
+        return dist(x, compute, out=out)
     xp = _namespace(x)
     fin = B.format_of(x, argname="x")
     f = get_format(compute, argname="compute")

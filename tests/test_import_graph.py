@@ -14,7 +14,7 @@ Layers, bottom to top (a module may import its own layer and those below it)::
     base        _formats, _buffers, _version: import nothing of the package
     backend     _backend, _kernels: the only library-specific code
     core        precision, _policy, _operators: formats, conversion, the precision policy
-    algorithms  qr_methods, basis, solvers, precond
+    algorithms  qr_methods, basis, solvers, precond, distributed
     integrations  adapters of the algorithms to a framework (torch.optim): above the algorithms
                 they adapt, below the analysis, whose studies may drive them
     analysis    metrics, matrices, bounds, the studies, the report
@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("backend", ("linalg_pc._backend", "linalg_pc._kernels")),
     ("core", ("linalg_pc.precision", "linalg_pc._policy", "linalg_pc._operators")),
     ("algorithms", ("linalg_pc.qr_methods", "linalg_pc.basis", "linalg_pc.solvers",
-                    "linalg_pc.precond")),
+                    "linalg_pc.precond", "linalg_pc.distributed")),
     ("integrations", ("linalg_pc.integrations",)),
     ("analysis", ("linalg_pc.analysis",)),
     ("cli", ("linalg_pc.cli",)),

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .. import _backend as B
+from .._backend.dask import dispatch
 from ._common import METHODS, QRInfo, QRResult, finish, kappa_est, prepare
 from .batched import BATCHED_MAX_DIM, KAPPA_EST_MAX_BATCH, batched_core, batched_qr
 from .cholesky import cholqr, cholqr2, scholqr3
@@ -143,6 +144,9 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
     >>> Q.dtype.name, info.method, info.compute
     ('bfloat16', 'cholqr2', 'fp32')
     """
+    if (dist := dispatch("qr", A)) is not None:  # a Dask array: linalg_pc.distributed
+        return dist(A, method=method, mode=mode, storage=storage, compute=compute,
+                    emulate=emulate, rng=rng, **options)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {list(METHODS)}")
     requested = method

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import array_namespace, check_finite, solve_triangular, to_numpy
+from .._backend.dask import dispatch
 from ._loop import trim_history
 from ._status import CONVERGED, STATUS_NAMES, status_names
 from .pcg import PCGResult, _check_scalar, pcg
@@ -122,6 +123,10 @@ def solve_degenerate(H, b, *, split: int = 3, threshold: float = 10.0,
     >>> bool(np.allclose(x[3], 0.25)), res.status.tolist()
     (True, ['converged', 'converged', 'converged', 'converged'])
     """
+    if (dist := dispatch("solve_degenerate", H, b)) is not None:  # Dask arrays
+        return dist(H, b, split=split, threshold=threshold, kappa_target=kappa_target,
+                    rtol=rtol, atol=atol, maxiter=maxiter, check_every=check_every,
+                    labels=labels, engine=engine)
     _check_params(threshold, kappa_target)
     _check_scalar("rtol", rtol)
     _check_scalar("atol", atol)

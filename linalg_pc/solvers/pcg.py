@@ -72,6 +72,7 @@ from .._backend import (
     native_dtype,
     to_numpy,
 )
+from .._backend.dask import dispatch
 from .._kernels.capability import cpu_solver_kernels
 from .._kernels.cpu_pcg_small import run_pcg_small
 from .._operators import Operator, as_operator, host_or_device_ok, is_array
@@ -438,6 +439,9 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
     _check_scalar("maxiter", maxiter, integer=True)
     _check_scalar("check_every", check_every, integer=True, positive=True)
     compute = _compute_arg(compute, precision)
+    if (dist := dispatch("pcg", A, b, M, x0)) is not None:  # Dask arrays or operator
+        return dist(A, b, M=M, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
+                    callback=callback, check_every=check_every, compute=compute)
     if isinstance(x0, str):
         if x0 != "Mb":
             raise ValueError(f"x0 must be an array, None or 'Mb' (SciPy's x0 = M b), got "

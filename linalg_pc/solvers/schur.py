@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import array_namespace, check_finite, cholesky, format_of, to_numpy
+from .._backend.dask import dispatch
 from .._kernels._twins import pick
 from .._kernels.capability import cpu_solver_kernels
 from .._kernels.cpu_dcreg import DCRegAnalysis, DCRegSolve, run_dcreg
@@ -368,6 +369,9 @@ def block_degeneracy(H, *, split: int = 3, threshold: float = 10.0, kappa_target
     >>> rep.flagged_axes(), float(rep.cond_t)
     (('z',), 90.0)
     """
+    if (dist := dispatch("block_degeneracy", H)) is not None:  # a Dask array
+        return dist(H, split=split, threshold=threshold, kappa_target=kappa_target,
+                    labels=labels, engine=engine)
     _check_params(threshold, kappa_target)
     if engine not in ("auto", "numba", "array_api"):
         raise ValueError(f"engine must be 'auto', 'numba' or 'array_api', got {engine!r}")

@@ -1,0 +1,231 @@
+"""Distributed suite: linalg_pc on Dask arrays over a 2-worker LocalCluster (1 thread each).
+
+Cases (full size; ``--quick`` shrinks every size):
+
+- ``tsqr``: lpc.qr (CholQR2) of a 4,000,000×64 fp32 Dask array in 32 row chunks, persisted on
+  the workers, against ``dask.array.linalg.tsqr`` on the same array and cluster (Q and R
+  computed, Q persisted on the workers); ‖I − QᵀQ‖₂ of ours against the CholQR2 bound
+  6(mn + n(n+1))u of docs/error-analysis.md.
+- ``qr_vs_local``: the same distributed QR against lpc.qr of the array held in memory by this
+  process (its BLAS on every core): the price of distribution.
+- ``dcreg``: lpc.solve_degenerate over N 6×6 systems in Dask chunks against one local process
+  on the same systems in memory (the Numba kernel on every core). The full size is
+  N = 2·10⁶ in chunks of 2.5·10⁵ (10⁷ systems do not fit twice in this machine's memory).
+- ``pcg``: 3-D Poisson, n³ unknowns, row blocks built on the workers, 20 PCG iterations (rtol
+  0): time per iteration against local lpc.pcg on the same CSR matrix.
+- ``pcg_overhead``: the same on a tiny problem (16 chunks of 64 rows): the per-iteration time
+  is the scheduler's overhead (two round trips and the graph construction).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from harness import Case
+
+import linalg_pc as lpc
+
+U32 = 2.0**-24
+_CLUSTER: dict = {}
+
+
+def client():
+    if "client" not in _CLUSTER:
+        import sys
+
+        import cloudpickle
+        from distributed import Client, LocalCluster
+
+        # the workers cannot import this module: its functions travel by value
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None, memory_limit="8GiB")
+        _CLUSTER.update(cluster=cluster, client=Client(cluster))
+    return _CLUSTER["client"]
+
+
+def _wait(*xs):
+    """Persist and wait, then release (the next call must not find these keys computed)."""
+    from distributed import wait
+
+    out = client().persist(list(xs))
+    wait(out)
+    client().cancel(out)
+
+
+def _fresh(x):
+    """x under new keys (an identity task per chunk): each timed call computes from scratch
+    instead of finding the previous call's results on the workers."""
+    import uuid
+
+    return x.map_blocks(_same, dtype=x.dtype, meta=x._meta, token=uuid.uuid4().hex)
+
+
+def _same(block):
+    return block
+
+
+def load() -> dict:
+    return {"loadavg_1m": os.getloadavg()[0]}
+
+
+# --------------------------------------------------------------------------- TSQR
+def qr_cases(quick: bool) -> list[Case]:
+    import dask.array as da
+
+    m, n, chunks = (400_000, 64, 32) if quick else (4_000_000, 64, 32)
+    c = client()
+    A = da.random.default_rng(0).standard_normal((m, n), chunks=(m // chunks, n),
+                                                dtype=np.float32)
+    A = c.persist(A)
+    from distributed import wait
+
+    wait(A)
+
+    def ours():
+        Q, R, info = lpc.qr(_fresh(A))
+        _wait(Q)
+        return info
+
+    def dask_tsqr():
+        Q, R = da.linalg.tsqr(_fresh(A))
+        _wait(Q, R)
+
+    def acc(o, b):
+        Q, R, info = lpc.qr(A)
+        G = (Q.T @ Q).compute().astype(np.float64)
+        err = float(np.linalg.norm(G - np.eye(n), 2))
+        bound = 6 * (m * n + n * (n + 1)) * U32
+        return {"m": m, "n": n, "chunks": chunks, "orth_err": err, "orth_bound": bound,
+                "method": info.method, **load()}
+
+    Al = A.compute()
+
+    def local():
+        return lpc.qr(Al)
+
+    def acc_l(o, b):
+        return {"m": m, "n": n, **load()}
+
+    def derived(rec):
+        return {"ratio_dist_over_local": rec["ours_s"] / rec["baseline_s"]}
+
+    return [Case(f"tsqr {m}x{n} fp32, {chunks} chunks", ours, dask_tsqr,
+                 "dask.array.linalg.tsqr", accuracy=acc, repeats=3 if quick else 3),
+            Case(f"qr_vs_local {m}x{n} fp32", ours, local, "local lpc.qr (in memory)",
+                 accuracy=acc_l, repeats=3, derived=derived)]
+
+
+# --------------------------------------------------------------------------- DCReg
+def _dcreg_chunk(N, seed):
+    rng = np.random.default_rng(seed)
+    J = rng.standard_normal((N, 20, 6))
+    weak = rng.integers(0, 6, N)
+    sel = rng.random(N) < 1 / 3
+    J[np.nonzero(sel)[0], :, weak[sel]] *= 1e-3
+    return J.transpose(0, 2, 1) @ J, rng.standard_normal((N, 6))
+
+
+def dcreg_cases(quick: bool) -> list[Case]:
+    import dask
+    import dask.array as da
+
+    N, per = (100_000, 10_000) if quick else (2_000_000, 250_000)
+    c = client()
+    parts = [dask.delayed(_dcreg_chunk)(per, i) for i in range(N // per)]
+    H = da.concatenate([da.from_delayed(p[0], (per, 6, 6), np.float64) for p in parts])
+    b = da.concatenate([da.from_delayed(p[1], (per, 6), np.float64) for p in parts])
+    H, b = c.persist([H, b])
+    Hl, bl = dask.compute(H, b)
+
+    def ours():
+        x, rep, res = lpc.solve_degenerate(_fresh(H), _fresh(b))
+        _wait(x, res.status)
+
+    def local():
+        return lpc.solve_degenerate(Hl, bl)
+
+    def acc(o, loc):
+        x = lpc.solve_degenerate(H, b)[0].compute()
+        return {"systems": N, "chunk": per,
+                "max_diff_vs_local": float(np.max(np.abs(x - loc[0]))), **load()}
+
+    def derived(rec):
+        return {"throughput_ratio": rec["baseline_s"] / rec["ours_s"],
+                "systems_per_s": N / rec["ours_s"]}
+
+    return [Case(f"dcreg N={N} chunks of {per}", ours, local, "one local process",
+                 accuracy=acc, repeats=3, derived=derived)]
+
+
+# --------------------------------------------------------------------------- PCG
+def poisson3d_rows(n: int, r0: int, r1: int):
+    """Rows [r0, r1) of the 7-point 3-D Laplacian on an n³ grid, as a CSR block."""
+    import scipy.sparse as sp
+
+    r = np.arange(r0, r1, dtype=np.int64)
+    i, j, k = r // (n * n), (r // n) % n, r % n
+    rows, cols, vals = [r - r0], [r], [np.full(r.size, 6.0)]
+    for ok, off in ((i > 0, -n * n), (i < n - 1, n * n), (j > 0, -n), (j < n - 1, n),
+                    (k > 0, -1), (k < n - 1, 1)):
+        rows.append((r - r0)[ok])
+        cols.append(r[ok] + off)
+        vals.append(np.full(int(ok.sum()), -1.0))
+    N = n**3
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(r1 - r0, N))
+
+
+def _dask_poisson(n, nchunks):
+    import dask
+    import dask.array as da
+    import scipy.sparse as sp
+
+    N = n**3
+    edges = np.linspace(0, N, nchunks + 1).astype(int)
+    blocks = [da.from_delayed(dask.delayed(poisson3d_rows)(n, a, b), (b - a, N), np.float64,
+                              meta=sp.csr_matrix((0, 0)))
+              for a, b in zip(edges[:-1], edges[1:])]
+    A = da.concatenate(blocks, axis=0)
+    rhs = np.random.default_rng(0).standard_normal(N)
+    return A, da.from_array(rhs, chunks=(tuple(np.diff(edges)),)), rhs
+
+
+def pcg_cases(quick: bool) -> list[Case]:
+    import scipy.sparse as sp
+
+    iters = 20
+    out = []
+    for label, n, nchunks in (("pcg", 40 if quick else 200, 16),
+                              ("pcg_overhead", 10, 16)):
+        A, b, rhs = _dask_poisson(n, nchunks)
+        A = client().persist(A)
+        Al = sp.vstack([poisson3d_rows(n, 0, n**3)]).tocsr()
+
+        def ours(A=A, b=b):
+            res = lpc.pcg(_fresh(A), _fresh(b), rtol=0.0, maxiter=iters)
+            _wait(res.x)
+            return res._replace(x=None)
+
+        def local(Al=Al, rhs=rhs):
+            return lpc.pcg(Al, rhs, rtol=0.0, maxiter=iters)
+
+        def acc(o, loc, n=n):
+            return {"unknowns": n**3, "iterations": o.iterations,
+                    "hist_rel_diff": float(np.max(np.abs(o.residual_norms - loc.residual_norms)
+                                                  / loc.residual_norms)), **load()}
+
+        def derived(rec):
+            return {"ours_ms_per_iter": rec["ours_s"] / iters * 1e3,
+                    "local_ms_per_iter": rec["baseline_s"] / iters * 1e3,
+                    "per_iter_ratio": rec["ours_s"] / rec["baseline_s"]}
+
+        out.append(Case(f"{label} {n}^3 in {nchunks} row chunks", ours, local,
+                        "local lpc.pcg (CSR)", accuracy=acc, repeats=3, derived=derived))
+    return out
+
+
+def cases(quick: bool) -> list[Case]:
+    return qr_cases(quick) + dcreg_cases(quick) + pcg_cases(quick)

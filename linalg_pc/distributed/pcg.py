@@ -1,0 +1,291 @@
+"""PCG on a Dask cluster: the local PCG loop (:mod:`linalg_pc.solvers._loop`) driving a Dask
+engine whose vectors are Dask arrays chunked like b.
+
+One iteration is one distributed SpMV and two scalar reductions (round trips to the client):
+
+    p = z + β p;  q = A p;  pᵀq              (SpMV: row block i reads only the chunks of p its
+                                               columns touch; one reduction)
+    x += α p;  r −= α q;  z = M r;  ‖r‖, rᵀz  (the residual norm of the stopping test and the
+                                               next ρ together: one reduction)
+
+plus the true-residual check every ``check_every`` steps, as locally; the stopping rules,
+residual replacement, stall detection, history and status are those of the local loop, so the
+result record is the same. A's row blocks are split at the call into the column pieces that
+meet the chunks of p (empty sparse pieces dropped) and persisted on the workers for the whole
+solve; every vector is persisted after each step (nothing returns to the client but the two
+scalars).
+
+Inputs: A a Dask array (N, N) chunked along rows only, its chunks NumPy arrays or scipy.sparse
+matrices (or CuPy / cupyx), or a Dask-backed operator: a callable taking a Dask vector chunked
+like b and returning A·p as one; b (N,) a Dask vector whose chunks equal A's row chunks; M
+(optional) of the same kinds as A (z = M r, SciPy's convention); x0 (optional) a Dask vector
+chunked like b.
+
+Cost per iteration: the local flops (one SpMV, 5 vector updates) spread over the workers, plus
+the scheduler's fixed cost (a few milliseconds per round trip, measured in docs/distributed.md)
+and the halo: each row block fetches the neighbouring chunks of p its columns touch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _backend as B
+from .._backend.dask import is_dask, register_routine
+from .._formats import get_format
+from ..solvers._loop import run
+from ..solvers._status import CONVERGED, status_names
+from ..solvers.pcg import PCGResult
+from ._graph import check_dask_array, check_row_chunks, dask_modules
+
+__all__ = ["pcg_dask", "DaskEngine"]
+
+
+# --------------------------------------------------------------------------- block tasks
+def _split(block, offsets, dtype):
+    """A row block cut into its pieces against p's chunks (None for an empty sparse piece);
+    also whether the block is finite."""
+    sparse = hasattr(block, "tocsr") and not hasattr(block, "__array_namespace__")
+    if sparse:
+        block = block.tocsr().astype(dtype)
+        finite = bool(np.all(np.isfinite(block.data)))
+    else:
+        xp = B.array_namespace(block)
+        block = xp.astype(block, dtype) if block.dtype != dtype else block
+        finite = bool(xp.all(xp.isfinite(block)))
+    pieces = []
+    for j in range(len(offsets) - 1):
+        pc = block[:, offsets[j]:offsets[j + 1]]
+        if sparse and pc.nnz == 0:
+            pc = None
+        pieces.append(pc)
+    return pieces, finite
+
+
+def _touches(split):
+    return [j for j, pc in enumerate(split[0]) if pc is not None], split[1]
+
+
+def _spmv(split, used, *pj):
+    pieces = split[0]
+    out = None
+    for j, v in zip(used, pj):
+        t = pieces[j] @ v
+        out = t if out is None else out + t
+    return out
+
+
+def _finite_vec(v):
+    xp = B.array_namespace(v)
+    return bool(xp.all(xp.isfinite(v)))
+
+
+# --------------------------------------------------------------------------- operators
+class _Matrix:
+    """A row-chunked Dask matrix persisted as column pieces; ``apply(p)`` is the SpMV graph."""
+
+    def __init__(self, A, name, chunks, dtype):
+        dask, da, HighLevelGraph, Delayed, tokenize = dask_modules()
+        self.da, self.HLG, self.tokenize = da, HighLevelGraph, tokenize
+        offsets = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64).tolist()
+        keys = [k[0] for k in A.__dask_keys__()]
+        sname = f"lpc-pcg-split-{tokenize(A, offsets, str(dtype))}"
+        layer = {(sname, i): (_split, k, offsets, dtype) for i, k in enumerate(keys)}
+        hlg = HighLevelGraph.from_collections(sname, layer, dependencies=[A])
+        splits = [Delayed((sname, i), hlg, layer=sname) for i in range(len(keys))]
+        self.splits = list(dask.persist(*splits))
+        info = dask.compute(*[dask.delayed(_touches)(s) for s in self.splits])
+        if not all(f for _, f in info):
+            raise ValueError(f"{name} must not contain NaN or inf")
+        self.used = [u for u, _ in info]
+        self.chunks = tuple(chunks)
+        self.dtype = dtype
+
+    def apply(self, p):
+        name = f"lpc-spmv-{self.tokenize(p.name, self.splits[0].key)}"
+        pkeys = [k for k in p.__dask_keys__()]
+        layer = {(name, i): (_spmv, s.key, u, *[pkeys[j] for j in u])
+                 for i, (s, u) in enumerate(zip(self.splits, self.used))}
+        g = self.HLG.from_collections(name, layer, dependencies=[p, *self.splits])
+        return self.da.Array(g, name, chunks=(self.chunks,), dtype=p.dtype, meta=p._meta)
+
+
+class _Callable:
+    def __init__(self, f, name):
+        self.f, self.name = f, name
+
+    def apply(self, p):
+        out = self.f(p)
+        if not is_dask(out) or tuple(getattr(out, "chunks", ())) != tuple(p.chunks):
+            raise ValueError(f"{self.name}(p) must return a Dask vector chunked like b "
+                             f"{p.chunks}")
+        return out
+
+
+# --------------------------------------------------------------------------- the engine
+class DaskEngine:
+    """:class:`linalg_pc.solvers._loop.Engine` for one system whose vectors are Dask arrays."""
+
+    def __init__(self, A, M, b, x0, zero):
+        self.dask = dask_modules()[0]
+        self.A, self.M, self.b, self.x0, self.zero = A, M, b, x0, zero
+        self._cached = None
+
+    def _persist(self, *xs):
+        return self.dask.persist(*xs)
+
+    def _scalars(self, *xs):
+        return [float(v) for v in self.dask.compute(*xs)]
+
+    @staticmethod
+    def _dot(u, v):
+        return (u * v).sum()
+
+    def init(self):
+        if self.x0 is None or self.zero:
+            self.x = self.b * 0
+            self.r = self.b * 1 if not self.zero else self.b * 0
+        else:
+            self.x = self.x0
+            self.r = self.b - self.A.apply(self.x)
+        self.p = self.b * 0
+        self.x, self.r, self.p = self._persist(self.x, self.r, self.p)
+        (rr,) = self._scalars(self._dot(self.r, self.r))
+        return np.array([np.sqrt(rr)])
+
+    def true_residual(self):
+        (self.rt,) = self._persist(self.b - self.A.apply(self.x))
+        d = self.r - self.rt
+        tt, dd = self._scalars(self._dot(self.rt, self.rt), self._dot(d, d))
+        return np.array([np.sqrt(tt)]), np.array([np.sqrt(dd)])
+
+    def replace(self, mask):
+        if bool(mask[0]):
+            self.r = self.rt
+            self._cached = None
+
+    def precondition(self, active):
+        if self._cached is not None and self._cached[0] is self.r:
+            _, self.z, rho = self._cached
+            return np.array([rho])
+        self.z = self.r if self.M is None else self._persist(self.M.apply(self.r))[0]
+        (rho,) = self._scalars(self._dot(self.r, self.z))
+        return np.array([rho])
+
+    def direction(self, beta, active):
+        p = self.z + float(beta[0]) * self.p
+        (self.p,) = self._persist(p)
+        (self.q,) = self._persist(self.A.apply(self.p))
+        (pq,) = self._scalars(self._dot(self.p, self.q))
+        return np.array([pq])
+
+    def update(self, alpha, active):
+        a = float(alpha[0])
+        x, r = self._persist(self.x + a * self.p, self.r - a * self.q)
+        self.x, self.r = x, r
+        z = r if self.M is None else self.M.apply(r)
+        (z,) = self._persist(z)
+        rr, rz = self._scalars(self._dot(r, r), self._dot(r, z))
+        self._cached = (r, z, rz)
+        return np.array([np.sqrt(rr)])
+
+    def current_x(self):
+        return self.x
+
+    def X(self):
+        return self.x
+
+
+# --------------------------------------------------------------------------- entry point
+def _as_operator(A, name, b):
+    if callable(A) and not hasattr(A, "chunks"):
+        return _Callable(A, name)
+    check_row_chunks(A, name)
+    if A.shape[0] != A.shape[1]:
+        raise ValueError(f"{name} must be square, got shape {tuple(A.shape)}")
+    if A.shape[0] != b.shape[0]:
+        raise ValueError(f"{name} of shape {tuple(A.shape)} does not match b of shape "
+                         f"{tuple(b.shape)}")
+    if A.chunks[0] != b.chunks[0]:
+        raise ValueError(f"{name}'s row chunks {A.chunks[0]} must equal b's chunks "
+                         f"{b.chunks[0]}: rechunk one like the other")
+    return A
+
+
+@register_routine("pcg")
+def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callback=None,
+             check_every=25, compute=None):
+    """``lpc.pcg`` on Dask arrays (see the module docstring); a batch A (N, n, n) with b (N, n)
+    goes to :func:`linalg_pc.distributed.batched.pcg_batched`.
+
+    Returns
+    -------
+    PCGResult
+        x a Dask vector chunked like b (persisted on the workers); converged, iterations,
+        residual_norms, true_residual_norm and status concrete, as locally.
+
+    Raises
+    ------
+    TypeError
+        b, M or x0 not Dask arrays while A is one (or the reverse).
+    ValueError
+        A chunked along columns, not square, or with row chunks different from b's; x0 chunked
+        unlike b; NaN/inf in A, M or b (found when the blocks are persisted).
+    NotImplementedError
+        ``compute="fp32"`` on fp64 data (iterative refinement), x0 "Mb".
+    """
+    check_dask_array(b, "b")
+    if getattr(A, "ndim", 0) == 3:
+        from .batched import pcg_batched
+
+        check_dask_array(A, "A")
+        return pcg_batched(A, b, M=M, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
+                           callback=callback, check_every=check_every,
+                           compute=None if compute is None else compute.compute)
+    if not callable(A) or hasattr(A, "chunks"):
+        check_dask_array(A, "A")
+    if b.ndim != 1:
+        raise ValueError(f"b must be a Dask vector (N,) for the distributed PCG, got shape "
+                         f"{tuple(b.shape)}")
+    if M is not None and not callable(M) or hasattr(M, "chunks"):
+        check_dask_array(M, "M")
+    if isinstance(x0, str):
+        raise NotImplementedError("x0='Mb' is not offered for Dask arrays; pass M @ b")
+    if x0 is not None:
+        check_dask_array(x0, "x0")
+        if x0.chunks != b.chunks:
+            raise ValueError(f"x0's chunks {x0.chunks} must equal b's {b.chunks}")
+    A = _as_operator(A, "A", b)
+    M = None if M is None else _as_operator(M, "M", b)
+    dts = [x.dtype for x in (A, b, M, x0) if hasattr(x, "dtype")]
+    fmts = [get_format(np.dtype(d).name if np.dtype(d).kind == "f" else "fp64") for d in dts]
+    widest = min(fmts, key=lambda f: f.unit_roundoff)
+    if widest.name in ("bf16", "fp16"):
+        widest = get_format("fp32")
+    work = widest if compute is None or compute.compute is None else get_format(compute.compute)
+    if work.name == "fp32" and widest.name == "fp64":
+        raise NotImplementedError("compute='fp32' on fp64 data (iterative refinement) is not "
+                                  "offered for Dask arrays")
+    dtype = np.dtype("float64" if work.name == "fp64" else "float32")
+    chunks = b.chunks[0]
+    bw = b.astype(dtype)
+    opA = _Matrix(A, "A", chunks, dtype) if hasattr(A, "chunks") else A
+    opM = None if M is None else (_Matrix(M, "M", chunks, dtype) if hasattr(M, "chunks")
+                                  else M)
+    dask = dask_modules()[0]
+    (bw,) = dask.persist(bw)
+    bb, bfin = dask.compute((bw * bw).sum(), dask.delayed(all)(
+        [dask.delayed(_finite_vec)(c) for c in bw.to_delayed().ravel()]))
+    if not bfin:
+        raise ValueError("b must not contain NaN or inf")
+    bnorm = float(np.sqrt(bb))
+    n = b.shape[0]
+    maxiter = 10 * n if maxiter is None else int(maxiter)
+    tol = np.array([max(rtol * bnorm, atol)])
+    x0w = None if x0 is None else x0.astype(dtype)
+    eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
+    raw = run(eng, tol, maxiter, int(check_every), callback, u=work.unit_roundoff)
+    names = status_names(raw.status)
+    conv = raw.status == CONVERGED
+    return PCGResult(raw.X, bool(conv[0]), int(raw.iters[0]), raw.hist[:, 0],
+                     float(raw.tnorm[0]), str(names[0]), False)

@@ -1,0 +1,437 @@
+"""Tall-skinny QR of a Dask array chunked along rows: CholeskyQR2, shifted CholeskyQR3,
+sketch-preconditioned CholeskyQR and TSQR as "local block work + one small reduction".
+
+A is m×n with row blocks A_i (one column chunk). One CholeskyQR pass is
+
+    G = Σ_i X_iᵀ X_i      (a Gram matrix per block on its worker, summed by a tree of fan-in 4)
+    R = chol(G)           (n×n, once, on the client, by the local code and its breakdown checks)
+
+where X_i = A_i R_1⁻¹ ··· R_(k−1)⁻¹ is recomputed from A_i inside the Gram task of pass k (k − 1
+triangular solves of the block): nothing of size m×n is kept between passes, so A may be larger
+than the cluster's memory when its chunks are produced lazily. The fallback chain is the local
+one (:mod:`linalg_pc.qr_methods.cholesky`): CholQR2 -> shifted CholQR3 on Cholesky breakdown ->
+Householder, here as TSQR (Householder QR of every row block, then of the stacked n×n R
+factors: Demmel, Grigori, Hoemmen, Langou, SISC 34, 2012). ``Q`` is a lazy Dask array chunked
+like A (Q_i = A_i R_1⁻¹ ··· R_k⁻¹, one task per block, in the storage format); ``R`` and
+``info`` are concrete. 16-bit chunks are decoded per chunk, inside the tasks.
+
+Cost: pass k reads A once and does (k − 1)·mn² (solves) + mn² (Gram) flops, communicating one
+n×n matrix per block (p·n² words over the tree); Q costs k·mn² more when computed. Bounds: those
+of the local methods (docs/error-analysis.md): ‖I − QᵀQ‖₂ = O(u) for CholQR2 while
+κ(A) ≲ u^(−1/2), for shifted CholQR3 and rand_cholqr up to κ ≈ u⁻¹, for TSQR whatever κ; the
+tree only reorders the Gram sum (error ≤ γ_m·‖A‖² like the local sum).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _backend as B
+from .._backend.dask import register_routine
+from ..qr_methods._common import (
+    QRInfo,
+    QRResult,
+    diagonal,
+    finish,
+    kappa_est,
+    mT,
+    prepare,
+    scale_pow2,
+    to_float,
+    triu,
+    unscale_r,
+)
+from ..qr_methods.cholesky import (
+    ACCEPT_KAPPA,
+    MAX_PASSES,
+    SHIFT_GROWTH,
+    SHIFT_MAX_RETRIES,
+    SHIFT_POLICIES,
+    _Breakdown,
+    _breakdown_shift,
+    _chol,
+    _initial_shift,
+)
+from ..qr_methods.randomized import SKETCH_OVERSAMPLING, SKETCHES
+from ._graph import check_row_chunks, dask_modules, decode, store, tree_reduce
+
+__all__ = ["qr_dask", "DASK_QR_METHODS"]
+
+#: Methods the distributed QR offers ("auto" is "cholqr2").
+DASK_QR_METHODS = ("auto", "cholqr2", "scholqr3", "rand_cholqr", "tsqr")
+
+
+# --------------------------------------------------------------------------- block tasks
+def _apply(block, fin, fc, sexp, Rs):
+    """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves)."""
+    X = decode(block, fin, fc)
+    if sexp:
+        X = scale_pow2(X, sexp)
+    for R in Rs:
+        X = B.solve_triangular(R, X, lower=False, side="right", overwrite_b=X is not block)
+    return X
+
+
+def _gram_task(block, fin, fc, sexp, Rs):
+    X = _apply(block, fin, fc, sexp, Rs)
+    xp = B.array_namespace(X)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return xp.matmul(mT(xp, X), X)
+
+
+def _q_task(block, fin, fc, sexp, Rs, fs):
+    return store(_apply(block, fin, fc, sexp, Rs), fs)
+
+
+def _amax_task(block, fin, fc):
+    X = decode(block, fin, fc)
+    xp = B.array_namespace(X)
+    return np.float64(to_float(xp.max(xp.abs(X)))) if X.size else np.float64(0.0)
+
+
+def _finite_task(block):
+    xp = B.array_namespace(block)
+    return bool(to_float(xp.all(xp.isfinite(block)))) if block.size else True
+
+
+def _max(parts):
+    return max(parts)
+
+
+def _all(parts):
+    return all(parts)
+
+
+def _sketch_task(block, i, fin, fc, sexp, seed, kind, k):
+    """S_i A_i for the block's columns of the sketch S (k×m), drawn from (seed, block index)."""
+    X = _apply(block, fin, fc, sexp, [])
+    xp = B.array_namespace(X)
+    mi = X.shape[0]
+    gen = np.random.default_rng([seed, i])
+    if kind == "gaussian":
+        S = xp.asarray(gen.standard_normal((k, mi)) / math.sqrt(k), dtype=X.dtype,
+                       device=B.device_of(X))
+        return xp.matmul(S, X)
+    rows = gen.integers(0, k, size=mi)
+    signs = gen.choice(np.array([-1.0, 1.0]), size=mi)
+    return B.countsketch(X, rows, signs, k)
+
+
+def _leaf_qr(block, fin, fc, sexp):
+    """Householder QR of one decoded block (its Q and R in the compute format)."""
+    from ..qr_methods.householder import householder_qr
+
+    X = _apply(block, fin, fc, sexp, [])
+    res = householder_qr(X, storage=fc.name, compute=fc.name)
+    return res.Q, res.R
+
+
+# --------------------------------------------------------------------------- the driver
+class _Dist:
+    """A, its formats and the client-side n×n work of one distributed factorization."""
+
+    def __init__(self, A, ctx):
+        self.A, self.ctx = A, ctx
+        self.fin, self.fc, self.fs = ctx.prec.input, ctx.compute, ctx.storage
+        self.m, self.n = A.shape
+        self.dask = dask_modules()[0]
+
+    def compute(self, *delayeds):
+        return self.dask.compute(*delayeds)
+
+    def gram(self, sexp, Rs):
+        G = self.compute(tree_reduce(self.A, _gram_task, (self.fin, self.fc, sexp, list(Rs)),
+                                     "lpc-gram"))[0]
+        return self.ctx.xp.asarray(G)
+
+    def amax(self):
+        return float(self.compute(tree_reduce(self.A, _amax_task, (self.fin, self.fc),
+                                              "lpc-amax", combine=_max))[0])
+
+    def check_finite(self):
+        ok = self.compute(tree_reduce(self.A, _finite_task, (), "lpc-finite", combine=_all))[0]
+        if not ok:
+            raise ValueError("A must not contain NaN or inf")
+
+    def q(self, sexp, Rs):
+        _, da, *_ = dask_modules()
+        meta = self.A._meta
+        xp = B.array_namespace(meta)
+        dtype = B.native_dtype(xp, self.fs)
+        out_meta = xp.zeros((0, self.n), dtype=dtype)
+        return self.A.map_blocks(_q_task, self.fin, self.fc, sexp, list(Rs), self.fs,
+                                 dtype=dtype, meta=out_meta)
+
+
+def _pow2(amax: float) -> int:
+    return 0 if amax == 0 or not math.isfinite(amax) else -math.frexp(amax)[1]
+
+
+def _iterate(d: _Dist, *, min_passes, max_passes, accept, shift, allow_fallback_shift, Rs0=(),
+             sexp=0):
+    """The CholeskyQR iteration of :func:`linalg_pc.qr_methods.cholesky.cholqr_iterate` with
+    each Gram matrix reduced over the blocks; returns (sexp, Rs, Rtot) or raises _Breakdown."""
+    ctx, xp = d.ctx, d.ctx.xp
+    tr = ctx.trace
+    m, n = d.m, d.n
+    u_acc = ctx.u_work
+    Rs = list(Rs0)
+    Rtot = None
+    passes = 0
+    shifted_any = False
+    policy = shift
+    while True:
+        G = d.gram(sexp, Rs)
+        if passes == 0 and not Rs0:
+            dmax = to_float(xp.max(diagonal(xp, G))) if n else 0.0
+            if not math.isfinite(dmax):
+                d.check_finite()  # NaN/inf in A: ValueError, as locally
+                sexp = _pow2(d.amax())
+            elif dmax < ctx.compute.tiny / u_acc or dmax > ctx.compute.max * u_acc:
+                sexp = _pow2(d.amax())
+            if sexp:
+                G = d.gram(sexp, Rs)
+                tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
+        s_used = 0.0
+        if policy == "always" or (isinstance(policy, float) and policy > 0):
+            s_used = _initial_shift(ctx, G, m, n) if policy == "always" else float(policy)
+        L, info = _chol(ctx, G, s_used)
+        if info != 0 and policy is None and allow_fallback_shift:
+            tr.fallbacks.append(f"{tr.method} -> scholqr3: Cholesky breakdown in pass "
+                                f"{passes + 1} (leading minor {info} not positive definite)")
+            tr.method = "scholqr3"
+            policy = "breakdown"
+            max_passes = max(max_passes, MAX_PASSES)
+            accept = accept or ACCEPT_KAPPA
+        if info != 0 and policy is not None and policy != 0.0:
+            s_used = s_used or _breakdown_shift(ctx, G, m, n)
+            for _ in range(SHIFT_MAX_RETRIES):
+                tr.shifts.append(s_used)
+                L, info = _chol(ctx, G, s_used)
+                if info == 0:
+                    break
+                s_used *= SHIFT_GROWTH
+        elif s_used > 0:
+            tr.shifts.append(s_used)
+        if info != 0:
+            raise _Breakdown(f"Cholesky breakdown in pass {passes + 1} (leading minor {info} "
+                             f"not positive definite"
+                             + (", even after shifting)" if s_used else ")"))
+        R = triu(xp, mT(xp, L))
+        kap = kappa_est(xp, R)
+        if not kap * u_acc < 1.0:
+            raise _Breakdown(f"R of pass {passes + 1} is numerically singular "
+                             f"(kappa estimate {kap:.3g})")
+        passes += 1
+        shifted_any = shifted_any or s_used > 0
+        if policy == "always" or isinstance(policy, float):
+            policy = "breakdown"
+        Rs.append(R)
+        Rtot = R if Rtot is None else xp.matmul(R, Rtot)
+        want = max(min_passes, 3 if shifted_any else 0)
+        if passes >= want and s_used == 0 and kap <= accept:
+            break
+        if passes >= max_passes:
+            raise _Breakdown(f"no acceptable pass after {passes} passes (kappa estimate of the "
+                             f"last R {kap:.3g} > {accept})")
+        if passes >= min_passes and s_used == 0 and passes >= want:
+            tr.notes.append(f"pass {passes + 1} added: kappa estimate of R in pass {passes} is "
+                            f"{kap:.3g} > {accept}")
+    tr.passes = passes
+    return sexp, Rs, Rtot
+
+
+def _tsqr(d: _Dist):
+    """Householder QR of every block (kept on the workers), of the stacked R's on the client;
+    returns (Q lazy or None, R)."""
+    dask, da, HighLevelGraph, Delayed, tokenize = dask_modules()
+    ctx, xp = d.ctx, d.ctx.xp
+    A = d.A
+    keys = [k[0] for k in A.__dask_keys__()]
+    name = f"lpc-tsqr-leaf-{tokenize(A, d.fin, d.fc)}"
+    layer = {(name, i): (_leaf_qr, k, d.fin, d.fc, 0) for i, k in enumerate(keys)}
+    hlg = HighLevelGraph.from_collections(name, layer, dependencies=[A])
+    leaves = [Delayed((name, i), hlg, layer=name) for i in range(len(keys))]
+    need_q = ctx.mode != "r"
+    if need_q:
+        leaves = list(dask.persist(*leaves))
+    rs = dask.compute(*[lf[1] for lf in leaves])
+    rows = [r.shape[0] for r in rs]
+    stack = xp.concat([xp.asarray(r) for r in rs], axis=0)
+    from ..qr_methods.householder import householder_qr
+
+    top = householder_qr(stack, storage=d.fc.name, compute=d.fc.name)
+    ctx.trace.passes = 2
+    ctx.trace.notes.append(f"TSQR over {len(keys)} row blocks (Householder per block, then of "
+                           f"the stacked {stack.shape[0]}x{d.n} R factors)")
+    if not need_q:
+        return None, top.R
+    Qt = np.asarray(B.to_numpy(top.Q)) if B.is_numpy(xp) else top.Q
+    offs = np.concatenate([[0], np.cumsum(rows)])
+    qname = f"lpc-tsqr-q-{tokenize(name, d.fs)}"
+    qlayer = {(qname, i, 0): (_tsqr_q, lf.key, Qt[offs[i]:offs[i + 1]], d.fs)
+              for i, lf in enumerate(leaves)}
+    qg = HighLevelGraph.from_collections(qname, qlayer, dependencies=leaves)
+    dtype = B.native_dtype(B.array_namespace(A._meta), d.fs)
+    meta = B.array_namespace(A._meta).zeros((0, d.n), dtype=dtype)
+    return da.Array(qg, qname, chunks=A.chunks, dtype=dtype, meta=meta), top.R
+
+
+def _tsqr_q(leaf, Wi, fs):
+    Ql = leaf[0]
+    xp = B.array_namespace(Ql)
+    return store(xp.matmul(Ql, xp.asarray(Wi)), fs)
+
+
+def _sketch_r(d: _Dist, sketch, sketch_size, rng, sexp):
+    """R of the Householder QR of the sketch S A (k×n), S drawn per block."""
+    ctx, xp = d.ctx, d.ctx.xp
+    m, n = d.m, d.n
+    if sketch_size is None:
+        k = min(m, max(SKETCH_OVERSAMPLING * n, n + 1))
+    else:
+        if not (isinstance(sketch_size, int) and n <= sketch_size):
+            raise ValueError(f"sketch_size must be an int >= n = {n}, got {sketch_size!r}")
+        k = min(m, sketch_size)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    base = int(gen.integers(0, 2**62))
+    Y = xp.asarray(d.compute(tree_reduce(d.A, _sketch_task, (d.fin, d.fc, sexp, base, sketch,
+                                                             k), "lpc-sketch", indexed=True))[0])
+    ctx.trace.notes.append(f"{sketch} sketch, {k} rows (drawn per row block)")
+    from ..qr_methods.householder import householder_core
+
+    _, Rs = householder_core(ctx.sub("r"), Y)
+    return Rs[:n, :]
+
+
+@register_routine("qr")
+def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=None,
+            emulate=None, rng=None, **options) -> QRResult:
+    """``lpc.qr`` of a Dask array chunked along rows (see the module docstring).
+
+    Parameters
+    ----------
+    A : dask.array.Array (m, n), m >= n, one column chunk
+        NumPy (ml_dtypes bf16/fp16 included) or CuPy chunks; a stack (..., m, n) chunked along
+        its leading axes goes to the batched map (:func:`linalg_pc.distributed.batched.qr_stack`).
+    method : {"auto", "cholqr2", "scholqr3", "rand_cholqr", "tsqr"}
+    mode : {"reduced", "r"}
+    storage, compute : optional
+        As :func:`linalg_pc.qr`; Q's chunks are written in ``storage``.
+    rng, **options
+        ``shift`` (scholqr3), ``sketch``, ``sketch_size`` (rand_cholqr; ``rng`` seeds it).
+
+    Returns
+    -------
+    QRResult
+        Q a lazy Dask array chunked like A (None for mode "r"); R (n×n, the chunks' library)
+        and ``info`` concrete, ``info.backend == "dask"``.
+
+    Raises
+    ------
+    ValueError, TypeError, NotImplementedError
+        Before any task is submitted: bad chunking (the message says how to rechunk), m < n,
+        an unknown method or option, ``emulate`` or ``mode="complete"``, a non-float dtype.
+        NaN/inf in A raise ValueError after the first Gram pass reveals them (as locally, the
+        check rides on the Gram matrix's diagonal).
+    """
+    from ..qr_methods._common import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods are {list(METHODS)}")
+    if getattr(A, "ndim", 0) > 2:
+        from .batched import qr_stack
+
+        return qr_stack(A, method=method, mode=mode, storage=storage, compute=compute,
+                        emulate=emulate, rng=rng, **options)
+    if method not in DASK_QR_METHODS:
+        raise NotImplementedError(f"method {method!r} has no distributed implementation; "
+                                  f"Dask arrays take {list(DASK_QR_METHODS)}")
+    if mode not in ("reduced", "r"):
+        raise NotImplementedError(f"mode {mode!r} is not offered for Dask arrays (an m×m Q); "
+                                  f"use 'reduced' or 'r'")
+    if emulate is not None:
+        raise NotImplementedError("emulate is not offered for Dask arrays; run the study on "
+                                  "an in-memory array")
+    check_row_chunks(A, "A")
+    allowed = {"scholqr3": ("shift",), "rand_cholqr": ("sketch", "sketch_size")}
+    name = "cholqr2" if method == "auto" else method
+    bad = sorted(set(options) - set(allowed.get(name, ())))
+    if bad:
+        raise TypeError(f"unexpected option(s) {bad} for method {name!r} on a Dask array; it "
+                        f"takes {list(allowed.get(name, ())) or 'no options'}")
+    m, n = A.shape
+    meta = A._meta
+    xp = B.array_namespace(meta)
+    small = xp.zeros((n, n), dtype=meta.dtype)
+    ctx, _ = prepare(small, method=name, mode=mode, storage=storage, compute=compute,
+                     tall_only=True, batch_ok=False, check=False)
+    if m < n:
+        raise ValueError(f"method {name!r} needs m >= n (a tall or square A); got A of shape "
+                         f"{(m, n)}")
+    shift = options.get("shift", "always")
+    if name == "scholqr3" and not (shift in SHIFT_POLICIES or (
+            isinstance(shift, (int, float)) and not isinstance(shift, bool) and shift >= 0)):
+        raise ValueError(f"shift must be one of {SHIFT_POLICIES} or a number >= 0, got "
+                         f"{shift!r}")
+    sketch = options.get("sketch", "gaussian")
+    if name == "rand_cholqr" and sketch not in SKETCHES:
+        raise ValueError(f"sketch must be one of {SKETCHES}, got {sketch!r}")
+    tr = ctx.trace
+    tr.requested = method
+    tr.backend = "dask"
+    if method == "auto":
+        tr.notes.append(f"auto chose cholqr2 for the Dask array of shape {(m, n)}")
+    d = _Dist(A, ctx)
+    need_q = mode != "r"
+    Q = None
+    sexp = 0
+    if n == 0 or m == 0:
+        name = "tsqr"
+    try:
+        if name == "tsqr":
+            tr.method = "tsqr"
+            Q, R = _tsqr(d)  # a block with NaN/inf raises ValueError in its Householder QR
+        elif name == "rand_cholqr":
+            amax = d.amax()
+            if not math.isfinite(amax):
+                d.check_finite()
+            e = _pow2(amax)
+            sexp = e if abs(e) > 32 else 0
+            if sexp:
+                tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
+            Rsk = _sketch_r(d, sketch, options.get("sketch_size"), rng, sexp)
+            kap_s = kappa_est(xp, Rsk)
+            if not kap_s * ctx.u_work < 1.0:
+                raise _Breakdown(f"sketched R is numerically singular (kappa estimate "
+                                 f"{kap_s:.3g})")
+            sexp, Rs, R1 = _iterate(d, min_passes=1, max_passes=MAX_PASSES, accept=ACCEPT_KAPPA,
+                                    shift=None, allow_fallback_shift=False, Rs0=[Rsk],
+                                    sexp=sexp)
+            tr.passes += 1
+            R = xp.matmul(R1, Rsk)
+            Q = d.q(sexp, Rs) if need_q else None
+        else:
+            if name == "scholqr3":
+                sh = float(shift) if not isinstance(shift, str) else shift
+                kw = dict(min_passes=3 if sh == "always" or (isinstance(sh, float) and sh > 0)
+                          else 2, max_passes=MAX_PASSES, accept=ACCEPT_KAPPA, shift=sh,
+                          allow_fallback_shift=False)
+            else:
+                kw = dict(min_passes=2, max_passes=3, accept=ACCEPT_KAPPA, shift=None,
+                          allow_fallback_shift=True)
+            sexp, Rs, R = _iterate(d, **kw)
+            Q = d.q(sexp, Rs) if need_q else None
+        if sexp:
+            R = unscale_r(ctx, R, -sexp)
+    except _Breakdown as exc:
+        tr.fallbacks.append(f"{tr.method} -> householder: {exc.reason}")
+        tr.method = "householder"
+        Q, R = _tsqr(d)
+        tr.notes.append("Householder ran as TSQR over the row blocks")
+    tr.kappa_est = kappa_est(xp, R)
+    res = finish(ctx, None, R)
+    info = QRInfo(**{**res.info.as_dict(), "mode": mode})
+    return QRResult(Q, res.R, info)

@@ -26,6 +26,10 @@ ALLOWED_IMPORTS = {
     "cli.py": "`linalg-pc info` reports the installed versions of PyTorch and CuPy",
     "integrations/torch.py": "the torch.optim adapter subclasses torch.optim.Optimizer: by "
                              "design the only module outside the backend built on PyTorch",
+    "analysis/optim_models.py": "the optimizer study's models and batches are PyTorch modules "
+                                "and tensors (imported only when that study runs)",
+    "analysis/optim_runs.py": "the optimizer study's training loop drives torch.optim "
+                              "optimizers (imported only when that study runs)",
 }
 
 

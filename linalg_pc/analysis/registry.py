@@ -29,6 +29,7 @@ from .basis_study import (
 )
 from .drift import interpret_drift, rerounding_drift
 from .floor_study import interpret_floor, rounding_floor_study
+from .optimizer_study import run_registered as run_optimizer_study
 from .precision_study import interpret_precision, precision_study
 from .qr_study import interpret_qr, qr_study, summarize_qr
 from .records import Records
@@ -168,3 +169,14 @@ def _run_basis(*, quick: bool, seed: int, progress) -> StudyOutput:
                        [("basis_drift.png",
                          lambda p: plots.plot_basis_drift(recs, p, policy="cyclic"))],
                        json_only=("records",))
+
+
+@register_study("optimizer", "training study: SOAP / KL-SOAP / KL-Shampoo, fp32 / bf16, full / "
+                "subspace refreshes, vs AdamW and pytorch_optimizer.SOAP (needs torch, "
+                "scikit-learn)", in_default=False)
+def _run_optimizer(*, quick: bool, seed: int, progress) -> StudyOutput:
+    tables, paragraph, figures, _ = run_optimizer_study(quick=quick, seed=seed,
+                                                        progress=progress)
+    return StudyOutput("Optimizers: bf16 storage and subspace basis updates in training",
+                       tables, paragraph, figures, printed=("targets", "summary", "timing"),
+                       json_only=("runs", "curves", "data_files", "env"))

@@ -17,53 +17,31 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 
 from .. import precond
 from ..integrations.torch import KroneckerOptimizer
 from .optim_models import Task
+from .optim_specs import OPTIMIZERS, OptimizerSpec
 
-__all__ = ["OptimizerSpec", "OPTIMIZERS", "build_optimizer", "state_bytes", "train"]
+__all__ = ["OptimizerSpec", "OPTIMIZERS", "build_optimizer", "state_bytes", "train",
+           "interleaved_step_times", "torch_threads"]
 
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    """One optimizer configuration of the study."""
-
-    name: str
-    kind: str  # "adamw", "peer-soap", or a linalg_pc method: "soap", "kl_soap", "kl_shampoo"
-    storage: str = "fp32"
-    basis_update: str = "full"
-    basis_scheme: str | None = None
-
-
-def _sub(name, kind, scheme):
-    return OptimizerSpec(name, kind, "bf16", "subspace", scheme)
-
-
-#: Every configuration, in report order.
-OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in (
-    OptimizerSpec("AdamW", "adamw"),
-    OptimizerSpec("pytorch_optimizer SOAP", "peer-soap"),
-    OptimizerSpec("SOAP fp32", "soap"),
-    OptimizerSpec("SOAP bf16", "soap", "bf16"),
-    _sub("SOAP bf16 sub bf16", "soap", "bf16"),
-    _sub("SOAP bf16 sub project", "soap", "bf16-project"),
-    _sub("SOAP bf16 sub rectify", "soap", "bf16-rectify"),
-    OptimizerSpec("KL-SOAP fp32", "kl_soap"),
-    OptimizerSpec("KL-SOAP bf16", "kl_soap", "bf16"),
-    _sub("KL-SOAP bf16 sub project", "kl_soap", "bf16-project"),
-    OptimizerSpec("KL-Shampoo fp32", "kl_shampoo"),
-    OptimizerSpec("KL-Shampoo bf16", "kl_shampoo", "bf16"),
-)}
 
 #: Shared hyperparameters (the SOAP reference code's, except the period T and k).
 BETAS_SOAP = (0.95, 0.95)
 BETAS_ADAMW = (0.9, 0.95)
 WEIGHT_DECAY = 0.01
 BASIS_K = 1 / 8
+
+
+def torch_threads(n: int | None = None) -> int:
+    """PyTorch's intra-op thread count; set it to ``n`` when given. Returns the count before."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    return before
 
 
 class _Timers:

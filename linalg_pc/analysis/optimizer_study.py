@@ -46,8 +46,8 @@ FULL = {
 #: ``--quick``: every optimizer and figure, tiny sizes (seconds per task).
 QUICK = {
     "tasks": {
-        "digits": dict(steps=30, batch=32, eval_every=10, hidden=32, layers=2),
-        "charlm": dict(steps=12, batch=4, eval_every=6, hidden=32, layers=1, context=32,
+        "digits": dict(steps=20, batch=32, eval_every=10, hidden=32, layers=2),
+        "charlm": dict(steps=10, batch=4, eval_every=5, hidden=32, layers=1, context=32,
                        heads=2, corpus_bytes=200_000, val_batches=2),
     },
     "lrs": (3e-3,),
@@ -103,14 +103,11 @@ def optimizer_study(*, quick: bool = False, seed: int = 0, progress=None, config
     config : dict, optional
         Overrides :data:`FULL`/:data:`QUICK` (same keys).
     optimizers : sequence of str, optional
-        A subset of :data:`.optim_runs.OPTIMIZERS` (default: all).
+        A subset of :data:`.optim_specs.OPTIMIZERS` (default: all).
     log : callable, optional
         Called with one line per finished run (the command line passes stderr's writer).
     """
-    check_dependencies()
-    import torch
-
-    from .optim_runs import OPTIMIZERS
+    from .optim_specs import OPTIMIZERS
 
     cfg = dict(QUICK if quick else FULL)
     cfg.update(config or {})
@@ -121,18 +118,22 @@ def optimizer_study(*, quick: bool = False, seed: int = 0, progress=None, config
     if not cfg["lrs"] or int(cfg["seeds"]) < 1 or int(cfg["T"]) < 1:
         raise ValueError(f"config: needs at least one lr, seeds >= 1 and T >= 1, got "
                          f"lrs={cfg['lrs']!r}, seeds={cfg['seeds']!r}, T={cfg['T']!r}")
-    threads_before = torch.get_num_threads()
+    check_dependencies()
+    from .optim_runs import torch_threads
+
+    threads_before = torch_threads()
     threads = int(cfg.get("threads") or threads_before)
-    torch.set_num_threads(threads)
+    torch_threads(threads)
     try:
         return _study(cfg, names, seed, progress, log, threads)
     finally:
-        torch.set_num_threads(threads_before)
+        torch_threads(threads_before)
 
 
 def _study(cfg, names, seed, progress, log, threads) -> dict:
     from .optim_models import TaskConfig, make_task
-    from .optim_runs import OPTIMIZERS, interleaved_step_times, train
+    from .optim_runs import interleaved_step_times, train
+    from .optim_specs import OPTIMIZERS
 
     T, lrs, nseeds = int(cfg["T"]), tuple(cfg["lrs"]), int(cfg["seeds"])
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan

@@ -27,7 +27,8 @@ import time
 
 from .records import Records
 
-__all__ = ["optimizer_study", "interpret_optimizer", "FULL", "QUICK", "check_dependencies"]
+__all__ = ["optimizer_study", "merge_results", "study_output", "interpret_optimizer", "FULL",
+           "QUICK", "check_dependencies"]
 
 #: The default configuration: sized for minutes per task on 2 CPU cores.
 FULL = {
@@ -89,7 +90,7 @@ def _mean_sd(xs):
 
 
 def optimizer_study(*, quick: bool = False, seed: int = 0, progress=None, config=None,
-                    optimizers=None, log=None) -> dict:
+                    optimizers=None, log=None, on_run=None) -> dict:
     """Run the study; returns ``{"runs", "summary", "targets", "timing", "data"}`` Records.
 
     Parameters
@@ -106,6 +107,12 @@ def optimizer_study(*, quick: bool = False, seed: int = 0, progress=None, config
         A subset of :data:`.optim_specs.OPTIMIZERS` (default: all).
     log : callable, optional
         Called with one line per finished run (the command line passes stderr's writer).
+    on_run : callable, optional
+        Called with the record of every finished run (e.g. to save runs as they finish).
+
+    The configuration keys ``sweep`` and ``timing`` (default True) switch the training runs
+    and the interleaved timing run off, so that parts of the study can run in separate
+    processes and be joined by :func:`merge_results`.
     """
     from .optim_specs import OPTIMIZERS
 
@@ -125,12 +132,12 @@ def optimizer_study(*, quick: bool = False, seed: int = 0, progress=None, config
     threads = int(cfg.get("threads") or threads_before)
     torch_threads(threads)
     try:
-        return _study(cfg, names, seed, progress, log, threads)
+        return _study(cfg, names, seed, progress, log, threads, on_run)
     finally:
         torch_threads(threads_before)
 
 
-def _study(cfg, names, seed, progress, log, threads) -> dict:
+def _study(cfg, names, seed, progress, log, threads, on_run=None) -> dict:
     from .optim_models import TaskConfig, make_task
     from .optim_runs import interleaved_step_times, train
     from .optim_specs import OPTIMIZERS
@@ -138,7 +145,8 @@ def _study(cfg, names, seed, progress, log, threads) -> dict:
     T, lrs, nseeds = int(cfg["T"]), tuple(cfg["lrs"]), int(cfg["seeds"])
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     tasks = {name: make_task(TaskConfig(name, **kw)) for name, kw in cfg["tasks"].items()}
-    total = len(tasks) * len(names) * (len(lrs) + nseeds - 1) + 1
+    sweep = cfg.get("sweep", True)
+    total = (len(tasks) * len(names) * (len(lrs) + nseeds - 1) if sweep else 0) + 1
     done = 0
 
     def tick(label):
@@ -148,36 +156,34 @@ def _study(cfg, names, seed, progress, log, threads) -> dict:
             progress.update(label, done, total)
 
     # warm-up: compile the Numba kernels and touch every code path once, untimed
-    if cfg.get("warmup"):
+    if cfg.get("warmup") and sweep:
         warm = make_task(TaskConfig("digits", **QUICK["tasks"]["digits"]))
         for n in names:
             train(warm, OPTIMIZERS[n], lrs[0], seed, T=2)
     tick("optimizer: warm-up")
     runs = Records(title="Every run (learning-rate sweep, then the best lr from more seeds)")
-    for tname, task in tasks.items():
+    for tname, task in (tasks.items() if sweep else ()):
         for n in names:
             spec = OPTIMIZERS[n]
-            sweep = []
+            trial = []
             for lr in lrs:
                 r = train(task, spec, lr, seed, T=T)
-                sweep.append(r)
+                trial.append(r)
                 runs.append(r)
                 tick(f"optimizer: {tname}")
-                if log:
-                    log(_line(r))
-            best = min(sweep, key=lambda r: (r["final_loss"], r["lr"]))
+                _report(r, log, on_run)
+            best = min(trial, key=lambda r: (r["final_loss"], r["lr"]))
             best["best_lr"] = True
             for s in range(1, nseeds):
                 r = train(task, spec, best["lr"], seed + s, T=T)
                 r["best_lr"] = True
                 runs.append(r)
                 tick(f"optimizer: {tname}")
-                if log:
-                    log(_line(r))
+                _report(r, log, on_run)
     timed = [n for n in TIMED if n in names]
     timing = Records(title="Interleaved step times on the char-LM (ratio to pytorch_optimizer "
                            "SOAP; median and quartiles over blocks of T steps)")
-    if "charlm" in tasks and len(timed) >= 2:
+    if cfg.get("timing", True) and "charlm" in tasks and len(timed) >= 2:
         best_lr = {r["optimizer"]: r["lr"] for r in runs
                    if r["task"] == "charlm" and r.get("best_lr")}
         res = interleaved_step_times(tasks["charlm"], [OPTIMIZERS[n] for n in timed],
@@ -190,14 +196,49 @@ def _study(cfg, names, seed, progress, log, threads) -> dict:
             timing.append(row)
     tick("optimizer: timing")
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    summary = summarize(runs, names)
     data = Records([{"task": t, **_data_row(task.info)} for t, task in tasks.items()],
                    title="Data")
     env = {"torch_threads": threads, "load_start": load0, "load_end": load1,
            "cpus": os.cpu_count(), "T": T, "lrs": list(lrs), "seeds": nseeds}
-    targets = evaluate_targets(summary, timing, env)
-    return {"summary": summary, "targets": targets, "timing": timing, "data": data,
-            "runs": runs, "env": Records([env], title="Environment")}
+    return merge_results([{"runs": runs, "timing": timing, "data": data,
+                           "env": Records([env])}])
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """Join the results of study parts run separately (other tasks, optimizers, or the timing
+    run): runs, timing and data rows are concatenated, the summary and targets recomputed; the
+    environment keeps the lowest and highest load average seen."""
+    from .optim_specs import OPTIMIZERS
+
+    if not parts:
+        raise ValueError("parts: nothing to merge")
+    runs = Records([r for p in parts for r in p["runs"]],
+                   title="Every run (learning-rate sweep, then the best lr from more seeds)")
+    timing = Records([r for p in parts for r in p["timing"]],
+                     title="Interleaved step times on the char-LM (ratio to pytorch_optimizer "
+                           "SOAP; median and quartiles over blocks of T steps)")
+    seen = {}
+    for p in parts:
+        for r in p["data"]:
+            seen.setdefault(r["task"], r)
+    data = Records(seen.values(), title="Data")
+    envs = [e for p in parts for e in p["env"]]
+    env = dict(envs[0])
+    env["load_start"] = min(e["load_start"] for e in envs)
+    env["load_end"] = max(e["load_end"] for e in envs)
+    env["processes"] = len(parts)
+    names = [n for n in OPTIMIZERS if any(r["optimizer"] == n for r in runs)]
+    summary = summarize(runs, names)
+    return {"summary": summary, "targets": evaluate_targets(summary, timing, env),
+            "timing": timing, "data": data, "runs": runs,
+            "env": Records([env], title="Environment")}
+
+
+def _report(r, log, on_run):
+    if log:
+        log(_line(r))
+    if on_run:
+        on_run(r)
 
 
 def _line(r) -> str:
@@ -338,11 +379,17 @@ def run_registered(*, quick: bool, seed: int, progress):
     """The registry's entry: the study, its paragraph and figures (a StudyOutput's fields)."""
     import sys
 
-    from . import optim_plots
-
     t0 = time.perf_counter()
     res = optimizer_study(quick=quick, seed=seed, progress=progress,
                           log=lambda s: (sys.stderr.write(s + "\n"), sys.stderr.flush()))
+    tables, paragraph, figures = study_output(res)
+    return tables, paragraph, figures, time.perf_counter() - t0
+
+
+def study_output(res: dict):
+    """(tables, paragraph, figures) of a study result, as the report writes them."""
+    from . import optim_plots
+
     curves = res["runs"]
     figures = [
         ("optimizer_loss_vs_step.png",
@@ -359,4 +406,4 @@ def run_registered(*, quick: bool, seed: int, progress):
                                for r in res["data"]], title="Data"),
               "data_files": res["data"], "env": res["env"], "runs": runs_table,
               "curves": res["runs"]}
-    return tables, interpret_optimizer(res), figures, time.perf_counter() - t0
+    return tables, interpret_optimizer(res), figures

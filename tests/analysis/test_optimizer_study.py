@@ -96,6 +96,37 @@ def test_targets_from_a_made_up_summary():
     assert tg[f"(2) {ost.SOAP_SUB[0]} closes >= 1/2 of the gap"]["holds"] == "n/a"
 
 
+def _run(task, opt, lr, seed, loss, best=False):
+    return {"task": task, "optimizer": opt, "lr": lr, "seed": seed, "final_loss": loss,
+            "best_loss": loss, "diverged": False, "state_bytes": 2**20, "best_lr": best,
+            **{k: 1.0 for k in ("ms_fwd_bwd", "ms_step", "ms_factors", "ms_direction",
+                                "ms_refresh", "ms_other")}}
+
+
+def test_merge_results_joins_parts_and_recomputes_the_summary():
+    env = {"torch_threads": 1, "load_start": 3.0, "load_end": 4.0, "cpus": 2, "T": 10,
+           "lrs": [1e-3, 3e-3], "seeds": 2}
+    a = {"runs": Records([_run("t", ost.SOAP32, 1e-3, 0, 2.0),
+                          _run("t", ost.SOAP32, 3e-3, 0, 1.0, True),
+                          _run("t", ost.SOAP32, 3e-3, 1, 1.2, True)]),
+         "timing": Records(), "data": Records([{"task": "t"}]), "env": Records([env])}
+    b = {"runs": Records([_run("t", ost.SOAP16, 3e-3, 0, 1.5, True),
+                          _run("t", ost.SOAP16, 3e-3, 1, 1.5, True)]),
+         "timing": Records([{"optimizer": ost.PEER}]), "data": Records([{"task": "t"}]),
+         "env": Records([{**env, "load_start": 1.0, "load_end": 9.0}])}
+    res = ost.merge_results([a, b])
+    assert len(res["runs"]) == 5 and len(res["timing"]) == 1 and len(res["data"]) == 1
+    (s32,) = [r for r in res["summary"] if r["optimizer"] == ost.SOAP32]
+    assert s32["final_loss"] == pytest.approx(1.1) and s32["seeds"] == 2
+    assert s32["final_loss_sd"] == pytest.approx(math.sqrt(0.02))  # sample sd of 1.0, 1.2
+    assert s32["lr_at_edge"]  # the best lr is the sweep's largest
+    assert res["env"][0]["load_start"] == 1.0 and res["env"][0]["load_end"] == 9.0
+    assert [r["holds"] for r in res["targets"]
+            if r["target"].startswith("(1)")] == ["yes"]  # gap 0.4 > noise 0.14
+    with pytest.raises(ValueError, match="parts"):
+        ost.merge_results([])
+
+
 def test_bad_arguments_are_named():
     # checked before the study imports torch or scikit-learn
     with pytest.raises(ValueError, match="optimizers"):

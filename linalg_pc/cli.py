@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("study", help="run the error-analysis studies and print/write a report")
     st.add_argument("names", nargs="*", metavar="NAME",
                     help=f"studies to run: {', '.join(sorted(STUDIES))}, or all "
-                         "(default: the default suite)")
+                         "(default and all: the default suite; "
+                         f"{', '.join(s for s in STUDIES if not STUDIES[s].in_default)} "
+                         "only when named)")
     st.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     st.add_argument("--out", metavar="DIR", help="write report.md, JSON records and figures")
     st.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

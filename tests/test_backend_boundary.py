@@ -29,6 +29,10 @@ ALLOWED_IMPORTS = {
                              "design the only module outside the backend built on PyTorch",
     "integrations/_torch_distributed.py": "the adapter's data-parallel mode: the collectives "
                                           "of torch.distributed",
+    "analysis/optim_models.py": "the optimizer study's models and batches are PyTorch modules "
+                                "and tensors (imported only when that study runs)",
+    "analysis/optim_runs.py": "the optimizer study's training loop drives torch.optim "
+                              "optimizers (imported only when that study runs)",
 }
 
 

@@ -29,6 +29,7 @@ from .basis_study import (
 )
 from .drift import interpret_drift, rerounding_drift
 from .floor_study import interpret_floor, rounding_floor_study
+from .optimizer_study import run_registered as run_optimizer_study
 from .precision_study import interpret_precision, precision_study
 from .qr_study import interpret_qr, qr_study, summarize_qr
 from .records import Records
@@ -77,13 +78,17 @@ def register_study(name: str, description: str, *, in_default: bool = True):
 
 
 def resolve_names(names: list[str]) -> list[str]:
-    """Expand "all" and validate study names (ValueError listing the valid ones)."""
+    """Expand "all" and validate study names (ValueError listing the valid ones).
+
+    "all" is every study of the default suite; the opt-in studies (``in_default=False``: the
+    optimizer training study, which needs the ``study`` extra and takes half an hour) run only
+    when named."""
     if not names:
         return [s.name for s in STUDIES.values() if s.in_default]
     out: list[str] = []
     for n in names:
         if n == "all":
-            out += [s for s in STUDIES if s not in out]
+            out += [s for s in STUDIES if s not in out and STUDIES[s].in_default]
         elif n in STUDIES:
             if n not in out:
                 out.append(n)
@@ -168,3 +173,14 @@ def _run_basis(*, quick: bool, seed: int, progress) -> StudyOutput:
                        [("basis_drift.png",
                          lambda p: plots.plot_basis_drift(recs, p, policy="cyclic"))],
                        json_only=("records",))
+
+
+@register_study("optimizer", "training study: SOAP / KL-SOAP / KL-Shampoo, fp32 / bf16, full / "
+                "subspace refreshes, vs AdamW and pytorch_optimizer.SOAP (needs torch, "
+                "scikit-learn)", in_default=False)
+def _run_optimizer(*, quick: bool, seed: int, progress) -> StudyOutput:
+    tables, paragraph, figures, _ = run_optimizer_study(quick=quick, seed=seed,
+                                                        progress=progress)
+    return StudyOutput("Optimizers: bf16 storage and subspace basis updates in training",
+                       tables, paragraph, figures, printed=("targets", "summary", "timing"),
+                       json_only=("runs", "curves", "data_files", "env"))

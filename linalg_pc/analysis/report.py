@@ -44,8 +44,10 @@ class Progress:
 
 
 def write_report(outputs: dict[str, StudyOutput], out_dir: pathlib.Path, *, seed: int,
-                 quick: bool, interrupted: bool = False) -> pathlib.Path:
-    """Write report.md, the JSON records and the figures of the finished studies."""
+                 quick: bool, interrupted: bool = False,
+                 skipped: dict[str, str] | None = None) -> pathlib.Path:
+    """Write report.md, the JSON records and the figures of the finished studies (and a line
+    for each opt-in study ``skipped`` for a missing optional dependency)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["# linalg_pc study report", "",
              f"Seed {seed}; {'quick' if quick else 'default'} configuration."]
@@ -69,6 +71,8 @@ def write_report(outputs: dict[str, StudyOutput], out_dir: pathlib.Path, *, seed
                 lines += ["", f"(figure {fig_name} skipped: {exc})"]
                 continue
             lines += ["", f"![{fig_name}]({fig_name})"]
+    for name, why in (skipped or {}).items():
+        lines += ["", f"## {name}: skipped", "", why]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -82,13 +86,23 @@ def run_studies(names: list[str], *, quick: bool = False, seed: int = 0, out=Non
     out_dir = pathlib.Path(out) if out is not None else None
     bar = Progress(enabled=progress)
     outputs: dict[str, StudyOutput] = {}
+    skipped: dict[str, str] = {}
     interrupted = False
     try:
         for i, name in enumerate(chosen, 1):
             stream.write(f"[{i}/{len(chosen)}] {name}: {STUDIES[name].description}\n")
             stream.flush()
             t0 = time.perf_counter()
-            o = STUDIES[name].run(quick=quick, seed=seed, progress=bar)
+            try:
+                o = STUDIES[name].run(quick=quick, seed=seed, progress=bar)
+            except ImportError as exc:
+                if STUDIES[name].in_default:
+                    raise
+                # an opt-in study whose extra is not installed (e.g. "optimizer" without torch)
+                stream.write(f"  skipped: {exc}\n")
+                stream.flush()
+                skipped[name] = str(exc)
+                continue
             o.seconds = time.perf_counter() - t0
             outputs[name] = o
             stream.write(f"\n## {o.title} ({o.seconds:.1f} s)\n\n{o.paragraph}\n")
@@ -100,8 +114,9 @@ def run_studies(names: list[str], *, quick: bool = False, seed: int = 0, out=Non
     except KeyboardInterrupt:
         interrupted = True
         stream.write("\ninterrupted: keeping the finished studies\n")
-    if out_dir is not None and outputs:
-        path = write_report(outputs, out_dir, seed=seed, quick=quick, interrupted=interrupted)
+    if out_dir is not None and (outputs or skipped):
+        path = write_report(outputs, out_dir, seed=seed, quick=quick, interrupted=interrupted,
+                            skipped=skipped)
         stream.write(f"\nwrote {path}\n")
     if interrupted:
         raise KeyboardInterrupt

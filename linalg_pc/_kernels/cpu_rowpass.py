@@ -52,7 +52,7 @@ from .cpu import _rne_bits
 __all__ = ["available", "RowPasses", "BLOCK_BYTES", "SEGMENTS"]
 
 #: Bytes of one scratch block (compute dtype): a block and its solves stay in the L2 cache.
-BLOCK_BYTES = 256 << 10
+BLOCK_BYTES = 512 << 10
 #: At least this many rows per block (a BLAS call on fewer rows is mostly overhead).
 MIN_BLOCK_ROWS = 64
 #: At most this many segments (own Gram matrices) per pass.
@@ -253,17 +253,22 @@ class RowPasses:
         out_bits = write.view(np.uint16) if write is not None and _is_bf16(out_dt) else None
         bits = self.bits if src is None else None
 
-        def load(i, k, scratch):
-            """The block of rows i:i+k of X before the solves, as a writable array when it
-            is solved or written (else possibly a read-only view of A)."""
+        w_addr = write.ctypes.data if inplace_out else 0
+        b_addr = base.ctypes.data if direct else 0
+        w_rs = write.strides[0] if inplace_out else 0
+        b_rs = base.strides[0] if direct else 0
+
+        def load(i, k, scratch, s_addr):
+            """Rows i:i+k of X before the solves (C-contiguous, rows of n entries) and their
+            address: a writable array when it is solved or written (else a view of A)."""
             if inplace_out:
-                dst = write[i:i + k]
+                dst, addr = write[i:i + k], w_addr + i * w_rs
                 if write is base:
-                    return dst
+                    return dst, addr
             elif direct and not Rs:
-                return base[i:i + k]
+                return base[i:i + k], b_addr + i * b_rs
             else:
-                dst = scratch[:k]
+                dst, addr = scratch[:k], s_addr
             if bits is not None:
                 _decode_bf16(bits[i:i + k], dst.view(np.uint32))
             else:
@@ -271,22 +276,21 @@ class RowPasses:
             if f1 is not None:
                 dst *= f1
                 dst *= f2
-            return dst
+            return dst, addr
 
-        def segment(s, scratch):
+        def segment(s, scratch, s_addr):
             lo, hi = self.bounds[s] * b, min(m, self.bounds[s + 1] * b)
             G = None if Gs is None else Gs[s]
+            g_addr = 0 if G is None else G.ctypes.data
             beta = 0.0
             for i in range(lo, hi, b):
                 k = min(b, hi - i)
-                X = load(i, k, scratch)
-                ld = X.strides[0] // dt.itemsize
+                X, x_addr = load(i, k, scratch, s_addr)
                 for p in rptr:
                     trsm(_ROW_MAJOR, _RIGHT, _UPPER, _NO_TRANS, _NON_UNIT, k, n, 1.0, p, n,
-                         X.ctypes.data, ld)
+                         x_addr, n)
                 if G is not None:
-                    syrk(_ROW_MAJOR, _UPPER, _TRANS, n, k, 1.0, X.ctypes.data, ld, beta,
-                         G.ctypes.data, n)
+                    syrk(_ROW_MAJOR, _UPPER, _TRANS, n, k, 1.0, x_addr, n, beta, g_addr, n)
                     beta = 1.0
                 if write is not None and not inplace_out:
                     if out_bits is not None:
@@ -300,7 +304,7 @@ class RowPasses:
         return segment
 
     def _run(self, segment) -> None:
-        """Run ``segment(s, scratch)`` for every segment on the BLAS's thread count."""
+        """Run ``segment(s, scratch, address)`` for every segment on the BLAS's thread count."""
         blas = self.blas
         before = int(blas.get_threads())
         threads = max(1, min(before, self.nseg))
@@ -308,11 +312,12 @@ class RowPasses:
 
         def work():
             scratch = np.empty((self.b, self.n), dtype=self.dtype)
+            s_addr = scratch.ctypes.data
             while True:
                 s = next(counter)
                 if s >= self.nseg:
                     return
-                segment(s, scratch)
+                segment(s, scratch, s_addr)
 
         if threads == 1:
             work()

@@ -123,7 +123,7 @@ class StreamedOperand:
     def pow2_exponent(self) -> int:
         """The exponent of A's largest entry (called before any solve)."""
         amax = self.rp.absmax()
-        return pow2_exponent(np, np.array([amax], dtype=np.float64))
+        return pow2_exponent(np, np.array([[amax]], dtype=np.float64))
 
     def scale(self, e: int) -> None:
         self.exp += e

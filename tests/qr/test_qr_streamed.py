@@ -36,7 +36,7 @@ def _resid(A64, Q, R):
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32"])
-@pytest.mark.parametrize("m,n,kappa", [(20001, 8, 1.0), (12000, 64, 1e2), (40000, 5, 3e3)])
+@pytest.mark.parametrize("m,n,kappa", [(20001, 8, 1.0), (6000, 24, 1e2), (40000, 5, 3e3)])
 def test_streamed_cholqr2_against_fp64_lapack(dtype, m, n, kappa):
     """fp32 Q and R of the streamed passes: O(u) orthogonality and residual (the CholeskyQR2
     bounds), R within u·κ of fp64 LAPACK's (positive diagonal)."""
@@ -49,6 +49,7 @@ def test_streamed_cholqr2_against_fp64_lapack(dtype, m, n, kappa):
     assert _resid(A64, Q, R) <= qr_bound("cholqr2", m, n, kappa, "fp32", quantity="resid")
     Rl = _lapack_r(A64)
     err = np.linalg.norm(R * np.sign(np.diagonal(R))[:, None] - Rl) / np.linalg.norm(Rl)
+    kappa = float(np.linalg.cond(A64))  # of the stored matrix (rounding moves it)
     assert err <= kappa * qr_bound("cholqr2", m, n, kappa, "fp32", quantity="resid")
 
 
@@ -56,7 +57,7 @@ def test_streamed_cholqr2_against_fp64_lapack(dtype, m, n, kappa):
 def test_16bit_q_is_the_rounding_of_the_fp32_q(dtype):
     """Q returned in A's 16-bit format (written block by block) is the rounding of the fp32 Q of
     the same passes to within one rounding, and its orthogonality is at the storage floor."""
-    m, n = 30000, 32
+    m, n = 20000, 16
     A, A64 = _matrix(m, n, 10.0, dtype, seed=1)
     Q16, R16, info = lpc.qr(A)
     Q32, R32, _ = lpc.qr(A, storage="fp32")
@@ -150,8 +151,8 @@ def test_non_contiguous_input():
 def test_peak_memory_is_q_plus_blocks(dtype, out_bytes):
     """No compute-dtype copy of A: the peak of the call's allocations is Q, R and O(block·n +
     n²) (the old path allocated a decoded fp32 copy of A, twice a bf16 Q, on top of Q)."""
-    m, n = 200000, 32
-    A, _ = _matrix(m, n, 1.0, dtype, seed=7)
+    m, n = 100000, 16
+    A = np.random.default_rng(7).standard_normal((m, n)).astype(DTYPES[dtype])
     lpc.qr(A)  # warm-up: compilation, thread pool
     lpc.set_buffer_cache(0)
     try:

@@ -8,9 +8,12 @@ One CholeskyQR pass on an m×n matrix X (m >= n):
 All three steps are BLAS-3 / LAPACK calls through the backend (SYRK-like Gram product, POTRF, on
 NumPy a TRSM in place from NumPy's own BLAS, or TRTRI + GEMM when that is not reachable and R is
 well conditioned), and a parallel implementation needs a single reduction (the n×n Gram
-matrix), which is why these methods are the fastest QR for tall-skinny matrices. On NumPy a
-decoded copy of A (bf16/fp16 input, or a cast) is the work array of the passes; Q's memory is
-recycled (``_buffers``).
+matrix), which is why these methods are the fastest QR for tall-skinny matrices. The passes
+run on an operand (:mod:`._operands`): on NumPy (m·n >= ``STREAM_MIN_ENTRIES``, modes "reduced"
+and "r") they stream over row blocks of A as it came, bf16/fp16 decoded block by block into a
+cache-sized scratch and Q written straight into its storage format (no compute-format copy of A;
+an fp32 Q takes X = A·R₁⁻¹ in the Gram pass of the first solve and finishes in place); elsewhere
+a decoded copy of A is the work array. Q's memory is recycled (``_buffers``).
 
 - **CholQR** (one pass): ‖I − QᵀQ‖ ≈ u·κ(A)²; breaks down (Cholesky fails) once κ(A) ≳ u^(−1/2).
 - **CholQR2** (two passes, R = R₂R₁; Yamamoto, Nakatsukasa, Yanagisawa, Fukaya, ETNA 44, 2015):
@@ -37,7 +40,9 @@ leaves ‖I − QᵀQ‖ ≈ u·c², so CholQR2/3 add a pass while κ_est(R_last
 Inputs near overflow or underflow are rescaled by a power of two (exact) before the Gram matrix.
 
 Cost per pass: 2mn² flops (mn² for the symmetric Gram product, mn² for the solve) + n³/3;
-memory: one m×n work array + O(n²).
+memory: one m×n work array + O(n²) (streamed: Q + O(block·n + n²); a streamed bf16/fp16 Q
+recomputes the solves of the earlier passes on each block, one more mn² per pass, CholQR2 5mn²
+in all, reading A three times at 2 bytes an entry).
 """
 
 from __future__ import annotations

@@ -39,13 +39,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
-from .. import _buffers
 from . import cpu_blas
 from .cpu import _rne_bits
 
@@ -154,18 +154,41 @@ def _encode_bf16(src, dst):
 
 
 _POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
+_POOL_PID = 0
+_LOCK = threading.Lock()
+#: [passes running, NumPy's BLAS thread count to restore when the last one ends]
+_ACTIVE = [0, 1]
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """The helper threads (idle between passes), grown to ``workers``."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
+    """The helper threads (idle between passes), grown to ``workers``; a new pool in a forked
+    child (the parent's threads do not exist there)."""
+    global _POOL, _POOL_PID
+    with _LOCK:
+        if _POOL is None or _POOL._max_workers < workers or _POOL_PID != os.getpid():
             old, _POOL = _POOL, ThreadPoolExecutor(workers, thread_name_prefix="linalg_pc-rows")
-            if old is not None:
+            if old is not None and _POOL_PID == os.getpid():
                 old.shutdown(wait=False)
+            _POOL_PID = os.getpid()
         return _POOL
+
+
+def _blas_single(blas: _Blas) -> int:
+    """Set NumPy's BLAS to one thread per call; returns the count it had before the first of
+    the passes now running (concurrent passes restore it once, when the last one ends)."""
+    with _LOCK:
+        if _ACTIVE[0] == 0:
+            _ACTIVE[1] = int(blas.get_threads())
+        _ACTIVE[0] += 1
+        blas.set_threads(1)
+        return _ACTIVE[1]
+
+
+def _blas_restore(blas: _Blas) -> None:
+    with _LOCK:
+        _ACTIVE[0] -= 1
+        if _ACTIVE[0] == 0:
+            blas.set_threads(_ACTIVE[1])
 
 
 def _is_bf16(dt) -> bool:
@@ -306,7 +329,7 @@ class RowPasses:
     def _run(self, segment) -> None:
         """Run ``segment(s, scratch, address)`` for every segment on the BLAS's thread count."""
         blas = self.blas
-        before = int(blas.get_threads())
+        before = int(blas.get_threads()) if _ACTIVE[0] == 0 else _ACTIVE[1]
         threads = max(1, min(before, self.nseg))
         counter = itertools.count()
 
@@ -322,7 +345,7 @@ class RowPasses:
         if threads == 1:
             work()
             return
-        blas.set_threads(1)
+        _blas_single(blas)
         try:
             futs = [_pool(threads - 1).submit(work) for _ in range(threads - 1)]
             try:
@@ -331,15 +354,4 @@ class RowPasses:
                 for f in futs:
                     f.result()
         finally:
-            blas.set_threads(before)
-
-
-def out_array(shape, dtype) -> np.ndarray:
-    """Q's memory: recycled from freed results when possible (``_buffers``)."""
-    return _buffers.empty(shape, dtype)
-
-
-def block_rows_for(n: int, dtype) -> int:
-    """Rows per block for n columns of ``dtype``."""
-    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // max(1, n * np.dtype(dtype).itemsize))
-
+            _blas_restore(blas)

@@ -180,6 +180,22 @@ def test_result_does_not_depend_on_the_thread_count():
     np.testing.assert_array_equal(R.view(np.uint16), R1.view(np.uint16))
 
 
+def test_concurrent_calls_restore_the_blas_threads():
+    """Passes running at once in several threads restore NumPy's BLAS thread count once, when
+    the last ends, and each gets the result it gets alone."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from concurrent.futures import ThreadPoolExecutor
+
+    mats = [_matrix(30000, 12, 10.0, "bf16", seed=s)[0] for s in range(4)]
+    alone = [lpc.qr(A).R.view(np.uint16) for A in mats]
+    before = threadpoolctl.threadpool_info()
+    with ThreadPoolExecutor(4) as ex:
+        together = list(ex.map(lambda A: lpc.qr(A).R.view(np.uint16), mats * 2))
+    assert threadpoolctl.threadpool_info() == before
+    for i, R in enumerate(together):
+        np.testing.assert_array_equal(R, alone[i % 4])
+
+
 # --------------------------------------------------------------------------- the pass object
 def test_row_passes_gram_and_fill_against_fp64():
     """Uneven blocks and segments: the Gram matrix of the chain's X and X itself, encoded."""

@@ -7,6 +7,9 @@ Cases (medians of alternating runs; ``speedup`` = baseline / ours):
   and ‖A − QR‖_F/‖A‖_F <= 1e-6;
 - bf16 200000×64 (ml_dtypes): ``lpc.qr(A)`` vs upcast to fp32 + scipy QR + cast back; target
   >= 4×, at equal or better orthogonality of the returned bf16 Q;
+- the tall cases also report ``peak_MB``, the peak of the allocations of one ``lpc.qr`` call
+  (tracemalloc, buffer recycling off, Q included) beside ``q_MB``, Q's size: the passes stream
+  over row blocks of A, so the difference is O(block·n + n²) (no compute-format copy of A);
 - batched fp32 100000×8×8 and 270000×3×3: ``lpc.qr`` (Numba kernel) vs ``numpy.linalg.qr`` on the
   stack (target >= 5×), and vs ``torch.linalg.qr`` on CPU when torch is installed;
 - square 2048×2048 fp32, method="auto": vs ``scipy.linalg.qr``; target within 1.1× (it is scipy);
@@ -21,6 +24,7 @@ targets are stated for the full sizes.
 from __future__ import annotations
 
 import importlib.util
+import tracemalloc
 
 import ml_dtypes
 import numpy as np
@@ -31,6 +35,20 @@ import linalg_pc as lpc
 from linalg_pc.analysis.metrics import factorization_error, orthogonality_loss
 
 
+def _peak_mb(f):
+    """Peak of the allocations of one call of ``f`` (MB; recycled buffers off)."""
+    prev = lpc.set_buffer_cache(0)
+    try:
+        tracemalloc.start()
+        out = f()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    finally:
+        lpc.set_buffer_cache(prev)
+    del out
+    return peak / 1e6
+
+
 def _tall_accuracy(A):
     def acc(ours, base):
         Qo, Ro, info = ours
@@ -39,7 +57,8 @@ def _tall_accuracy(A):
         lb = orthogonality_loss(Qb)
         return {"method": info.method, "orth_ours": lo, "orth_scipy": lb,
                 "fact_ours": factorization_error(A, Qo, Ro),
-                "orth_ok": bool(lo <= max(10 * lb, 1e-6))}
+                "orth_ok": bool(lo <= max(10 * lb, 1e-6)),
+                "peak_MB": _peak_mb(lambda: lpc.qr(A)), "q_MB": Qo.nbytes / 1e6}
     return acc
 
 
@@ -64,7 +83,8 @@ def _bf16_case(m, n, repeats):
         lb = orthogonality_loss(base[0])
         return {"method": info.method, "orth_ours": lo, "orth_scipy": lb,
                 "fact_ours": factorization_error(A, Qo, Ro),
-                "orth_ok": bool(lo <= lb * 1.05)}
+                "orth_ok": bool(lo <= lb * 1.05),
+                "peak_MB": _peak_mb(lambda: lpc.qr(A)), "q_MB": Qo.nbytes / 1e6}
 
     return Case(name=f"tall bf16 {m}x{n}", ours=lambda: lpc.qr(A), baseline=baseline,
                 baseline_name="astype fp32 + scipy qr + astype bf16", accuracy=acc,

@@ -41,6 +41,21 @@ def host_blas(x) -> bool:
     return x.dtype in _FLOATS
 
 
+@register("numpy", "row_passes")
+def row_passes(A, dtype):
+    """Streamed passes over the row blocks of a 2-D A in compute dtype ``dtype``
+    (:class:`linalg_pc._kernels.cpu_rowpass.RowPasses`: bf16 and fp16 read in their own
+    format, no compute-dtype copy of A), or None where they do not run."""
+    from .._kernels import cpu_rowpass
+
+    dt = np.dtype(dtype)
+    if not (isinstance(A, np.ndarray) and A.ndim == 2 and cpu_rowpass.available(dt)):
+        return None
+    if not (A.dtype == dt or dt == np.float32 and A.dtype in (np.float16, _bf16())):
+        return None
+    return cpu_rowpass.RowPasses(A, dt)
+
+
 @register("numpy", "all_finite")
 def all_finite(x) -> bool:
     """Finiteness on bf16 bit patterns (no decode), ``np.isfinite`` otherwise."""

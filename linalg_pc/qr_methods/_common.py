@@ -182,13 +182,16 @@ class Ctx:
 
 
 def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None, emulate=None,
-            tall_only: bool = False, check: bool = True, batch_ok: bool = True):
+            tall_only: bool = False, check: bool = True, batch_ok: bool = True,
+            decode: bool = True):
     """Check ``A`` and the options, and decode A into the compute dtype.
 
     The formats are resolved by the precision policy, ``Precision(storage, compute,
     emulate).resolve(A)`` (:mod:`linalg_pc._policy`): compute defaults to A's format, at least
     fp32; storage to A's format. Returns ``(ctx, Ac)`` with ``Ac`` of shape A.shape in the
-    compute dtype (A itself when no conversion is needed: algorithms must not write into it).
+    compute dtype (A itself when no conversion is needed: algorithms must not write into it);
+    with ``decode=False``, A as checked (detached, integers cast), for :func:`decode_input` or a
+    method that reads A in its own format.
     Raises before any work: TypeError for a non-array, ValueError for ndim < 2, non-finite
     entries (naming ``A``), an unknown mode or format, m < n for a tall-only method;
     NotImplementedError for complex input. Integer and boolean inputs are cast to fp64, as NumPy
@@ -228,12 +231,17 @@ def prepare(A, *, method: str, mode: str = "reduced", storage=None, compute=None
                          f"{B.namespace_name(xp)}")
     if check:
         B.check_finite(xp, A, "A")
-    fin, fc = prec.input, prec.compute
-    Ac = A if fin == fc else convert(A, fin, fc, op=DECODE, xp=xp)
     ctx = Ctx(xp=xp, prec=prec, mode=mode, trace=Trace(method=method, requested=method))
-    if prec.emulate is not None:
-        Ac = ctx.em(Ac)
-    return ctx, Ac
+    return ctx, (decode_input(ctx, A) if decode else A)
+
+
+def decode_input(ctx: Ctx, A):
+    """A (as :func:`prepare` returned it with ``decode=False``) in the compute dtype: A itself
+    when it has it, else an exact decode (a fresh array); rounded to the emulated format when
+    emulating."""
+    fin, fc = ctx.prec.input, ctx.prec.compute
+    Ac = A if fin == fc else convert(A, fin, fc, op=DECODE, xp=ctx.xp)
+    return ctx.em(Ac) if ctx.emulate is not None else Ac
 
 
 def cast_out(ctx: Ctx, X):

@@ -8,9 +8,12 @@ One CholeskyQR pass on an m×n matrix X (m >= n):
 All three steps are BLAS-3 / LAPACK calls through the backend (SYRK-like Gram product, POTRF, on
 NumPy a TRSM in place from NumPy's own BLAS, or TRTRI + GEMM when that is not reachable and R is
 well conditioned), and a parallel implementation needs a single reduction (the n×n Gram
-matrix), which is why these methods are the fastest QR for tall-skinny matrices. On NumPy a
-decoded copy of A (bf16/fp16 input, or a cast) is the work array of the passes; Q's memory is
-recycled (``_buffers``).
+matrix), which is why these methods are the fastest QR for tall-skinny matrices. The passes
+run on an operand (:mod:`._operands`): on NumPy (m·n >= ``STREAM_MIN_ENTRIES``, modes "reduced"
+and "r") they stream over row blocks of A as it came, bf16/fp16 decoded block by block into a
+cache-sized scratch and Q written straight into its storage format (no compute-format copy of A;
+an fp32 Q takes X = A·R₁⁻¹ in the Gram pass of the first solve and finishes in place); elsewhere
+a decoded copy of A is the work array. Q's memory is recycled (``_buffers``).
 
 - **CholQR** (one pass): ‖I − QᵀQ‖ ≈ u·κ(A)²; breaks down (Cholesky fails) once κ(A) ≳ u^(−1/2).
 - **CholQR2** (two passes, R = R₂R₁; Yamamoto, Nakatsukasa, Yanagisawa, Fukaya, ETNA 44, 2015):
@@ -37,35 +40,35 @@ leaves ‖I − QᵀQ‖ ≈ u·c², so CholQR2/3 add a pass while κ_est(R_last
 Inputs near overflow or underflow are rescaled by a power of two (exact) before the Gram matrix.
 
 Cost per pass: 2mn² flops (mn² for the symmetric Gram product, mn² for the solve) + n³/3;
-memory: one m×n work array + O(n²).
+memory: one m×n work array + O(n²) (streamed: Q + O(block·n + n²); a streamed bf16/fp16 Q
+recomputes the solves of the earlier passes on each block, one more mn² per pass, CholQR2 5mn²
+in all, reading A three times at 2 bytes an entry).
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import _backend as B
 from ._common import (
     Ctx,
     QRResult,
+    decode_input,
     diagonal,
     eye,
     finish,
     kappa_est,
     mT,
-    pow2_exponent,
     prepare,
-    scale_pow2,
     to_float,
     triu,
     unscale_r,
     zeros,
 )
+from ._operands import ArrayOperand, StreamedOperand, gram, right_solve, streamed_operand
 from .householder import householder_core
 
-__all__ = ["cholqr", "cholqr2", "scholqr3", "SHIFT_POLICIES"]
+__all__ = ["cholqr", "cholqr2", "scholqr3", "SHIFT_POLICIES", "gram", "right_solve"]
 
 SHIFT_POLICIES = ("breakdown", "always")
 #: A pass whose R has κ_est above this leaves ‖I − QᵀQ‖ ≈ u·κ² > 64u: CholQR2/3 add a pass.
@@ -90,25 +93,6 @@ def _host_blas(ctx: Ctx, X) -> bool:
     calls (the backend's ``host_blas``; NumPy) and nothing is emulated: the passes may work in
     place and read finiteness off the Gram matrix."""
     return X.ndim == 2 and ctx.emulate is None and B.host_blas(X)
-
-
-def gram(ctx: Ctx, X):
-    """XᵀX in the compute dtype (NumPy dispatches ``Xᵀ @ X`` of one buffer to BLAS SYRK)."""
-    xp = ctx.xp
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and rescaled
-        return xp.matmul(mT(xp, X), X)
-
-
-def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):
-    """X R⁻¹ for upper-triangular R. ``own``: X is a work array that may be overwritten.
-
-    Through :func:`linalg_pc._backend.solve_triangular` (right side, ``overwrite_b=own``,
-    ``cond=kap``): on NumPy a TRSM in place from NumPy's own BLAS (mn² flops, backward stable)
-    when it is reachable, TRTRI + GEMM while κ_est(R) <= 100 otherwise (2mn² flops, extra error
-    u·κ(R)).
-    """
-    return ctx.em(B.solve_triangular(R, X, lower=False, side="right", overwrite_b=own,
-                                     cond=kap))
 
 
 def _lambda_max(xp, G, iters: int = 30) -> float:
@@ -158,6 +142,9 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         at ``min_passes``).
     shift : "breakdown", "always", a float, or None
         None: no shift (a breakdown ends the iteration unless ``allow_fallback_shift``).
+    A : array or operand
+        An array (wrapped in an :class:`~._operands.ArrayOperand`) or an operand
+        (:mod:`._operands`: a streamed one computes each pass over row blocks of A).
     A_raw : array, optional
         The unchecked input, when the finiteness check was deferred to the Gram matrix.
     own : bool
@@ -171,27 +158,26 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
     tr = ctx.trace
     m, n = A.shape[-2], A.shape[-1]
     u_acc = ctx.u_work
-    X = A
+    X = A if isinstance(A, (ArrayOperand, StreamedOperand)) else ArrayOperand(ctx, A, own)
     Rtot = None
     passes = 0
     shifted_any = False
     sexp = 0  # A is scaled by 2^sexp
     policy = shift
     while True:
-        G = ctx.em(gram(ctx, X))
+        G = X.gram()
         if passes == 0:
             d = diagonal(xp, G)
             dmax = to_float(xp.max(d)) if n else 0.0
             if not math.isfinite(dmax):
                 if A_raw is not None:
                     B.check_finite(xp, A_raw, "A")
-                sexp = pow2_exponent(xp, X)
+                sexp = X.pow2_exponent()
             elif dmax < ctx.compute.tiny / u_acc or dmax > ctx.compute.max * u_acc:
-                sexp = pow2_exponent(xp, X)
+                sexp = X.pow2_exponent()
             if sexp:
-                X = ctx.em(scale_pow2(X, sexp))
-                own = True
-                G = ctx.em(gram(ctx, X))
+                X.scale(sexp)
+                G = X.gram()
                 tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
         s_used = 0.0
         if policy == "always" or (isinstance(policy, float) and policy > 0):
@@ -239,8 +225,7 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         done = passes >= want and s_used == 0 and (accept is None or kap <= accept)
         check = done and accept is None and policy is None and allow_fallback_shift
         if not (done and not need_q) or check:
-            X = ctx.em(right_solve(ctx, X, R, own=own, kap=kap))
-            own = True
+            X.solve(R, kap)
         if check:
             # One pass is kept only if its Q is orthonormal to within its promise (checked on
             # the result: neither Cholesky's success nor the κ estimate of a Cholesky factor of
@@ -262,13 +247,14 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
     tr.passes = passes
     if sexp:
         Rtot = ctx.em(unscale_r(ctx, Rtot, -sexp))  # past the range: reported by finish
-    return (X if need_q else None), Rtot
+    return (X.value() if need_q else None), Rtot
 
 
 def _orth_error(ctx: Ctx, X) -> float:
-    """‖I − XᵀX‖_F (one Gram product, mn² flops; ``inf`` for a non-finite X)."""
+    """‖I − XᵀX‖_F of an operand (one Gram product, mn² flops; ``inf`` for a non-finite X)."""
     xp = ctx.xp
-    E = gram(ctx, X) - eye(xp, X.shape[-1], like=X)
+    G = X.gram(emulate=False)
+    E = G - eye(xp, X.shape[-1], like=G)
     err = to_float(xp.sqrt(xp.sum(E * E)))
     return err if math.isfinite(err) else float("inf")
 
@@ -307,13 +293,15 @@ def run_family(ctx: Ctx, A, *, min_passes, max_passes, accept, shift, allow_fall
                A_raw=None, reload=None):
     """The engine + fallback to Householder + mode handling; returns (Q, R).
 
-    ``reload``: when given, A is a private copy the passes may overwrite, and ``reload()``
-    returns it again for the Householder fallback.
+    ``A``: an array or a :class:`~._operands.StreamedOperand`. ``reload``: when given, A is a
+    private copy the passes may overwrite (or an operand), and ``reload()`` returns A as an array
+    for the Householder fallback.
     """
     tr = ctx.trace
     xp = ctx.xp
     m, n = A.shape[-2], A.shape[-1]
-    tr.backend = "lapack" if _host_blas(ctx, A) else "blas"
+    tr.backend = ("lapack" if isinstance(A, StreamedOperand) or _host_blas(ctx, A)
+                  else "blas")
     if n == 0 or m == 0:
         Q, R = householder_core(ctx, A)
         tr.passes = 0
@@ -338,17 +326,23 @@ def run_family(ctx: Ctx, A, *, min_passes, max_passes, accept, shift, allow_fall
 
 def _run(A, name, *, mode, storage, compute, emulate, min_passes, max_passes, accept, shift,
          allow_fallback_shift) -> QRResult:
-    ctx, Ac = prepare(A, method=name, mode=mode, storage=storage, compute=compute,
-                      emulate=emulate, tall_only=True, batch_ok=False, check=False)
+    ctx, A0 = prepare(A, method=name, mode=mode, storage=storage, compute=compute,
+                      emulate=emulate, tall_only=True, batch_ok=False, check=False, decode=False)
     A_raw = reload = None
     finite_known = B.dtype_kind(A) != "float"  # integer and boolean input: nothing to check
-    if _host_blas(ctx, Ac):
+    # NumPy on the CPU: the passes stream over row blocks of A as it came (no decoded copy)
+    Ac = None if mode == "complete" else streamed_operand(ctx, A0, need_q=mode != "r")
+    if Ac is not None:
+        A_raw = None if finite_known else A  # checked on the Gram matrix's diagonal
+
+        def reload():
+            return decode_input(ctx, A0)
+    elif _host_blas(ctx, Ac := decode_input(ctx, A0)):
         # finiteness is checked on the Gram matrix's diagonal (NaN/inf reach it)
         A_raw = None if finite_known else A
-        if Ac is not A:  # a decoded copy (bf16/fp16 input, or a cast): the passes work in it
+        if Ac is not A0:  # a decoded copy (bf16/fp16 input, or a cast): the passes work in it
             def reload():
-                return prepare(A, method=name, mode=mode, storage=storage, compute=compute,
-                               emulate=emulate, tall_only=True, batch_ok=False, check=False)[1]
+                return decode_input(ctx, A0)
     elif not finite_known:
         B.check_finite(ctx.xp, A, "A")
     Q, R = run_family(ctx, Ac, min_passes=min_passes, max_passes=max_passes, accept=accept,

@@ -12,6 +12,8 @@ the next pass over p. Kernels are picked with the "stream" policy of
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._backend import array_namespace
@@ -61,6 +63,8 @@ class CsrEngine:
         self.part2 = np.empty(shp)
         self._rho_cached = None
         self.single = True
+        #: one right-hand side: the loop drives the float steps (init1, ..., update1)
+        self.scalar_steps = self.vec
         size = Acsr.nnz * self.s
         self.pending = 0.0  # deferred x += pending · p (one right-hand side)
         # several: x[:, t] += pend[t] · p[:, t] deferred where pmask[t]
@@ -100,6 +104,7 @@ class CsrEngine:
         self.q = np.empty_like(B)
         self.z = self.r if (self.M is None) else np.empty_like(B)
         self._rho_cached = None
+        self._rho1 = None
         return np.sqrt(rn)
 
     def _sync(self):
@@ -213,6 +218,59 @@ class CsrEngine:
         self.pend[:] = a
         self.pmask[:] = act
         return np.sqrt(rr)
+
+    # ------------------------------------------------------------ one system, Python floats
+    # (linalg_pc.solvers._loop.ScalarSteps: the loop's run_one calls these; the array methods
+    # above keep the multi-column path and the generic loop)
+    def init1(self) -> float:
+        return float(self.init()[0])
+
+    def true_residual1(self):
+        self._sync()
+        rr, gg = self.k["csr_residual_gap"](self.indptr, self.indices, self.data, self.B,
+                                            self.x, self.r, self.rt, self.part, self.part2)
+        self._rr1 = rr
+        return math.sqrt(rr), math.sqrt(gg)
+
+    def replace1(self) -> None:
+        self.r, self.rt = self.rt, self.r
+        if self.M is None:
+            self.z = self.r
+            self._rho1 = self._rr1
+        else:
+            self._rho1 = None
+
+    def precondition1(self) -> float:
+        if self.M is None:
+            self.z = self.r
+            if self._rho1 is not None:  # rᵀr from the update pass
+                return self._rho1
+            return self.k["dot_chunked"](self.r, self.r, self.part)
+        if self.dinv is not None:
+            if self._rho1 is not None:
+                return self._rho1
+            np.multiply(self.dinv, self.r, out=self.z)
+            return self.k["dot_chunked"](self.r, self.z, self.part)
+        return float(self.precondition(None)[0])
+
+    def direction1(self, beta: float) -> float:
+        k = self.k
+        k["update_xp"](self.x, self.p, self.z, self.pending, beta)
+        self.pending = 0.0
+        return k["csr_matvec_dot"](self.indptr, self.indices, self.data, self.p, self.q,
+                                   self.part)
+
+    def update1(self, alpha: float) -> float:
+        k = self.k
+        if self.dinv is not None:
+            rr, rz = k["update_r_jacobi"](self.r, self.q, alpha, self.dinv, self.z, self.part,
+                                          self.part2)
+            self._rho1 = rz
+        else:
+            rr = k["update_r"](self.r, self.q, alpha, self.part)
+            self._rho1 = rr
+        self.pending = alpha  # x += alpha · p is applied by the next pass over p (or _sync)
+        return math.sqrt(rr)
 
     def current_x(self):
         self._sync()

@@ -21,7 +21,29 @@ from .._kernels import cpu_csr as C
 from .._kernels._twins import pick
 from .._operators import Operator
 
-__all__ = ["CsrEngine"]
+__all__ = ["CsrEngine", "is_host_sparse", "sparse_entries_finite"]
+
+
+def is_host_sparse(A) -> bool:
+    """Whether A is a SciPy sparse matrix or array (without importing SciPy when it is not
+    loaded: then A cannot be one)."""
+    import sys
+
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(A)
+
+
+def sparse_entries_finite(A) -> bool:
+    """Whether every stored entry of the SciPy sparse A is finite: one pass of ``np.sum`` over
+    the stored values (pairwise, vectorized, on the calling thread: no BLAS threads to wake,
+    which on a busy machine cost more than the pass itself); a NaN or inf makes the sum
+    non-finite, and only a sum that overflows from finite entries (beyond the format's
+    maximum) takes the entrywise test."""
+    data = A.data if A.format in ("csr", "csc", "coo", "bsr") else A.tocsr().data
+    with np.errstate(over="ignore", invalid="ignore"):
+        if bool(np.isfinite(np.sum(data))):
+            return True
+    return bool(np.all(np.isfinite(data)))
 
 
 def _diagonal_of(M) -> np.ndarray | None:
@@ -65,12 +87,16 @@ class CsrEngine:
         self.single = True
         #: one right-hand side: the loop drives the float steps (init1, ..., update1)
         self.scalar_steps = self.vec
+        #: float64, one right-hand side: p update and SpMV in one pass (cpu_csr.py), p and pn
+        #: swapped after it
+        self.fused = self.vec and np.dtype(dtype) == np.float64
         size = Acsr.nnz * self.s
         self.pending = 0.0  # deferred x += pending · p (one right-hand side)
         # several: x[:, t] += pend[t] · p[:, t] deferred where pmask[t]
         self.pend = np.zeros(self.s)
         self.pmask = np.zeros(self.s, dtype=np.uint8)
-        names = ("update_xp", "csr_matvec_dot", "update_r", "update_r_jacobi", "axpy",
+        names = ("update_xp", "csr_matvec_dot", "update_p_matvec_dot", "update_r",
+                 "update_r_jacobi", "axpy",
                  "csr_residual", "csr_residual_gap", "dot_chunked", "update_xp_multi",
                  "axpy_multi", "csr_matmat_dot", "csr_matmat8_dot", "update_r_multi",
                  "update_r_jacobi_multi", "csr_residual_multi", "csr_residual_gap_multi",
@@ -100,7 +126,8 @@ class CsrEngine:
             self.r = np.empty_like(B)
             rn = self._residual(self.r)
         self.rt = np.empty_like(B)
-        self.p = np.zeros_like(B)  # updated in place
+        self.p = np.zeros_like(B)  # updated in place (fused: swapped with pn)
+        self.pn = np.empty_like(B) if self.fused else None
         self.q = np.empty_like(B)
         self.z = self.r if (self.M is None) else np.empty_like(B)
         self._rho_cached = None
@@ -173,12 +200,7 @@ class CsrEngine:
     def direction(self, beta, active):
         k = self.k
         if self.vec:
-            # pass 1: x += alpha_prev p (deferred from the previous step), p = z + beta p;
-            # pass 2: q = A p and pᵀq
-            k["update_xp"](self.x, self.p, self.z, self.pending, float(beta[0]))
-            self.pending = 0.0
-            return np.array([k["csr_matvec_dot"](self.indptr, self.indices, self.data, self.p,
-                                                 self.q, self.part)])
+            return np.array([self.direction1(float(beta[0]))])
         # the same three passes per column; one read of A for all s columns
         act = np.asarray(active, dtype=np.uint8)
         k["update_xp_multi"](self.x, self.p, self.z, self.pend, self.pmask,
@@ -255,6 +277,15 @@ class CsrEngine:
 
     def direction1(self, beta: float) -> float:
         k = self.k
+        if self.fused:  # passes 1 and 2 in one: pn = z + beta p, q = A pn, p <-> pn
+            pq = k["update_p_matvec_dot"](self.indptr, self.indices, self.data, self.x, self.p,
+                                          self.z, self.pn, self.q, self.pending, beta,
+                                          self.part)
+            self.p, self.pn = self.pn, self.p
+            self.pending = 0.0
+            return pq
+        # pass 1: x += alpha_prev p (deferred from the previous step), p = z + beta p;
+        # pass 2: q = A p and pᵀq
         k["update_xp"](self.x, self.p, self.z, self.pending, beta)
         self.pending = 0.0
         return k["csr_matvec_dot"](self.indptr, self.indices, self.data, self.p, self.q,

@@ -118,3 +118,37 @@ def test_public_pcg_matches_scipy_iterates():
     assert res.iterations == 40 and res.status == "maxiter"
     err = np.linalg.norm(res.x - x) / np.linalg.norm(x)
     assert err < 1e3 * np.finfo(np.float64).eps
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_fused_p_update_and_matvec_equal_the_two_passes(parallel):
+    """update_p_matvec_dot = update_xp then csr_matvec_dot, bit for bit (and q = A @ p of
+    scipy.sparse, whose rows are summed in the same order)."""
+    from linalg_pc._kernels import _twins
+    from linalg_pc._kernels import cpu_csr as C
+
+    rng = np.random.default_rng(7)
+    n = 5000
+    A = sp.random(n, n, density=0.002, random_state=np.random.default_rng(8))
+    A = (A + A.T + sp.identity(n) * 4.0).tocsr()
+    A.sort_indices()
+    ip, ix = A.indptr.view(np.uint32), A.indices.view(np.uint32)
+    x, p, z = (rng.standard_normal(n) for _ in range(3))
+    alpha_prev, beta = 0.37, -1.25
+
+    def twin(f):
+        t = _twins.twins_of(f)
+        return t.parallel if parallel else t.serial
+
+    part = np.empty(C.NCHUNKS)
+    x1, p1 = x.copy(), p.copy()
+    q1 = np.empty(n)
+    twin(C.update_xp)(x1, p1, z, alpha_prev, beta)
+    pq1 = twin(C.csr_matvec_dot)(ip, ix, A.data, p1, q1, part)
+    x2, pn, q2 = x.copy(), np.empty(n), np.empty(n)
+    pq2 = twin(C.update_p_matvec_dot)(ip, ix, A.data, x2, p, z, pn, q2, alpha_prev, beta, part)
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(p1, pn)
+    np.testing.assert_array_equal(q1, q2)
+    np.testing.assert_array_equal(q2, A @ pn)
+    assert pq1 == pq2

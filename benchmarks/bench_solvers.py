@@ -132,7 +132,7 @@ def _moderate_cases(bw: float, rbw: float) -> list[Case]:
                         lambda A=A, b=b: spl.cg(A, b, rtol=1e-30, maxiter=60),
                         "scipy.sparse.linalg.cg", accuracy=_rel_diff_x, repeats=7,
                         extra={"unknowns": N},
-                        derived=_per_iteration(60, bw, mat + 64 * N, mat + 168 * N, rbw)))
+                        derived=_per_iteration(60, bw, mat + 72 * N, mat + 168 * N, rbw)))
     return out
 
 
@@ -151,9 +151,9 @@ def poisson_cases(quick: bool) -> list[Case]:
     # bytes per iteration: matrix stream (values + column indices + row pointers) plus the
     # vector passes of each implementation (see linalg_pc.solvers.pcg module docstring): ours
     # (float64, one right-hand side) x, p, z read and x, p, q written in the fused p-update and
-    # SpMV pass (40 n), r, q read and r written (24 n)
+    # SpMV pass (48 n), r, q read and r written (24 n)
     mat = nnz * (8 + idx) + (N + 1) * A.indptr.dtype.itemsize
-    ours_bytes = mat + 64 * N
+    ours_bytes = mat + 72 * N
     scipy_bytes = mat + 168 * N
 
     def ours():

@@ -1,9 +1,12 @@
 """The CSR PCG engine: SciPy sparse A and NumPy vectors through the fused Numba passes of
 :mod:`linalg_pc._kernels.cpu_csr`.
 
-One right-hand side takes three passes over the data per iteration (x/p update, SpMV with pᵀq,
-r update with rᵀr, and for a diagonal M the Jacobi scaling fused into the last): about
-12·nnz + 84·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy.
+One right-hand side takes two passes over the data per iteration in float64 (the x/p update
+fused into the SpMV with pᵀq; the r update with rᵀr, and for a diagonal M the Jacobi scaling
+fused into it), three in float32 (the x/p update on its own): about 12·nnz + 76·n bytes per
+iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy. It is driven by the loop's
+float steps (``init1`` ... ``update1``: :func:`linalg_pc.solvers._loop.run_one`), with no
+(1,)-array per coefficient.
 ``s`` right-hand sides take the same three passes on row-major (n, s) blocks, reading A once per
 iteration for all columns (12·nnz + 4n + 80·n·s bytes). The x update of a step is deferred to
 the next pass over p. Kernels are picked with the "stream" policy of

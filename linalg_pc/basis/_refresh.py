@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _backend as B
+from .._formats import get_format
 from ..precision import unit_roundoff
 from ._common import check_orthonormal, decode, encode, mT, qr_pos, scale_back
 
@@ -102,13 +103,31 @@ def make_info(method: str, comp: str, k: int, sort: bool, loss, R, xp, *, scale:
 
 
 def flush_tiny(xp, X, comp: str):
-    """X (..., d, k) with entries below FLUSH_C·u·‖column‖₂/√d set to zero (cost O(dk))."""
+    """X (..., d, k) with entries below FLUSH_C·u·‖column‖₂/√d set to zero (cost O(dk)).
+
+    Three passes over X when nothing is flushed (the column norms by ``vecdot``, |X|, the
+    comparison) and X itself is returned; the masked copy only when an entry is flushed (one
+    host read of a flag decides)."""
     d = X.shape[-2]
-    if d == 0:
+    if d == 0 or X.shape[-1] == 0:
         return X
-    t = xp.sqrt(xp.sum(X * X, axis=-2, keepdims=True)) * (
-        FLUSH_C * unit_roundoff(comp) / math.sqrt(d))
-    return xp.where(xp.abs(X) < t, xp.zeros_like(X), X)
+    t = xp.sqrt(_sumsq(xp, X)) * (FLUSH_C * unit_roundoff(comp) / math.sqrt(d))
+    small = xp.abs(X) < t[..., None, :]
+    if not bool(xp.any(small)):
+        return X
+    return xp.where(small, xp.zeros_like(X), X)
+
+
+def _sumsq(xp, X):
+    """Column sums of squares of X (..., d, k): ``vecdot`` where the namespace has it (no d×k
+    temporary), else sum(X·X)."""
+    vd = getattr(xp, "vecdot", None)
+    if vd is not None:
+        try:
+            return vd(X, X, axis=-2)
+        except TypeError:  # a namespace whose vecdot has no axis keyword
+            pass
+    return xp.sum(X * X, axis=-2)
 
 
 def diag(xp, A):
@@ -202,11 +221,19 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
     # outside J, project multiplies by them): one O(dm) test of the stored bits, its flag read
     # with the orthonormality check's scalar (no host read of its own on an accelerator)
     if orth_tol is None or math.isinf(orth_tol):
-        B.check_finite(xp, Q, "Q")
+        if not bool(_finite_sum_flag(xp, Q, qfmt)):
+            B.check_finite(xp, Q, "Q")
         loss_in = float("nan")
     else:
-        loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol,
-                                    finite=B.finite_flag(xp, Q))
+        try:
+            loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol,
+                                        finite=_finite_sum_flag(xp, Q, qfmt))
+        except ValueError:
+            # the flag is the finiteness of sum(Q), which finite entries of a Q far from a
+            # basis can overflow: decide by the exact test (this path only ever raises)
+            if not bool(B.finite_flag(xp, Q)):
+                raise
+            loss_in = check_orthonormal(xp, QJ, argname="Q", tol=orth_tol)
     BJ, e = matvec.scaled(QJ)  # K QJ = 2^e BJ
     if method == "rotate":
         V, eig, perm, R = rotate_block(xp, QJ, BJ, sort=sort)
@@ -246,6 +273,18 @@ def refresh_columns(matvec, Q, J: np.ndarray, *, method: str, comp: str, sort: b
         eig = scale_back(xp, xp.sum(QJn * Y, axis=-2), e2, comp)
     return _finish(xp, Q, J, flush_tiny(xp, QJn, comp), qfmt, inplace, eig, perm, R, loss_in,
                    e)
+
+
+def _finite_sum_flag(xp, Q, qfmt):
+    """A device flag, True when every entry of Q is finite, for the common case at one pass
+    with no temporary: sum(Q) is finite iff no entry is NaN or inf, unless finite entries
+    overflow the sum (impossible for the entries of a basis, ≤ 1 + loss in magnitude; the
+    callers then fall back to the exact test). 16-bit formats take the exact test (NumPy's
+    bit test of bf16; a bf16 sum would run in bf16)."""
+    if get_format(qfmt).bits <= 16:
+        return B.finite_flag(xp, Q)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is decided exactly
+        return xp.isfinite(xp.sum(Q))
 
 
 def _project_out(xp, Y, Qc):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .. import _backend as B
 from ._common import (
     ORTHONORMALITY_TOL,
@@ -80,7 +82,8 @@ class SubspaceRefresh(NamedTuple):
 
 
 def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sort: bool = True,
-                     orth_tol: float | None = ORTHONORMALITY_TOL) -> SubspaceRefresh:
+                     orth_tol: float | None = ORTHONORMALITY_TOL,
+                     inplace: bool = False) -> SubspaceRefresh:
     """Refresh the columns ``cols`` of the basis Q of the symmetric factor K.
 
     Parameters
@@ -135,6 +138,15 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
         gap-free E of drifted BF16 bases (k = 128, 1024), exact to 3 digits when E has a
         dominant eigenvalue (a basis that is not one), so a loss above orth_tol/0.91 is
         rejected in practice.
+    inplace : bool
+        Write the k new columns into Q itself and return it as ``.Q`` (NumPy, PyTorch and CuPy
+        arrays: item assignment; a namespace without it, such as array-api-strict, gets a new
+        array and Q is left unchanged). An optimizer that owns Q then pays no copy of the
+        d − k unchanged columns per refresh (16 MB at d = 2048 in fp32, about a tenth of the
+        refresh's time). Q is written only after every check and product has succeeded: a
+        refresh that raises leaves Q as it was. Default False: Q is not modified and the
+        result is a new array. The same in-place path serves :meth:`StoredBasis.update` and
+        ``basis.state.update(..., inplace=True)`` (the preconditioners' refreshes).
 
     Returns
     -------
@@ -179,7 +191,12 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
     >>> res = subspace_refresh(K, Q, [0, 1, 2])  # fp64 Q: fp64 arithmetic
     >>> bool(np.array_equal(res.Q[:, 3:], Q[:, 3:]))
     True
+    >>> res2 = subspace_refresh(K, Q, [0, 1, 2], inplace=True)  # Q now holds the new columns
+    >>> res2.Q is Q and bool(np.array_equal(Q, res.Q))
+    True
     """
+    if not isinstance(inplace, bool | np.bool_):
+        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     if method is not None and method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS} or None, got {method!r}")
     orth_tol = check_tol(orth_tol)
@@ -192,7 +209,8 @@ def subspace_refresh(K, Q, cols, *, method: str | None = None, compute=None, sor
     J = check_cols(cols, m)
     matvec = operator(K, xp, d, tuple(Q.shape[:-2]), comp)
     Qout, eig, perm, R, loss, e = refresh_columns(matvec, Q, J, method=method, comp=comp,
-                                                  sort=sort, orth_tol=orth_tol)
+                                                  sort=sort, orth_tol=orth_tol,
+                                                  inplace=bool(inplace))
     full = full_permutation(xp, perm, J, m, B.device_of(Q))
     info = make_info(method, comp, J.size, sort, loss, R, xp, scale=e, eig=eig)
     return SubspaceRefresh(Qout, eig, full, info)

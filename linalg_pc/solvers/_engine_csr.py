@@ -1,9 +1,12 @@
 """The CSR PCG engine: SciPy sparse A and NumPy vectors through the fused Numba passes of
 :mod:`linalg_pc._kernels.cpu_csr`.
 
-One right-hand side takes three passes over the data per iteration (x/p update, SpMV with pᵀq,
-r update with rᵀr, and for a diagonal M the Jacobi scaling fused into the last): about
-12·nnz + 84·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy.
+One right-hand side takes two passes over the data per iteration in float64 (the x/p update
+fused into the SpMV with pᵀq; the r update with rᵀr, and for a diagonal M the Jacobi scaling
+fused into it), three in float32 (the x/p update on its own): about 12·nnz + 76·n bytes per
+iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy. It is driven by the loop's
+float steps (``init1`` ... ``update1``: :func:`linalg_pc.solvers._loop.run_one`), with no
+(1,)-array per coefficient.
 ``s`` right-hand sides take the same three passes on row-major (n, s) blocks, reading A once per
 iteration for all columns (12·nnz + 4n + 80·n·s bytes). The x update of a step is deferred to
 the next pass over p. Kernels are picked with the "stream" policy of
@@ -12,6 +15,8 @@ the next pass over p. Kernels are picked with the "stream" policy of
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._backend import array_namespace
@@ -19,7 +24,29 @@ from .._kernels import cpu_csr as C
 from .._kernels._twins import pick
 from .._operators import Operator
 
-__all__ = ["CsrEngine"]
+__all__ = ["CsrEngine", "is_host_sparse", "sparse_entries_finite"]
+
+
+def is_host_sparse(A) -> bool:
+    """Whether A is a SciPy sparse matrix or array (without importing SciPy when it is not
+    loaded: then A cannot be one)."""
+    import sys
+
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(A)
+
+
+def sparse_entries_finite(A) -> bool:
+    """Whether every stored entry of the SciPy sparse A is finite: one pass of ``np.sum`` over
+    the stored values (pairwise, vectorized, on the calling thread: no BLAS threads to wake,
+    which on a busy machine cost more than the pass itself); a NaN or inf makes the sum
+    non-finite, and only a sum that overflows from finite entries (beyond the format's
+    maximum) takes the entrywise test."""
+    data = A.data if A.format in ("csr", "csc", "coo", "bsr") else A.tocsr().data
+    with np.errstate(over="ignore", invalid="ignore"):
+        if bool(np.isfinite(np.sum(data))):
+            return True
+    return bool(np.all(np.isfinite(data)))
 
 
 def _diagonal_of(M) -> np.ndarray | None:
@@ -61,12 +88,18 @@ class CsrEngine:
         self.part2 = np.empty(shp)
         self._rho_cached = None
         self.single = True
+        #: one right-hand side: the loop drives the float steps (init1, ..., update1)
+        self.scalar_steps = self.vec
+        #: float64, one right-hand side: p update and SpMV in one pass (cpu_csr.py), p and pn
+        #: swapped after it
+        self.fused = self.vec and np.dtype(dtype) == np.float64
         size = Acsr.nnz * self.s
         self.pending = 0.0  # deferred x += pending · p (one right-hand side)
         # several: x[:, t] += pend[t] · p[:, t] deferred where pmask[t]
         self.pend = np.zeros(self.s)
         self.pmask = np.zeros(self.s, dtype=np.uint8)
-        names = ("update_xp", "csr_matvec_dot", "update_r", "update_r_jacobi", "axpy",
+        names = ("update_xp", "csr_matvec_dot", "update_p_matvec_dot", "update_r",
+                 "update_r_jacobi", "axpy",
                  "csr_residual", "csr_residual_gap", "dot_chunked", "update_xp_multi",
                  "axpy_multi", "csr_matmat_dot", "csr_matmat8_dot", "update_r_multi",
                  "update_r_jacobi_multi", "csr_residual_multi", "csr_residual_gap_multi",
@@ -96,10 +129,12 @@ class CsrEngine:
             self.r = np.empty_like(B)
             rn = self._residual(self.r)
         self.rt = np.empty_like(B)
-        self.p = np.zeros_like(B)  # updated in place
+        self.p = np.zeros_like(B)  # updated in place (fused: swapped with pn)
+        self.pn = np.empty_like(B) if self.fused else None
         self.q = np.empty_like(B)
         self.z = self.r if (self.M is None) else np.empty_like(B)
         self._rho_cached = None
+        self._rho1 = None
         return np.sqrt(rn)
 
     def _sync(self):
@@ -168,12 +203,7 @@ class CsrEngine:
     def direction(self, beta, active):
         k = self.k
         if self.vec:
-            # pass 1: x += alpha_prev p (deferred from the previous step), p = z + beta p;
-            # pass 2: q = A p and pᵀq
-            k["update_xp"](self.x, self.p, self.z, self.pending, float(beta[0]))
-            self.pending = 0.0
-            return np.array([k["csr_matvec_dot"](self.indptr, self.indices, self.data, self.p,
-                                                 self.q, self.part)])
+            return np.array([self.direction1(float(beta[0]))])
         # the same three passes per column; one read of A for all s columns
         act = np.asarray(active, dtype=np.uint8)
         k["update_xp_multi"](self.x, self.p, self.z, self.pend, self.pmask,
@@ -213,6 +243,68 @@ class CsrEngine:
         self.pend[:] = a
         self.pmask[:] = act
         return np.sqrt(rr)
+
+    # ------------------------------------------------------------ one system, Python floats
+    # (linalg_pc.solvers._loop.ScalarSteps: the loop's run_one calls these; the array methods
+    # above keep the multi-column path and the generic loop)
+    def init1(self) -> float:
+        return float(self.init()[0])
+
+    def true_residual1(self):
+        self._sync()
+        rr, gg = self.k["csr_residual_gap"](self.indptr, self.indices, self.data, self.B,
+                                            self.x, self.r, self.rt, self.part, self.part2)
+        self._rr1 = rr
+        return math.sqrt(rr), math.sqrt(gg)
+
+    def replace1(self) -> None:
+        self.r, self.rt = self.rt, self.r
+        if self.M is None:
+            self.z = self.r
+            self._rho1 = self._rr1
+        else:
+            self._rho1 = None
+
+    def precondition1(self) -> float:
+        if self.M is None:
+            self.z = self.r
+            if self._rho1 is not None:  # rᵀr from the update pass
+                return self._rho1
+            return self.k["dot_chunked"](self.r, self.r, self.part)
+        if self.dinv is not None:
+            if self._rho1 is not None:
+                return self._rho1
+            np.multiply(self.dinv, self.r, out=self.z)
+            return self.k["dot_chunked"](self.r, self.z, self.part)
+        return float(self.precondition(None)[0])
+
+    def direction1(self, beta: float) -> float:
+        k = self.k
+        if self.fused:  # passes 1 and 2 in one: pn = z + beta p, q = A pn, p <-> pn
+            pq = k["update_p_matvec_dot"](self.indptr, self.indices, self.data, self.x, self.p,
+                                          self.z, self.pn, self.q, self.pending, beta,
+                                          self.part)
+            self.p, self.pn = self.pn, self.p
+            self.pending = 0.0
+            return pq
+        # pass 1: x += alpha_prev p (deferred from the previous step), p = z + beta p;
+        # pass 2: q = A p and pᵀq
+        k["update_xp"](self.x, self.p, self.z, self.pending, beta)
+        self.pending = 0.0
+        return k["csr_matvec_dot"](self.indptr, self.indices, self.data, self.p, self.q,
+                                   self.part)
+
+    def update1(self, alpha: float) -> float:
+        k = self.k
+        if self.dinv is not None:
+            rr, rz = k["update_r_jacobi"](self.r, self.q, alpha, self.dinv, self.z, self.part,
+                                          self.part2)
+            self._rho1 = rz
+        else:
+            rr = k["update_r"](self.r, self.q, alpha, self.part)
+            self._rho1 = rr
+        self.pending = alpha  # x += alpha · p is applied by the next pass over p (or _sync)
+        return math.sqrt(rr)
 
     def current_x(self):
         self._sync()

@@ -32,9 +32,11 @@ those of ``linalg_pc.solvers._status``.
 
 Cost per iteration: one application of A and of M, 2 dot products and 3 vector updates (5n
 flops + the matvec); memory 5 vectors per right-hand side. For scipy.sparse input on the CPU the
-iteration runs in three fused Numba passes over the data (linalg_pc._kernels.cpu_csr), on
-all Numba threads from 2 of them (the "stream" policy of linalg_pc._kernels._twins): about
-12·nnz + 84·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy.
+iteration runs in two fused Numba passes over the data in float64 (three in float32;
+linalg_pc._kernels.cpu_csr), on all Numba threads from 2 of them (the "stream" policy of
+linalg_pc._kernels._twins): about 12·nnz + 76·n bytes per iteration (fp64, int32 indices)
+against ≈ 12·nnz + 172·n for SciPy; the loop's rules run on Python floats for one right-hand
+side, and SciPy sparse A is checked for finite entries by one vectorized sum.
 ``s`` right-hand sides take the same three passes on row-major (n, s) blocks, reading A once
 per iteration for all columns (12·nnz + 4n + 80·n·s bytes).
 
@@ -79,7 +81,7 @@ from .._operators import Operator, as_operator, host_or_device_ok, is_array
 from .._operators import is_complex_dtype as _is_complex
 from .._operators import is_integer_dtype as _is_integer
 from .._policy import Precision
-from ._engine_csr import CsrEngine
+from ._engine_csr import CsrEngine, is_host_sparse, sparse_entries_finite
 from ._engine_xp import XpEngine
 from ._loop import LoopResult, Stopping, run, trim_history
 from ._pcg_input import m_times_b, times_pow2, underflow_exponents
@@ -194,7 +196,12 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
     xp = array_namespace(b)
     if _is_complex(xp, b.dtype):
         raise TypeError(f"b must be real; complex dtype {b.dtype} is not supported")
-    opA = as_operator(A, argname="A", xp=xp)
+    # SciPy sparse A: its entries are checked here by one vectorized sum (the generic check's
+    # BLAS dot woke OpenBLAS's threads: 0.4 ms idle, 10 ms on a busy 2-core machine at 40³)
+    host_sparse = is_host_sparse(A)
+    opA = as_operator(A, argname="A", xp=xp, check_entries=not host_sparse)
+    if host_sparse and not sparse_entries_finite(A):
+        raise ValueError("A has non-finite entries (NaN or inf)")
     host_or_device_ok(xp, opA, "A")
     if opA.kind == "batched":
         N, n = opA.obj.shape[0], opA.n

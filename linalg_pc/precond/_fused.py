@@ -17,6 +17,11 @@ finite-gradient flag on the host: on host memory that is no device synchronizati
 with a non-finite gradient then takes the array-expression path, which skips it without
 changing any state.
 
+On CuPy arrays (moments and factors in the compute format) the ``device_*`` helpers run one
+CuPy ElementwiseKernel per group (:mod:`linalg_pc._kernels.gpu_precond`) with the decay rates
+gated on the device, so no flag is read by the host; they equal the array expressions bit for
+bit as well.
+
 ``FUSE`` turns the fused path off (tests compare the two paths; benchmarks time both).
 """
 
@@ -26,9 +31,11 @@ import numpy as np
 
 from .. import _buffers
 from .._kernels import cpu_precond as K
+from .._kernels import gpu_precond as GK
 from ._tensor import mT
 
-__all__ = ["FUSE", "host_step", "adam_direction", "assemble", "ema", "gram_ema"]
+__all__ = ["FUSE", "host_step", "adam_direction", "assemble", "ema", "gram_ema",
+           "device_adam", "device_assemble", "device_ema"]
 
 #: Whether the fused host kernels run (False: every step takes the array expressions).
 FUSE = True
@@ -125,3 +132,27 @@ def gram_ema(xp, dst, X, beta: float, comp: str) -> bool:
     if _state_view(dst, comp) is None or K.BF16 == K.host_view(dst).dtype:
         return False
     return K.gram_ema(dst, X, mT(xp, X), beta)
+
+
+# ------------------------------------------------------------------------------ device (CuPy)
+def device_adam(Gt, m, v, b1, c1, b2, c2, eps: float, comp: str):
+    """The moments and the quotient in one CuPy kernel (decays gated on the device); None: not
+    CuPy arrays in the compute format."""
+    if not FUSE or not GK.takes(comp, Gt, m, v) or m.size != Gt.size:
+        return None
+    return GK.adam_moments(Gt, m, v, b1, c1, b2, c2, eps)
+
+
+def device_assemble(D, P, ss, lrwd: float, okf, comp: str):
+    """The update with weight decay and the finite gate in one CuPy kernel; None: not CuPy."""
+    if not FUSE or not GK.takes(comp, D, P):
+        return None
+    return GK.assemble(D, P, ss, lrwd, okf)
+
+
+def device_ema(dst, new, b, c, comp: str) -> bool:
+    """dst ← b·dst + c·new in one CuPy kernel (b, c gated 0-d arrays); False: not CuPy."""
+    if not FUSE or not GK.takes(comp, dst, new) or dst.size != new.size:
+        return False
+    GK.ema(dst, new, b, c)
+    return True

@@ -259,6 +259,9 @@ class KroneckerTransform:
             upd = _fused.assemble(D, P if hp.weight_decay > 0 else None, ss,
                                   hp.lr * hp.weight_decay, comp,
                                   inplace=self._owned(D, G, P, state))
+        else:
+            upd = _fused.device_assemble(D, P if hp.weight_decay > 0 else None, ss,
+                                         hp.lr * hp.weight_decay, ctx.okf, comp)
         if upd is None:
             upd = -ss * D
             if hp.weight_decay > 0:
@@ -479,7 +482,9 @@ class KroneckerTransform:
         b, c = ctx.decay(hp.shampoo_beta)
         for a, K in enumerate(state.factors):
             if K is not None:
-                ema_into(K, mode_gram(xp, G, a, nb), b, c, hp.compute)
+                S = mode_gram(xp, G, a, nb)
+                if not _fused.device_ema(K, S, b, c, hp.compute):
+                    ema_into(K, S, b, c, hp.compute)
 
     # ------------------------------------------------------------------ helpers
     def bases(self, state: PrecondState) -> list:

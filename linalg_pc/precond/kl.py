@@ -179,6 +179,9 @@ class KLSOAP(_KL):
         if Dt is None:
             b1, c1 = ctx.decay(hp.beta1)
             b2, c2 = ctx.decay(hp.beta2)
+            Dt = _fused.device_adam(C, state.moments["exp_avg"],
+                                    state.moments["exp_avg_sq"], b1, c1, b2, c2, hp.eps, comp)
+        if Dt is None:
             m = ema_into(state.moments["exp_avg"], C, b1, c1, comp)
             v = ema_into(state.moments["exp_avg_sq"], C * C, b2, c2, comp)
             Dt = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)

@@ -60,6 +60,9 @@ class SOAP(KroneckerTransform):
         if N is None:
             b1, c1 = ctx.decay(hp.beta1)
             b2, c2 = ctx.decay(hp.beta2)
+            N = _fused.device_adam(Gt, state.moments["exp_avg"],
+                                   state.moments["exp_avg_sq"], b1, c1, b2, c2, hp.eps, comp)
+        if N is None:
             m = ema_into(state.moments["exp_avg"], Gt, b1, c1, comp)
             v = ema_into(state.moments["exp_avg_sq"], Gt * Gt, b2, c2, comp)
             N = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)

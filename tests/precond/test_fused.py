@@ -240,3 +240,48 @@ def test_fused_path_applies_to_host_arrays_only():
     import array_api_strict as xs
 
     assert _fused.host_step(xs.ones((3, 4)), "fp32") is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dt", ["float32", "float64"])
+def test_cupy_kernels_equal_the_expressions(dt, rng):
+    """The CuPy kernels (linalg_pc/_kernels/gpu_precond.py) against the same array expressions
+    on the device, bit for bit, with the decay rates gated by a device flag."""
+    from conftest import HAS_CUPY
+
+    if not HAS_CUPY:
+        pytest.skip("no usable CUDA device for CuPy")
+    import cupy as cp
+
+    from linalg_pc._kernels import gpu_precond as GK
+
+    n = 70001
+    g = cp.asarray(_special(rng, n, dt))
+    m = cp.asarray(_special(rng, n, dt))
+    v = cp.abs(cp.asarray(_special(rng, n, dt)))
+    for ok in (True, False):
+        okd = cp.asarray(ok)
+        one, zero = cp.ones((), dt), cp.zeros((), dt)
+        b1 = cp.where(okd, cp.full((), 0.9, dt), one)
+        c1 = cp.where(okd, cp.full((), 0.1, dt), zero)
+        b2 = cp.where(okd, cp.full((), 0.95, dt), one)
+        c2 = cp.where(okd, cp.full((), 1 - 0.95, dt), zero)
+        rm, rv = m * b1, v * b2
+        rm += c1 * g
+        rv += c2 * (g * g)
+        rout = rm / (cp.sqrt(rv) + 1e-8)
+        m2, v2 = m.copy(), v.copy()
+        out = GK.adam_moments(g, m2, v2, b1, c1, b2, c2, 1e-8)
+        for a, b in ((m2, rm), (v2, rv), (out, rout)):
+            np.testing.assert_array_equal(_bits(cp.asnumpy(a)), _bits(cp.asnumpy(b)))
+        K2 = m.copy()
+        GK.ema(K2, g, b1, c1)
+        rK = m * b1
+        rK += c1 * g
+        np.testing.assert_array_equal(_bits(cp.asnumpy(K2)), _bits(cp.asnumpy(rK)))
+        ss = cp.full((), 2.7e-3, dt)
+        okf = okd.astype(dt)
+        ref = -ss * g
+        ref = (ref - 3e-5 * (m + ref)) * okf
+        np.testing.assert_array_equal(_bits(cp.asnumpy(GK.assemble(g, m, ss, 3e-5, okf))),
+                                      _bits(cp.asnumpy(ref)))

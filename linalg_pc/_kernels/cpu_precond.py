@@ -34,10 +34,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from .. import _buffers
 from ._twins import twins
 from .cpu import _rne_bits
 
-__all__ = ["host_view", "all_finite", "adam_moments", "ema", "assemble", "gram_ema",
+__all__ = ["host_view", "all_finite", "adam_moments", "ema", "assemble", "gram_ema", "matmul",
            "BF16", "chunks"]
 
 #: dtype of bf16 bit patterns in the kernels (Numba cannot type bfloat16)
@@ -252,3 +253,31 @@ def gram_ema(K, X, Xt, beta: float) -> bool:
     K.view(lead).baddbmm_(X.reshape(-1, *X.shape[-2:]), Xt.reshape(-1, *Xt.shape[-2:]),
                           beta=beta, alpha=1.0 - beta)
     return True
+
+
+# ------------------------------------------------------------------------------ products
+def matmul(a, b):
+    """``a @ b`` written into recycled host memory (:mod:`linalg_pc._buffers`) for NumPy arrays
+    and PyTorch CPU tensors of float32/float64, else None.
+
+    A fresh 16 MB result is paid twice: once by the product and once by the page faults of its
+    new memory (measured on a loaded 2-core machine: filling a fresh 64×256×256 fp32 tensor
+    16 ms, a reused one 1.8 ms). The same product into the same kind of memory: the same bits.
+    """
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
+            return None
+        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        return np.matmul(a, b, out=_buffers.empty(shape, a.dtype))
+    if type(a).__module__.split(".")[0] != "torch" or type(b) is not type(a):
+        return None
+    if (a.device.type != "cpu" or b.device.type != "cpu" or a.dtype != b.dtype
+            or a.requires_grad or b.requires_grad
+            or str(a.dtype) not in ("torch.float32", "torch.float64")):
+        return None
+    import torch
+
+    shape = (*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    dt = np.float32 if a.dtype == torch.float32 else np.float64
+    out = torch.from_numpy(_buffers.empty(shape, dt))
+    return torch.matmul(a, b, out=out)

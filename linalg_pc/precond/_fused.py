@@ -35,7 +35,7 @@ from .._kernels import gpu_precond as GK
 from ._tensor import mT
 
 __all__ = ["FUSE", "host_step", "adam_direction", "assemble", "ema", "gram_ema",
-           "device_adam", "device_assemble", "device_ema"]
+           "device_adam", "device_assemble", "device_ema", "product"]
 
 #: Whether the fused host kernels run (False: every step takes the array expressions).
 FUSE = True
@@ -76,6 +76,13 @@ def new_like(x):
 
     dt = np.float32 if x.dtype == torch.float32 else np.float64
     return torch.from_numpy(_buffers.empty(tuple(x.shape), dt))
+
+
+def product(a, b):
+    """``a @ b``, into recycled host memory where the kernels module can (NumPy, PyTorch CPU):
+    the mode products of a fused step then fault no new pages."""
+    out = K.matmul(a, b)
+    return a @ b if out is None else out
 
 
 def adam_direction(Gt, m, v, beta1: float, beta2: float, eps: float, comp: str, *,

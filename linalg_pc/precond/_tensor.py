@@ -28,8 +28,15 @@ def mT(xp, a):
     return xp.matrix_transpose(a)
 
 
-def mode_apply(xp, X, M, axis: int, nb: int, *, transpose: bool = False):
-    """X ×_a op(M), op(M) = Mᵀ when ``transpose`` (M: (…, d_out, d_a) or (…, d_a, d_out))."""
+def _matmul(a, b):
+    return a @ b
+
+
+def mode_apply(xp, X, M, axis: int, nb: int, *, transpose: bool = False, mm=None):
+    """X ×_a op(M), op(M) = Mᵀ when ``transpose`` (M: (…, d_out, d_a) or (…, d_a, d_out)).
+    ``mm(a, b)`` forms the product (default ``a @ b``; the fused host path passes one that
+    writes into recycled memory)."""
+    mm = mm or _matmul
     shape = tuple(X.shape)
     batch, work = shape[:nb], shape[nb:]
     k = len(work)
@@ -38,13 +45,13 @@ def mode_apply(xp, X, M, axis: int, nb: int, *, transpose: bool = False):
     if axis == 0:
         rest = work[1:]
         Xr = xp.reshape(X, (*batch, work[0], math.prod(rest)))
-        return xp.reshape(Mop @ Xr, (*batch, d_out, *rest))
+        return xp.reshape(mm(Mop, Xr), (*batch, d_out, *rest))
     if axis == k - 1:
         rest = work[:-1]
         Xr = xp.reshape(X, (*batch, math.prod(rest), work[-1]))
-        return xp.reshape(Xr @ mT(xp, Mop), (*batch, *rest, d_out))
+        return xp.reshape(mm(Xr, mT(xp, Mop)), (*batch, *rest, d_out))
     Xm = xp.moveaxis(X, nb + axis, nb)
-    Y = mode_apply(xp, Xm, M, 0, nb, transpose=transpose)
+    Y = mode_apply(xp, Xm, M, 0, nb, transpose=transpose, mm=mm)
     return xp.moveaxis(Y, nb, nb + axis)
 
 

@@ -48,10 +48,11 @@ class SOAP(KroneckerTransform):
         comp = hp.compute
         nb = state.layout.nb
         Qs = self.bases(state)
+        mm = _fused.product if ctx.fused else None
         Gt = G
         for a, Q in enumerate(Qs):
             if Q is not None:
-                Gt = mode_apply(xp, Gt, Q, a, nb, transpose=True)
+                Gt = mode_apply(xp, Gt, Q, a, nb, transpose=True, mm=mm)
         N = None
         if ctx.fused:  # one pass: both moments and the quotient (into G̃ when it is ours)
             N = _fused.adam_direction(Gt, state.moments["exp_avg"],
@@ -68,7 +69,7 @@ class SOAP(KroneckerTransform):
             N = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)
         for a, Q in enumerate(Qs):
             if Q is not None:
-                N = mode_apply(xp, N, Q, a, nb)
+                N = mode_apply(xp, N, Q, a, nb, mm=mm)
         return N
 
 

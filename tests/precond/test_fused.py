@@ -285,3 +285,18 @@ def test_cupy_kernels_equal_the_expressions(dt, rng):
         ref = (ref - 3e-5 * (m + ref)) * okf
         np.testing.assert_array_equal(_bits(cp.asnumpy(GK.assemble(g, m, ss, 3e-5, okf))),
                                       _bits(cp.asnumpy(ref)))
+
+
+def test_twins_are_separate_compilations():
+    """Each kernel is compiled twice under separate names (Numba's disk cache keys on the
+    qualified name, not on ``parallel=True``)."""
+    from linalg_pc._kernels import _twins
+
+    pairs = [t for key, t in _twins._REGISTRY.items()
+             if key.startswith("linalg_pc._kernels.cpu_precond.")]
+    assert len(pairs) == 5
+    for t in pairs:
+        assert t.parallel.targetoptions.get("parallel")
+        assert not t.serial.targetoptions.get("parallel")
+        assert t.parallel.py_func.__qualname__ != t.serial.py_func.__qualname__
+        assert t.kind == "stream"

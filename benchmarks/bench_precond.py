@@ -29,6 +29,10 @@ Cases
   against ours called once per parameter (B states; target ≥ 3×) and against each peer with one
   optimizer over the B parameters (target ≥ 4× against the faster peer). heavyball stacks
   same-shape parameters into one slab inside its step ("bucket"), pytorch_optimizer loops.
+- ``soap batch BxDxD batched vs its floor``: ours batched against the work no implementation
+  of the step can avoid (:class:`_Floor`: the 6 batched products per step, the fewest
+  elementwise passes, one refresh per block), timed in the same run; ``ours/floor`` says how
+  far from it we are, and floor/loop bounds what batching can gain on this machine.
 
 Deliberate differences from the peers (hyperparameters matched as far as each peer allows)
 -----------------------------------------------------------------------------------------
@@ -293,6 +297,62 @@ def _step_cases(torch, m, n, repeats, numpy_row, bf16_row=True):
     return cases
 
 
+class _Floor:
+    """The floor of one block of T batched SOAP steps on a B×D×D stack: only the work no
+    implementation of the step can avoid, on preallocated arrays.
+
+    Per step: the 4 products of the projections (Q_Lᵀ G, · Q_R, Q_L ·, · Q_Rᵀ) and the 2 Gram
+    products with the factor EMA inside them (``baddbmm_``), each one batched ``bmm`` with
+    ``out=``; and the elementwise work in the fewest passes the step allows: one read of G
+    (finite test), one pass over G̃, m, v (the moments and the quotient), one over D and p (the
+    update with weight decay) and the caller's ``p += u``. Per block: one refresh of each
+    factor (K·Q, the QR through ``lpc.qr``, Q_newᵀQ_old and its product with m). What the floor
+    leaves out: sorting by Rayleigh quotients and permuting v (O(d²) per member), the Python
+    and dispatch cost of the library's own step."""
+
+    def __init__(self, torch, b, d, grads):
+        from linalg_pc._kernels import cpu_precond as kern
+
+        self.torch, self.kern = torch, kern
+        self.grads = [g.contiguous() for g in grads]
+        shp = (b, d, d)
+        q, _ = torch.linalg.qr(torch.randn(shp, generator=torch.Generator().manual_seed(7)))
+        self.QL, self.QR = q.contiguous(), q.mT.contiguous()
+        self.K = [torch.zeros(shp) for _ in range(2)]
+        self.m, self.v, self.p = torch.zeros(shp), torch.zeros(shp), torch.zeros(shp)
+        self.t1, self.t2 = torch.empty(shp), torch.empty(shp)
+        self.s = torch.full((1,), 3e-3)
+        self.i = 0
+
+    def step(self):
+        t, k = self.torch, self.kern
+        g = self.grads[self.i % len(self.grads)]
+        self.i += 1
+        h = k.host_view
+        k.all_finite(h(g))
+        t.bmm(self.QL.mT, g, out=self.t1)
+        t.bmm(self.t1, self.QR, out=self.t2)
+        k.adam_moments(h(self.t2), h(self.m), h(self.v), h(self.t2), 0.95, 0.95, 1e-8)
+        t.bmm(self.QL, self.t2, out=self.t1)
+        t.bmm(self.t1, self.QR.mT, out=self.t2)
+        k.assemble(h(self.t2), h(self.p), h(self.t2), h(self.s), 3e-5)
+        self.p += self.t2
+        self.K[0].baddbmm_(g, g.mT, beta=0.95, alpha=0.05)
+        self.K[1].baddbmm_(g.mT, g, beta=0.95, alpha=0.05)
+
+    def refresh(self):
+        t = self.torch
+        for Kf, Q in ((self.K[0], self.QL), (self.K[1], self.QR)):
+            Qn = lpc.qr(t.bmm(Kf, Q), compute="fp32").Q
+            t.bmm(self.m, t.bmm(Qn.mT, Q), out=self.t1)
+
+    def block(self):
+        for _ in range(T):
+            self.step()
+        self.refresh()
+        return self.p
+
+
 def _batch_cases(torch, b, d, repeats):
     shape = (d, d)
     grads = [_grads(torch, shape, 100 + i) for i in range(b)]
@@ -301,9 +361,17 @@ def _batch_cases(torch, b, d, repeats):
     batched = _Ours(torch.stack(params), stack_grads, batched=True)
     loop = _OursLoop([p.clone() for p in params], grads)
     numel = b * d * d
+    floor = _Floor(torch, b, d, stack_grads)
+
+    def vs_floor(rec):
+        return {"ms/step": rec["ours_s"] / T * 1e3, "floor ms/step": rec["baseline_s"] / T * 1e3,
+                "ours/floor": rec["ours_s"] / rec["baseline_s"]}
+
     cases = [Case(f"soap batch {b}x{d}x{d} batched vs {b} calls of ours", batched.block,
                   loop.block, f"ours, {b} calls", repeats=repeats,
-                  derived=_with_bytes(_ratio(3.0, "speedup"), batched, None, numel))]
+                  derived=_with_bytes(_ratio(3.0, "speedup"), batched, None, numel)),
+             Case(f"soap batch {b}x{d}x{d} batched vs its floor", batched.block, floor.block,
+                  "floor: products + fused passes", repeats=repeats, derived=vs_floor)]
     for name, make in _peers():
         peer = _Peer(make, [p.clone() for p in params], grads)
         cases.append(Case(f"soap batch {b}x{d}x{d} batched vs {name} over {b} params",

@@ -20,7 +20,7 @@ import math
 
 from .. import _backend as B
 
-__all__ = ["mT", "mode_apply", "mode_gram", "scale_axis", "reduce_except"]
+__all__ = ["mT", "mode_apply", "mode_unfold", "mode_gram", "scale_axis", "reduce_except"]
 
 
 def mT(xp, a):
@@ -28,8 +28,15 @@ def mT(xp, a):
     return xp.matrix_transpose(a)
 
 
-def mode_apply(xp, X, M, axis: int, nb: int, *, transpose: bool = False):
-    """X ×_a op(M), op(M) = Mᵀ when ``transpose`` (M: (…, d_out, d_a) or (…, d_a, d_out))."""
+def _matmul(a, b):
+    return a @ b
+
+
+def mode_apply(xp, X, M, axis: int, nb: int, *, transpose: bool = False, mm=None):
+    """X ×_a op(M), op(M) = Mᵀ when ``transpose`` (M: (…, d_out, d_a) or (…, d_a, d_out)).
+    ``mm(a, b)`` forms the product (default ``a @ b``; the fused host path passes one that
+    writes into recycled memory)."""
+    mm = mm or _matmul
     shape = tuple(X.shape)
     batch, work = shape[:nb], shape[nb:]
     k = len(work)
@@ -38,30 +45,35 @@ def mode_apply(xp, X, M, axis: int, nb: int, *, transpose: bool = False):
     if axis == 0:
         rest = work[1:]
         Xr = xp.reshape(X, (*batch, work[0], math.prod(rest)))
-        return xp.reshape(Mop @ Xr, (*batch, d_out, *rest))
+        return xp.reshape(mm(Mop, Xr), (*batch, d_out, *rest))
     if axis == k - 1:
         rest = work[:-1]
         Xr = xp.reshape(X, (*batch, math.prod(rest), work[-1]))
-        return xp.reshape(Xr @ mT(xp, Mop), (*batch, *rest, d_out))
+        return xp.reshape(mm(Xr, mT(xp, Mop)), (*batch, *rest, d_out))
     Xm = xp.moveaxis(X, nb + axis, nb)
-    Y = mode_apply(xp, Xm, M, 0, nb, transpose=transpose)
+    Y = mode_apply(xp, Xm, M, 0, nb, transpose=transpose, mm=mm)
     return xp.moveaxis(Y, nb, nb + axis)
 
 
-def mode_gram(xp, X, axis: int, nb: int):
-    """X_(a) X_(a)ᵀ of shape (*batch, d_a, d_a) (SYRK or a blocked product where the backend
-    has one: :func:`linalg_pc._backend.gram`)."""
+def mode_unfold(xp, X, axis: int, nb: int):
+    """The mode-a unfolding X_(a) (*batch, d_a, N/d_a): a view for the first and last axes
+    (the last one transposed), one copy for a middle axis."""
     shape = tuple(X.shape)
     batch, work = shape[:nb], shape[nb:]
     k = len(work)
     if axis == k - 1 and k > 1:
         Xr = xp.reshape(X, (*batch, math.prod(work[:-1]), work[-1]))
-        return B.gram(mT(xp, Xr))
+        return mT(xp, Xr)
     if axis != 0:
         X = xp.moveaxis(X, nb + axis, nb)
         work = tuple(X.shape[nb:])
-    Xr = xp.reshape(X, (*batch, work[0], math.prod(work[1:])))
-    return B.gram(Xr)
+    return xp.reshape(X, (*batch, work[0], math.prod(work[1:])))
+
+
+def mode_gram(xp, X, axis: int, nb: int):
+    """X_(a) X_(a)ᵀ of shape (*batch, d_a, d_a) (SYRK or a blocked product where the backend
+    has one: :func:`linalg_pc._backend.gram`)."""
+    return B.gram(mode_unfold(xp, X, axis, nb))
 
 
 def _axis_shape(nb_shape: tuple, k: int, axis: int, d: int) -> tuple:

@@ -38,6 +38,7 @@ from .. import _backend as B
 from .._backend.convert import STORE, convert
 from .._operators import is_array, is_complex_dtype, is_integer_dtype
 from ..precision import get_format
+from . import _fused
 from ._config import (
     check_beta,
     check_betas,
@@ -52,7 +53,7 @@ from ._eigen import eigh_descending, orthogonal_iteration, rayleigh, rotation, w
 from ._state import PrecondState, materialize_basis, new_basis
 from ._store import ema_into, load, store_into
 from ._subspace import check_basis_options, subspace_refresh_axis
-from ._tensor import mode_apply, mode_gram
+from ._tensor import mode_apply, mode_gram, mode_unfold
 
 __all__ = ["KroneckerTransform", "Hyper"]
 
@@ -226,32 +227,58 @@ class KroneckerTransform:
             return xp.zeros_like(grad), state
         wshape = (*lay.batch, *lay.work_shape)
         G = xp.reshape(load(grad, comp), wshape)
-        ok = xp.all(xp.isfinite(G))
-        zero = xp.zeros((), dtype=G.dtype, device=B.device_of(G))
-        G = xp.where(ok, G, zero)
-        ctx = _StepContext(xp, ok, G.dtype, B.device_of(G))
+        dev = B.device_of(G)
+        # host memory: the kernels test finiteness in one pass and a finite step runs fused
+        host_ok = _fused.host_step(G, comp) if state.initialized else None
+        if host_ok:
+            ok = xp.ones((), dtype=xp.bool, device=dev)
+        else:
+            ok = xp.all(xp.isfinite(G))
+            zero = xp.zeros((), dtype=G.dtype, device=dev)
+            G = xp.where(ok, G, zero)
+        ctx = _StepContext(xp, ok, G.dtype, dev, fused=bool(host_ok))
 
         if not state.initialized:
             return self._first_step(xp, grad, G, ok, ctx, state)
 
         count = state.count
-        count += xp.astype(ok, xp.int32)
-        state.skipped[...] = state.skipped + xp.astype(~ok, xp.int32)
-        state.step_ok[...] = ok
+        if ctx.fused:  # a finite gradient, known on the host
+            count += 1
+            state.step_ok[...] = True
+        else:
+            count += xp.astype(ok, xp.int32)
+            state.skipped[...] = state.skipped + xp.astype(~ok, xp.int32)
+            state.step_ok[...] = ok
         P = None if param is None else xp.reshape(load(param, comp), wshape)
         D = self._direction(xp, G, state, ctx)
         if hp.normalize_grads:
             D = self._normalize(xp, D, lay.nb)
         ss = self._step_size(xp, state, ctx)
-        upd = -ss * D
-        if hp.weight_decay > 0:
-            upd = upd - (hp.lr * hp.weight_decay) * (P + upd)
-        upd = upd * ctx.okf
+        upd = None
+        if ctx.fused:
+            upd = _fused.assemble(D, P if hp.weight_decay > 0 else None, ss,
+                                  hp.lr * hp.weight_decay, comp,
+                                  inplace=self._owned(D, G, P, state))
+        else:
+            upd = _fused.device_assemble(D, P if hp.weight_decay > 0 else None, ss,
+                                         hp.lr * hp.weight_decay, ctx.okf, comp)
+        if upd is None:
+            upd = -ss * D
+            if hp.weight_decay > 0:
+                upd = upd - (hp.lr * hp.weight_decay) * (P + upd)
+            upd = upd * ctx.okf
         self._accumulate(xp, G, state, ctx)
         state = dataclasses.replace(state, hint=state.hint + 1)
         state = self._maybe_refresh(xp, state)
         out = _to_param_format(xp, xp.reshape(upd, tuple(grad.shape)), grad)
         return out, state
+
+    @staticmethod
+    def _owned(D, G, P, state) -> bool:
+        """Whether the direction D is a temporary of this step (shares no memory with the
+        gradient, the parameter or a moment), so the update may overwrite it."""
+        others = [G, P, *state.moments.values()]
+        return all(o is None or B.memory_overlap(D, o) == "none" for o in others)
 
     def _normalize(self, xp, D, nb):
         """D / (RMS(D) + 1e-30) per parameter, as the SOAP and KL reference codes do."""
@@ -439,11 +466,25 @@ class KroneckerTransform:
 
     def _accumulate(self, xp, G, state, ctx):
         """Default (Shampoo/SOAP statistics): K_a ← β K_a + (1 − β) G_(a) G_(a)ᵀ."""
-        b, c = ctx.decay(self.hp.shampoo_beta)
+        hp = self.hp
         nb = state.layout.nb
+        if ctx.fused:
+            for a, K in enumerate(state.factors):
+                if K is None:
+                    continue
+                X = mode_unfold(xp, G, a, nb)
+                if not _fused.gram_ema(xp, K, X, hp.shampoo_beta, hp.compute):
+                    S = B.gram(X)
+                    if not _fused.ema(K, S, hp.shampoo_beta, hp.compute):
+                        b, c = ctx.decay(hp.shampoo_beta)
+                        ema_into(K, S, b, c, hp.compute)
+            return
+        b, c = ctx.decay(hp.shampoo_beta)
         for a, K in enumerate(state.factors):
             if K is not None:
-                ema_into(K, mode_gram(xp, G, a, nb), b, c, self.hp.compute)
+                S = mode_gram(xp, G, a, nb)
+                if not _fused.device_ema(K, S, b, c, hp.compute):
+                    ema_into(K, S, b, c, hp.compute)
 
     # ------------------------------------------------------------------ helpers
     def bases(self, state: PrecondState) -> list:
@@ -455,9 +496,11 @@ class KroneckerTransform:
 class _StepContext:
     """Device constants of one step: the finite flag and decay rates gated by it."""
 
-    def __init__(self, xp, ok, dtype, device):
+    def __init__(self, xp, ok, dtype, device, *, fused: bool = False):
         self.xp, self.ok, self.dtype, self.device = xp, ok, dtype, device
         self.okf = xp.astype(ok, dtype)
+        #: a finite gradient in host memory: the kernels of ``_fused`` may run
+        self.fused = fused
 
     def const(self, v: float):
         # a fill on the device: asarray of a Python float would copy from the host and wait

@@ -7,6 +7,11 @@ returns lists: ``gtx = lpc.precond.grouped(lpc.precond.soap())``, ``state = gtx.
 :class:`~linalg_pc.precond.PrecondState`; its members share one step (a non-finite gradient in
 any member skips the step for its group, as a mixed-precision gradient scaler skips a step).
 Stacking the gradients costs one copy of them per step (O(N), against the O(N·d) products).
+
+Groups are by parameter shape, not by factor size: a refresh's batched QR could also serve
+same-size factors of different shapes (the 256-factors of 256×512 and 512×256 parameters), but
+on the CPU a batched QR loops over its members, so merging saves one call and costs a copy of
+the products (measured no win: docs/precond.md, "Grouping by factor size").
 """
 
 from __future__ import annotations

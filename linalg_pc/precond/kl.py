@@ -31,6 +31,7 @@ yorkerlin/KL-Methods.
 
 from __future__ import annotations
 
+from . import _fused
 from ._config import check_positive
 from ._store import ema_into, load, store_into
 from ._tensor import axis_vector, mode_apply, mode_gram, reduce_except, scale_axis
@@ -113,7 +114,9 @@ class _KL(KroneckerTransform):
                         H = mode_apply(xp, H, Qs[bb], bb, nb, transpose=True)
                     H = scale_axis(xp, H, s[bb], bb, nb)
             scale = lay.work_shape[a] / lay.size
-            ema_into(S, scale * mode_gram(xp, H, a, nb), b, c, comp)
+            new = scale * mode_gram(xp, H, a, nb)
+            if not (ctx.fused and _fused.ema(S, new, hp.shampoo_beta, comp)):
+                ema_into(S, new, b, c, comp)
         C2 = ctx.C * ctx.C
         s2 = [axis_vector(xp, si * si, a, k) for a, si in enumerate(s)]
         new = []
@@ -168,11 +171,20 @@ class KLSOAP(_KL):
         hp = self.hp
         comp = hp.compute
         C = self._project(xp, G, state, ctx)
-        b1, c1 = ctx.decay(hp.beta1)
-        b2, c2 = ctx.decay(hp.beta2)
-        m = ema_into(state.moments["exp_avg"], C, b1, c1, comp)
-        v = ema_into(state.moments["exp_avg_sq"], C * C, b2, c2, comp)
-        Dt = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)
+        Dt = None
+        if ctx.fused:  # one pass (C is read again by the statistics: a new output)
+            Dt = _fused.adam_direction(C, state.moments["exp_avg"],
+                                       state.moments["exp_avg_sq"], hp.beta1, hp.beta2,
+                                       hp.eps, comp, inplace=False)
+        if Dt is None:
+            b1, c1 = ctx.decay(hp.beta1)
+            b2, c2 = ctx.decay(hp.beta2)
+            Dt = _fused.device_adam(C, state.moments["exp_avg"],
+                                    state.moments["exp_avg_sq"], b1, c1, b2, c2, hp.eps, comp)
+        if Dt is None:
+            m = ema_into(state.moments["exp_avg"], C, b1, c1, comp)
+            v = ema_into(state.moments["exp_avg_sq"], C * C, b2, c2, comp)
+            Dt = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)
         return self._back(xp, Dt, state, ctx)
 
 

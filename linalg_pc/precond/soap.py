@@ -28,6 +28,7 @@ Shampoo using Adam", ICLR 2025 (arXiv 2409.11321); reference code nikhilvyas/SOA
 
 from __future__ import annotations
 
+from . import _fused
 from ._store import ema_into, load
 from ._tensor import mode_apply
 from ._transform import KroneckerTransform
@@ -47,18 +48,28 @@ class SOAP(KroneckerTransform):
         comp = hp.compute
         nb = state.layout.nb
         Qs = self.bases(state)
+        mm = _fused.product if ctx.fused else None
         Gt = G
         for a, Q in enumerate(Qs):
             if Q is not None:
-                Gt = mode_apply(xp, Gt, Q, a, nb, transpose=True)
-        b1, c1 = ctx.decay(hp.beta1)
-        b2, c2 = ctx.decay(hp.beta2)
-        m = ema_into(state.moments["exp_avg"], Gt, b1, c1, comp)
-        v = ema_into(state.moments["exp_avg_sq"], Gt * Gt, b2, c2, comp)
-        N = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)
+                Gt = mode_apply(xp, Gt, Q, a, nb, transpose=True, mm=mm)
+        N = None
+        if ctx.fused:  # one pass: both moments and the quotient (into G̃ when it is ours)
+            N = _fused.adam_direction(Gt, state.moments["exp_avg"],
+                                      state.moments["exp_avg_sq"], hp.beta1, hp.beta2,
+                                      hp.eps, comp, inplace=Gt is not G)
+        if N is None:
+            b1, c1 = ctx.decay(hp.beta1)
+            b2, c2 = ctx.decay(hp.beta2)
+            N = _fused.device_adam(Gt, state.moments["exp_avg"],
+                                   state.moments["exp_avg_sq"], b1, c1, b2, c2, hp.eps, comp)
+        if N is None:
+            m = ema_into(state.moments["exp_avg"], Gt, b1, c1, comp)
+            v = ema_into(state.moments["exp_avg_sq"], Gt * Gt, b2, c2, comp)
+            N = load(m, comp) / (xp.sqrt(load(v, comp)) + hp.eps)
         for a, Q in enumerate(Qs):
             if Q is not None:
-                N = mode_apply(xp, N, Q, a, nb)
+                N = mode_apply(xp, N, Q, a, nb, mm=mm)
         return N
 
 

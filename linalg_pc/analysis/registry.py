@@ -81,7 +81,7 @@ def resolve_names(names: list[str]) -> list[str]:
     """Expand "all" and validate study names (ValueError listing the valid ones).
 
     "all" is every study of the default suite; the opt-in studies (``in_default=False``: the
-    optimizer training study, which needs the ``study`` extra and takes half an hour) run only
+    optimizer training study, which needs the ``study`` extra and runs for long) run only
     when named."""
     if not names:
         return [s.name for s in STUDIES.values() if s.in_default]

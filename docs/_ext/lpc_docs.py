@@ -9,7 +9,6 @@
   ``python benchmarks/run.py SUITE --json PATH`` as a table (times in ms, the speedup of ours over
   the baseline; ``:extra: key, key`` adds record fields as columns), so the published numbers
   are the measured ones.
-- The user guide's toctree gains ``distributed`` when ``docs/distributed.md`` exists.
 - Docstrings write mathematics in plain Unicode (``|x|``, ``(*batch, d)``): outside literals,
   ``|`` and a ``*`` that opens a shape are escaped, so reStructuredText does not read them as
   substitutions or emphasis.
@@ -130,13 +129,6 @@ def generate(app) -> None:
         dst = out / nb.name
         if not dst.exists() or dst.read_bytes() != nb.read_bytes():
             shutil.copyfile(nb, dst)
-
-
-def add_distributed(app, docname, source) -> None:
-    marker = "<!-- distributed-guide -->"
-    if docname == "guide" and marker in source[0]:
-        entry = "distributed" if (DOCS / "distributed.md").exists() else ""
-        source[0] = source[0].replace(marker, entry)
 
 
 def _ms(seconds) -> str:
@@ -322,6 +314,5 @@ def setup(app):
     app.connect("builder-inited", generate)
     app.connect("autodoc-process-docstring", escape_plain_math, priority=400)
     app.connect("missing-reference", resolve_package_reference)
-    app.connect("source-read", add_distributed)
     app.add_directive("benchmark-table", BenchmarkTable)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

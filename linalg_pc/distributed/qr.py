@@ -268,7 +268,7 @@ def _tsqr(d: _Dist):
                            f"the stacked {stack.shape[0]}x{d.n} R factors)")
     if not need_q:
         return None, top.R
-    Qt = np.asarray(B.to_numpy(top.Q)) if B.is_numpy(xp) else top.Q
+    Qt = top.Q
     offs = np.concatenate([[0], np.cumsum(rows)])
     qname = f"lpc-tsqr-q-{tokenize(name, d.fs)}"
     qlayer = {(qname, i, 0): (_tsqr_q, lf.key, Qt[offs[i]:offs[i + 1]], d.fs)

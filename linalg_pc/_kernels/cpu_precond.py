@@ -256,6 +256,18 @@ def gram_ema(K, X, Xt, beta: float) -> bool:
 
 
 # ------------------------------------------------------------------------------ products
+def empty_like(x):
+    """An uninitialized C-contiguous array of x's library (NumPy, or a PyTorch CPU tensor of
+    float32/float64), shape and dtype, over recycled host memory (:mod:`linalg_pc._buffers`: no
+    page faults for a step's same-size temporaries)."""
+    if isinstance(x, np.ndarray):
+        return _buffers.empty(x.shape, x.dtype)
+    import torch
+
+    dt = np.float32 if x.dtype == torch.float32 else np.float64
+    return torch.from_numpy(_buffers.empty(tuple(x.shape), dt))
+
+
 def matmul(a, b):
     """``a @ b`` written into recycled host memory (:mod:`linalg_pc._buffers`) for NumPy arrays
     and PyTorch CPU tensors of float32/float64, else None.

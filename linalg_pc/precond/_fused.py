@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _buffers
 from .._kernels import cpu_precond as K
 from .._kernels import gpu_precond as GK
 from ._tensor import mT
@@ -67,17 +66,6 @@ def _state_view(x, comp: str):
     return h if _dtype_ok(h, comp) else None
 
 
-def new_like(x):
-    """An uninitialized C-contiguous array of x's library, shape and dtype, over recycled host
-    memory (:mod:`linalg_pc._buffers`: no page faults for a step's same-size temporaries)."""
-    if isinstance(x, np.ndarray):
-        return _buffers.empty(x.shape, x.dtype)
-    import torch
-
-    dt = np.float32 if x.dtype == torch.float32 else np.float64
-    return torch.from_numpy(_buffers.empty(tuple(x.shape), dt))
-
-
 def product(a, b):
     """``a @ b``, into recycled host memory where the kernels module can (NumPy, PyTorch CPU):
     the mode products of a fused step then fault no new pages."""
@@ -95,7 +83,7 @@ def adam_direction(Gt, m, v, beta1: float, beta2: float, eps: float, comp: str, 
         return None
     if hm.size != g.size:
         return None
-    out = Gt if inplace else new_like(Gt)
+    out = Gt if inplace else K.empty_like(Gt)
     K.adam_moments(g, hm, hv, K.host_view(out), beta1, beta2, eps)
     return out
 
@@ -117,7 +105,7 @@ def assemble(D, P, ss, lrwd: float, comp: str, *, inplace: bool):
         s = K.host_view(ss)
         if not _dtype_ok(s, comp):
             return None
-    out = D if inplace else new_like(D)
+    out = D if inplace else K.empty_like(D)
     K.assemble(d, p, K.host_view(out), s, lrwd)
     return out
 

@@ -29,6 +29,7 @@ Cases
   against ours called once per parameter (B states; target ≥ 3×) and against each peer with one
   optimizer over the B parameters (target ≥ 4× against the faster peer). heavyball stacks
   same-shape parameters into one slab inside its step ("bucket"), pytorch_optimizer loops.
+- ``soap step MxN vs its floor``: ours on one parameter against the same floor for B = 1.
 - ``soap batch BxDxD batched vs its floor``: ours batched against the work no implementation
   of the step can avoid (:class:`_Floor`: the 6 batched products per step, the fewest
   elementwise passes, one refresh per block), timed in the same run; ``ours/floor`` says how
@@ -285,6 +286,14 @@ def _step_cases(torch, m, n, repeats, numpy_row, bf16_row=True):
         cases.append(Case(f"soap step {m}x{n} storage=bf16 vs {name}", bf16.block, peer.block,
                           f"{name}.SOAP", repeats=repeats,
                           derived=_with_bytes(_ratio(0.8, "ratio"), bf16, peer, numel)))
+    floor = _Floor(torch, 1, m, [g[None] for g in grads], n)
+
+    def vs_floor(rec):
+        return {"ms/step": rec["ours_s"] / T * 1e3, "floor ms/step": rec["baseline_s"] / T * 1e3,
+                "ours/floor": rec["ours_s"] / rec["baseline_s"]}
+
+    cases.append(Case(f"soap step {m}x{n} vs its floor", ours.block, floor.block,
+                      "floor: products + fused passes", repeats=repeats, derived=vs_floor))
     if numpy_row:
         npo = _Ours(_param(torch, shape, 0).numpy().copy(), [g.numpy() for g in grads])
 
@@ -298,27 +307,31 @@ def _step_cases(torch, m, n, repeats, numpy_row, bf16_row=True):
 
 
 class _Floor:
-    """The floor of one block of T batched SOAP steps on a B×D×D stack: only the work no
-    implementation of the step can avoid, on preallocated arrays.
+    """The floor of one block of T batched SOAP steps on a B×M×N stack (B = 1: one parameter):
+    only the work no implementation of the step can avoid, on preallocated arrays.
 
     Per step: the 4 products of the projections (Q_Lᵀ G, · Q_R, Q_L ·, · Q_Rᵀ) and the 2 Gram
     products with the factor EMA inside them (``baddbmm_``), each one batched ``bmm`` with
     ``out=``; and the elementwise work in the fewest passes the step allows: one read of G
     (finite test), one pass over G̃, m, v (the moments and the quotient), one over D and p (the
     update with weight decay) and the caller's ``p += u``. Per block: one refresh of each
-    factor (K·Q, the QR through ``lpc.qr``, Q_newᵀQ_old and its product with m). What the floor
-    leaves out: sorting by Rayleigh quotients and permuting v (O(d²) per member), the Python
-    and dispatch cost of the library's own step."""
+    factor (K·Q, the QR through ``lpc.qr``, Q_newᵀQ_old and its product with m). The Gram
+    products are full products here; a library may form them in fewer flops by their symmetry
+    (ours does, for M or N ≥ 512), so it can beat the floor there. What the floor leaves out:
+    sorting by Rayleigh quotients and permuting v (O(d²) per member), the Python and dispatch
+    cost of the library's own step."""
 
-    def __init__(self, torch, b, d, grads):
+    def __init__(self, torch, b, d, grads, n=None):
         from linalg_pc._kernels import cpu_precond as kern
 
+        n = d if n is None else n
         self.torch, self.kern = torch, kern
-        self.grads = [g.contiguous() for g in grads]
-        shp = (b, d, d)
-        q, _ = torch.linalg.qr(torch.randn(shp, generator=torch.Generator().manual_seed(7)))
-        self.QL, self.QR = q.contiguous(), q.mT.contiguous()
-        self.K = [torch.zeros(shp) for _ in range(2)]
+        self.grads = [g.reshape(b, d, n).contiguous() for g in grads]
+        gen = torch.Generator().manual_seed(7)
+        self.QL = torch.linalg.qr(torch.randn((b, d, d), generator=gen))[0].contiguous()
+        self.QR = torch.linalg.qr(torch.randn((b, n, n), generator=gen))[0].mT.contiguous()
+        self.K = [torch.zeros((b, d, d)), torch.zeros((b, n, n))]
+        shp = (b, d, n)
         self.m, self.v, self.p = torch.zeros(shp), torch.zeros(shp), torch.zeros(shp)
         self.t1, self.t2 = torch.empty(shp), torch.empty(shp)
         self.s = torch.full((1,), 3e-3)
@@ -342,9 +355,10 @@ class _Floor:
 
     def refresh(self):
         t = self.torch
-        for Kf, Q in ((self.K[0], self.QL), (self.K[1], self.QR)):
-            Qn = lpc.qr(t.bmm(Kf, Q), compute="fp32").Q
-            t.bmm(self.m, t.bmm(Qn.mT, Q), out=self.t1)
+        QnL = lpc.qr(t.bmm(self.K[0], self.QL), compute="fp32").Q
+        t.bmm(t.bmm(QnL.mT, self.QL), self.m, out=self.t1)
+        QnR = lpc.qr(t.bmm(self.K[1], self.QR), compute="fp32").Q
+        t.bmm(self.t1, t.bmm(QnR.mT, self.QR).mT, out=self.m)
 
     def block(self):
         for _ in range(T):

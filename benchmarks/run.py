@@ -1,4 +1,4 @@
-"""Run a benchmark suite: ``python benchmarks/run.py SUITE [--quick] [--json PATH]``.
+"""Run a benchmark suite: ``python benchmarks/run.py SUITE [--quick] [--json PATH] [--only TEXT]``.
 
 Suites are the modules ``benchmarks/bench_<suite>.py``; ``all`` runs every suite. Each case times
 linalg_pc and the library a user would otherwise call, in the same run, and prints the ratio.
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("suite", choices=[*suites, "all"])
     ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     ap.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    ap.add_argument("--only", metavar="TEXT", action="append", default=[],
+                    help="run only the cases whose name contains TEXT (repeatable)")
     args = ap.parse_args(argv)
     chosen = suites if args.suite == "all" else [args.suite]
     records = []
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{platform.python_version()}", flush=True)
         recs = []
         for case in mod.cases(args.quick):
+            if args.only and not any(t in case.name for t in args.only):
+                continue
             rec = run_case(suite, case)
             recs.append(rec)
             print(f"  {rec['case']}: {rec['speedup']:.2f}x", flush=True)

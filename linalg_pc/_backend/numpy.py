@@ -60,7 +60,7 @@ def row_passes(A, dtype):
 def all_finite(x) -> bool:
     """Finiteness on bf16 bit patterns (no decode), ``np.isfinite`` otherwise."""
     x = np.asarray(x)
-    if x.dtype == _bf16():
+    if x.dtype.kind == "V" and x.dtype == _bf16():  # (ml_dtypes is imported only for bf16)
         return not np.any((x.view(np.uint16) & 0x7FFF) >= 0x7F80)
     return bool(np.all(np.isfinite(x)))
 

@@ -268,6 +268,16 @@ def empty_like(x):
     return torch.from_numpy(_buffers.empty(tuple(x.shape), dt))
 
 
+def _batch_shape(a: tuple, b: tuple) -> tuple:
+    """The broadcast batch shape of two products' operands (the common cases without a call
+    into the libraries' shape machinery, which costs more than a small product)."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return np.broadcast_shapes(a, b)
+
+
 def matmul(a, b):
     """``a @ b`` written into recycled host memory (:mod:`linalg_pc._buffers`) for NumPy arrays
     and PyTorch CPU tensors of float32/float64, else None.
@@ -279,7 +289,7 @@ def matmul(a, b):
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
             return None
-        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        shape = _batch_shape(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
         return np.matmul(a, b, out=_buffers.empty(shape, a.dtype))
     if type(a).__module__.split(".")[0] != "torch" or type(b) is not type(a):
         return None
@@ -289,7 +299,7 @@ def matmul(a, b):
         return None
     import torch
 
-    shape = (*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    shape = (*_batch_shape(tuple(a.shape[:-2]), tuple(b.shape[:-2])), a.shape[-2], b.shape[-1])
     dt = np.float32 if a.dtype == torch.float32 else np.float64
     out = torch.from_numpy(_buffers.empty(shape, dt))
     return torch.matmul(a, b, out=out)

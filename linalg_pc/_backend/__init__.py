@@ -61,6 +61,7 @@ from .columns import (
     object_library,
     put_columns,
     sparse_all_finite,
+    take_along_axis,
     take_columns,
 )
 from .linalg import (
@@ -114,6 +115,7 @@ __all__ = [
     "is_linear_operator",
     "sparse_all_finite",
     "column_runs",
+    "take_along_axis",
     "take_columns",
     "put_columns",
     "matmul_into_columns",

@@ -144,6 +144,12 @@ def take_columns(Q, cols):
     return take_by_runs(Q, cols)
 
 
+@register("torch", "take_along_axis")
+def take_along_axis(x, idx, axis):
+    """One gather (the index may be a broadcast, stride-0 view)."""
+    return torch.gather(x, axis, idx)
+
+
 @register("torch", "put_columns")
 def put_columns(Q, cols, new, *, inplace):
     """Slice assignments of the runs, an index-put beyond (on a copy unless ``inplace``)."""

@@ -54,6 +54,16 @@ def chunks(n: int) -> int:
     return max(1, min(64, n >> 14))
 
 
+def host_count(x) -> int | None:
+    """The value of a 0-d integer array in host memory (NumPy, or a PyTorch CPU tensor read
+    through its zero-copy NumPy view: no device synchronization, no conversion), or None."""
+    if isinstance(x, np.ndarray):
+        return int(x)
+    if type(x).__module__.split(".")[0] != "torch" or x.device.type != "cpu":
+        return None
+    return int(x.numpy())
+
+
 def host_view(x):
     """A zero-copy, flat NumPy view of ``x``'s memory, or None.
 

@@ -301,8 +301,8 @@ def loss_estimates(xp, E, tol: float):
     upper = xp.minimum(xp.sqrt(xp.sum(row2, axis=-1)),
                        xp.max(xp.sum(xp.abs(E), axis=-1), axis=-1))
     i = xp.argmax(row2, axis=-1, keepdims=True)[..., None]
-    y = mT(xp, xp.take_along_axis(E, xp.broadcast_to(i, (*E.shape[:-2], 1, E.shape[-1])),
-                                  axis=-2))  # (E e_i)ᵀ = e_iᵀE for symmetric E
+    y = mT(xp, B.take_along_axis(E, xp.broadcast_to(i, (*E.shape[:-2], 1, E.shape[-1])),
+                                 -2))  # (E e_i)ᵀ = e_iᵀE for symmetric E
     lower = xp.zeros_like(upper)
     for step in range(POWER_STEPS + 1):
         n = xp.sqrt(xp.sum(y * y, axis=(-2, -1)))  # ‖E x_{step−1}‖, x_{−1} = e_i

@@ -156,7 +156,7 @@ def take_last(xp, A, idx):
     if idx.ndim == 1:
         return xp.take(A, idx, axis=-1)
     full = xp.broadcast_to(idx[..., None, :], (*A.shape[:-1], idx.shape[-1]))
-    return xp.take_along_axis(A, full, axis=-1)
+    return B.take_along_axis(A, full, -1)
 
 
 def take_rows(xp, A, idx):
@@ -164,7 +164,7 @@ def take_rows(xp, A, idx):
     if idx.ndim == 1:
         return xp.take(A, idx, axis=-2)
     full = xp.broadcast_to(idx[..., :, None], (*A.shape[:-2], idx.shape[-1], A.shape[-1]))
-    return xp.take_along_axis(A, full, axis=-2)
+    return B.take_along_axis(A, full, -2)
 
 
 def rotate_block(xp, QJ, BJ, *, sort: bool):

@@ -136,7 +136,7 @@ def orthogonal_iteration(xp, K, Q, comp: str, *, sort: bool):
         est = xp.where(xp.isfinite(est), est, xp.zeros_like(est))
         perm = argsort_desc(xp, est)
         idx = xp.broadcast_to(perm[..., None, :], KQ.shape)
-        KQ = xp.take_along_axis(KQ, idx, axis=-1)
+        KQ = B.take_along_axis(KQ, idx, -1)
     KQs = where_member(xp, ok_dev, KQ, Q)
     try:
         Qn = qr(KQs, compute=comp, storage=get_format(comp)).Q

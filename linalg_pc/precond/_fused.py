@@ -55,6 +55,12 @@ def host_step(G, comp: str) -> bool | None:
     return K.all_finite(g)
 
 
+def host_count(x) -> int | None:
+    """The step counter's value when it lies in host memory (read without a synchronization),
+    else None."""
+    return K.host_count(x)
+
+
 def _state_view(x, comp: str):
     """A stored state array's flat host view if a kernel can update it in place with ``comp``
     arithmetic: the compute format itself, or bf16 with fp32 arithmetic."""

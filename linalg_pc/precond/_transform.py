@@ -290,6 +290,17 @@ class KroneckerTransform:
         hp = self.hp
         if not hp.correct_bias:
             return hp.lr
+        n = _fused.host_count(state.count) if ctx.fused else None
+        if n is not None:
+            # the count is in host memory: the same operations on NumPy 0-d arrays of the
+            # compute dtype (the same bits as NumPy's device path, no library ops on 0-d arrays)
+            dt = np.dtype(np.float32 if hp.compute == "fp32" else np.float64)
+            c = np.full((), n, dtype=dt)
+            one = np.ones((), dtype=dt)
+            bc1 = one - np.power(np.full((), hp.beta1, dtype=dt), c)
+            bc2 = one - np.power(np.full((), hp.beta2, dtype=dt), c)
+            bc1 = np.where(bc1 > 0, bc1, one)
+            return np.asarray(hp.lr * np.sqrt(bc2) / bc1, dtype=dt)
         c = xp.astype(state.count, ctx.dtype)
         one = ctx.const(1.0)
         bc1 = one - xp.pow(ctx.const(hp.beta1), c)
@@ -438,7 +449,7 @@ class KroneckerTransform:
         k = state.layout.order
         shp = (*perm.shape[:-1], *([1] * a), int(perm.shape[-1]), *([1] * (k - a - 1)))
         idx = xp.broadcast_to(xp.reshape(perm, shp), vc.shape)
-        store_into(v, xp.take_along_axis(vc, idx, axis=nb + a))
+        store_into(v, B.take_along_axis(vc, idx, nb + a))
 
     def _after_subspace(self, xp, state, a, J, eig, scatter):
         """Hook: the Rayleigh quotients ``eig`` of the refreshed columns J of axis a."""

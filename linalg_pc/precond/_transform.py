@@ -30,6 +30,7 @@ skips the step for the whole stack, as a mixed-precision gradient scaler skips a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,10 @@ from ._subspace import check_basis_options, subspace_refresh_axis
 from ._tensor import mode_apply, mode_gram, mode_unfold
 
 __all__ = ["KroneckerTransform", "Hyper"]
+
+#: The update overwrites the step's direction (when it is a temporary of the step) from this
+#: many entries on; below, a small fresh array costs less than the memory-overlap checks.
+_INPLACE_MIN_ENTRIES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,8 @@ class KroneckerTransform:
         if ctx.fused:
             upd = _fused.assemble(D, P if hp.weight_decay > 0 else None, ss,
                                   hp.lr * hp.weight_decay, comp,
-                                  inplace=self._owned(D, G, P, state))
+                                  inplace=(math.prod(wshape) >= _INPLACE_MIN_ENTRIES
+                                           and self._owned(D, G, P, state)))
         else:
             upd = _fused.device_assemble(D, P if hp.weight_decay > 0 else None, ss,
                                          hp.lr * hp.weight_decay, ctx.okf, comp)

@@ -586,7 +586,9 @@ def _take(st: PrecondState, members: list) -> PrecondState:
         estimates=tuple(sel(v) for v in st.estimates),
         moments={k: sel(v) for k, v in st.moments.items()},
         count=st.count.clone(), skipped=st.skipped.clone(), step_ok=st.step_ok.clone(),
-        consecutive=tuple(np.asarray(c)[members].copy() for c in st.consecutive))
+        consecutive=tuple(np.asarray(c)[members].copy() for c in st.consecutive),
+        extra={k: tuple(x.copy() if isinstance(x, np.ndarray) else sel(x) for x in v)
+               for k, v in st.extra.items()})
 
 
 def _describe(tx: KroneckerTransform) -> dict:

@@ -133,11 +133,13 @@ def _take_rows(xp, X, src, axis: int, nb: int):
     return xp.take_along_axis(X, idx, axis=ax)
 
 
-def subspace_refresh_axis(tx, xp, state, a: int, K, Q, k: int, count: int):
+def subspace_refresh_axis(tx, xp, state, a: int, K, Q, k: int, count: int, *, cols=None):
     """Refresh k columns of axis a's basis; returns (host success flags, new BasisState).
 
     K and Q are the factor and the (materialized) basis in the compute format. A refresh that
     fails (a non-finite K·Q_J, a failed QR) keeps the basis of every member of a stack.
+    ``cols`` (host int64) names the columns instead of the column policy (the factor-free
+    state chooses them one refresh ahead); K may then be an operator (a callable X ↦ K X).
 
     Cost: 2d²k flops for K·Q_J, 2d²k for the k rows Q_new,Jᵀ Q_old of the momentum's rotation
     and 2kN for applying them (N parameter entries), O(dk²) for the rest; memory traffic O(d²)
@@ -155,17 +157,20 @@ def subspace_refresh_axis(tx, xp, state, a: int, K, Q, k: int, count: int):
     r = count // hp.precondition_frequency  # the refresh counter drives the cyclic policies
     est = state.estimates[a] if state.estimates[a] is not None else state.eigenvalues[a]
     opts: dict = {"step": r, "ncols": d}
-    if hp.basis_policy in ("topk", "topk-cyclic"):
+    if cols is not None:
+        pass
+    elif hp.basis_policy in ("topk", "topk-cyclic"):
         opts["estimates"] = est
     elif hp.basis_policy == "residual":
         opts.update(K=K, Q=Q)
     elif hp.basis_policy == "random":
         opts["rng"] = np.random.default_rng(r)
     fail = np.zeros(lay.batch, dtype=bool)
-    try:
-        cols = np.asarray(select_columns(hp.basis_policy, k, **opts), dtype=np.int64)
-    except (ValueError, ArithmeticError, RuntimeError):
-        return fail, state.bases[a]
+    if cols is None:
+        try:
+            cols = np.asarray(select_columns(hp.basis_policy, k, **opts), dtype=np.int64)
+        except (ValueError, ArithmeticError, RuntimeError):
+            return fail, state.bases[a]
     # the in-place refresh overwrites the columns J of the state's array, which Q may be:
     # keep those old columns (d×k), not the d×d basis
     aliased = B.memory_overlap(Q, state.bases[a].Q) != "none"

@@ -214,3 +214,27 @@ def test_torch_state_dict_round_trip_is_bit_for_bit():
                                if a2[name].dtype == torch.bfloat16 else a2[name]), name
         for J1, J2 in zip(s1.extra["ff_J"], s2.extra["ff_J"]):
             assert (J1 is None and J2 is None) or np.array_equal(J1, J2)
+
+
+def test_a_stack_follows_its_members():
+    """A batched state (one call for a stack of same-shape parameters) gives each member the
+    update of its own state: the columns J are shared, the blocks and estimates are not."""
+    rng = np.random.default_rng(4)
+    shape, n = (8, 6), 3
+    grads = [rng.standard_normal((n, *shape)) for _ in range(9)]
+    tx = _soap(3, factor_free=True, basis_k=2, basis_policy="cyclic")
+    P = np.zeros((n, *shape))
+    st_b = tx.init(P, batched=True)
+    st_m = [tx.init(P[i]) for i in range(n)]
+    for g in grads:
+        ub, st_b = tx.update(g, st_b, P)
+        for i in range(n):
+            ui, st_m[i] = tx.update(g[i], st_m[i], P[i])
+            np.testing.assert_allclose(ub[i], ui, rtol=0, atol=1e3 * U64 * np.max(np.abs(ui)))
+    assert st_b.last_refresh == 6  # 8 steps after the first: refreshes at 3 and 6
+    for i in range(n):
+        for a in range(2):
+            np.testing.assert_array_equal(st_b.extra["ff_J"][a], st_m[i].extra["ff_J"][a])
+            np.testing.assert_allclose(st_b.extra["ff_Z"][a][i], st_m[i].extra["ff_Z"][a],
+                                       rtol=0, atol=1e3 * U64 * np.max(np.abs(
+                                           st_m[i].extra["ff_Z"][a])))

@@ -568,6 +568,12 @@ def _check_compatible(st: PrecondState, tx: KroneckerTransform, gi: int) -> None
             f"axes {lay.factored} -> {tx.method}, storage {hp.storage}, compute {hp.compute}, "
             f"{want.factored}); {', '.join(_STRUCTURAL)} and the method are fixed once a "
             f"parameter has state")
+    if ("ff_Z" in st.extra) != hp.factor_free:
+        raise ValueError(
+            f"param group {gi}: the state of a parameter of shape {lay.shape} was built "
+            f"{'without' if 'ff_Z' in st.extra else 'with'} its factors (factor_free="
+            f"{'ff_Z' in st.extra}), the transform has factor_free={hp.factor_free}; "
+            f"factor_free is fixed once a parameter has state")
 
 
 def _take(st: PrecondState, members: list) -> PrecondState:

@@ -238,3 +238,18 @@ def test_a_stack_follows_its_members():
             np.testing.assert_allclose(st_b.extra["ff_Z"][a][i], st_m[i].extra["ff_Z"][a],
                                        rtol=0, atol=1e3 * U64 * np.max(np.abs(
                                            st_m[i].extra["ff_Z"][a])))
+
+
+def test_torch_adapter_refuses_switching_factor_free():
+    torch = pytest.importorskip("torch")
+    from linalg_pc.integrations.torch import SOAP
+
+    lin = torch.nn.Linear(6, 5, bias=False)
+    opt = SOAP(lin.parameters(), lr=1e-2, basis_update="subspace", factor_free=True)
+    for _ in range(2):
+        opt.zero_grad()
+        lin(torch.ones(3, 6)).square().sum().backward()
+        opt.step()
+    opt.param_groups[0]["factor_free"] = False
+    with pytest.raises(ValueError, match="factor_free is fixed"):
+        opt.step()

@@ -98,7 +98,7 @@ class PrecondState:
         Method options' own fields. A factor-free SOAP state (``factor_free=True``, no
         factors) keeps ``"ff_Z"``: per work axis the running block Q_Jᵀ K Q_J (*batch, k, k)
         in the "factors" format, and ``"ff_J"``: per work axis the host int64 columns J of
-        the next refresh (:mod:`linalg_pc.precond._factor_free`); ``estimates`` then hold the
+        the next refresh (``linalg_pc.precond._factor_free``); ``estimates`` then hold the
         per-column eigenvalue estimates, decayed every step.
     last_status : str
         What the last host-side event was ("new", "init", "refresh", "refresh-skipped",

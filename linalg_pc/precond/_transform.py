@@ -100,7 +100,7 @@ class KroneckerTransform:
     #: whether the state keeps per-column eigenvalue estimates for the column policies (the KL
     #: methods use their λ instead)
     track_estimates = True
-    #: whether the method can run without its d×d factors (:mod:`._factor_free`)
+    #: whether the method can run without its d×d factors (``linalg_pc.precond._factor_free``)
     supports_factor_free = False
 
     def __init__(self, *, lr, betas, shampoo_beta, eps, weight_decay, precondition_frequency,

@@ -136,7 +136,7 @@ def soap(lr: float = 3e-3, betas=(0.95, 0.95), shampoo_beta: float | None = None
     factor_free : bool
         Keep no d×d factors: only the bases, per-column eigenvalue estimates (the diagonal of
         QᵀKQ, decayed like the factor) and a k×k block Q_Jᵀ K Q_J accumulated for the columns
-        of the next refresh (:mod:`linalg_pc.precond._factor_free`: what it approximates and
+        of the next refresh (``linalg_pc.precond._factor_free``: what it approximates and
         costs; docs/optimizers.md: the measured quality). Needs ``basis_update="subspace"``;
         saves d² − k² entries per factored axis (8 of 24 bytes per parameter element for a
         square fp32 parameter at k = d/8).

@@ -93,6 +93,8 @@ def build_optimizer(spec: OptimizerSpec, model, lr: float, T: int, timers: _Time
         hp["betas"] = BETAS_SOAP
     if spec.basis_update == "subspace":
         hp.update(basis_k=BASIS_K, basis_scheme=spec.basis_scheme)
+    if spec.factor_free:
+        hp["factor_free"] = True
     txs = [factory(lr=lr, weight_decay=wd, **hp) for wd in (WEIGHT_DECAY, 0.0)]
     if timers is not None:
         txs = [timers.wrap(tx) for tx in txs]

@@ -3,7 +3,8 @@ checked before the study imports anything heavy).
 
 AdamW; SOAP, KL-SOAP and KL-Shampoo of :mod:`linalg_pc.precond` with fp32 or bf16 storage
 (``storage=``), full or subspace basis refreshes (``basis_update=``, k = d/8) and each bf16 basis
-scheme (``basis_scheme=``, docs/precond.md); and ``pytorch_optimizer.SOAP`` as the peer anchor.
+scheme (``basis_scheme=``, docs/precond.md), SOAP without its factors (``factor_free=True``);
+and ``pytorch_optimizer.SOAP`` as the peer anchor.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class OptimizerSpec:
     storage: str = "fp32"
     basis_update: str = "full"
     basis_scheme: str | None = None
+    #: keep no d×d factors (``soap(factor_free=True)``; subspace refreshes only)
+    factor_free: bool = False
 
 
 def _sub(name, kind, scheme):
@@ -37,6 +40,8 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in (
     _sub("SOAP bf16 sub bf16", "soap", "bf16"),
     _sub("SOAP bf16 sub project", "soap", "bf16-project"),
     _sub("SOAP bf16 sub rectify", "soap", "bf16-rectify"),
+    OptimizerSpec("SOAP bf16 sub project factor-free", "soap", "bf16", "subspace", "bf16-project",
+                  factor_free=True),
     OptimizerSpec("KL-SOAP fp32", "kl_soap"),
     OptimizerSpec("KL-SOAP bf16", "kl_soap", "bf16"),
     _sub("KL-SOAP bf16 sub project", "kl_soap", "bf16-project"),

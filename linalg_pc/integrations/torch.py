@@ -568,6 +568,12 @@ def _check_compatible(st: PrecondState, tx: KroneckerTransform, gi: int) -> None
             f"axes {lay.factored} -> {tx.method}, storage {hp.storage}, compute {hp.compute}, "
             f"{want.factored}); {', '.join(_STRUCTURAL)} and the method are fixed once a "
             f"parameter has state")
+    if ("ff_Z" in st.extra) != hp.factor_free:
+        raise ValueError(
+            f"param group {gi}: the state of a parameter of shape {lay.shape} was built "
+            f"{'without' if 'ff_Z' in st.extra else 'with'} its factors (factor_free="
+            f"{'ff_Z' in st.extra}), the transform has factor_free={hp.factor_free}; "
+            f"factor_free is fixed once a parameter has state")
 
 
 def _take(st: PrecondState, members: list) -> PrecondState:
@@ -586,7 +592,9 @@ def _take(st: PrecondState, members: list) -> PrecondState:
         estimates=tuple(sel(v) for v in st.estimates),
         moments={k: sel(v) for k, v in st.moments.items()},
         count=st.count.clone(), skipped=st.skipped.clone(), step_ok=st.step_ok.clone(),
-        consecutive=tuple(np.asarray(c)[members].copy() for c in st.consecutive))
+        consecutive=tuple(np.asarray(c)[members].copy() for c in st.consecutive),
+        extra={k: tuple(x.copy() if isinstance(x, np.ndarray) else sel(x) for x in v)
+               for k, v in st.extra.items()})
 
 
 def _describe(tx: KroneckerTransform) -> dict:

@@ -49,6 +49,10 @@ def follower(tx: KroneckerTransform) -> KroneckerTransform:
     """
     if not isinstance(tx, KroneckerTransform):
         raise TypeError(f"tx must be a transform of linalg_pc.precond, got {type(tx).__name__}")
+    if tx.hp.factor_free:
+        raise ValueError("a factor-free transform (factor_free=True) cannot defer its "
+                         "refreshes: the next refresh's columns and block estimate are chosen "
+                         "by the refresh itself; run it in every process")
     out = copy.copy(tx)
     out._refresh_all = types.MethodType(_deferred_refresh, out)
     return out

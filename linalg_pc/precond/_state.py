@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .. import _backend as B
 from ..basis.state import BasisState, materialize
 from ._config import Layout
@@ -92,6 +94,12 @@ class PrecondState:
         from the last refresh (SOAP with ``basis_update="subspace"``; None otherwise): what
         the "topk" column policies of a subspace refresh read (Shampoo and the KL methods
         read their eigenvalues).
+    extra : dict
+        Method options' own fields. A factor-free SOAP state (``factor_free=True``, no
+        factors) keeps ``"ff_Z"``: per work axis the running block Q_Jᵀ K Q_J (*batch, k, k)
+        in the "factors" format, and ``"ff_J"``: per work axis the host int64 columns J of
+        the next refresh (``linalg_pc.precond._factor_free``); ``estimates`` then hold the
+        per-column eigenvalue estimates, decayed every step.
     last_status : str
         What the last host-side event was ("new", "init", "refresh", "refresh-skipped",
         "refresh-failed: …", "fallback: …", "init-failed: …").
@@ -147,6 +155,9 @@ class PrecondState:
         for a, est in enumerate(self.estimates):
             if est is not None:
                 out[f"estimates{a}"] = est
+        for a, Z in enumerate(self.extra.get("ff_Z", ())):
+            if Z is not None:
+                out[f"block{a}"] = Z
         out.update(self.moments)
         out.update({"count": self.count, "skipped": self.skipped, "step_ok": self.step_ok})
         return out
@@ -182,12 +193,15 @@ class PrecondState:
 
         bases = tuple(None if Q is None else dataclasses.replace(
             Q, Q=cp(Q.Q), W=cp(Q.W)) for Q in self.bases)
+        extra = {k: tuple(None if x is None else x.copy() if isinstance(x, np.ndarray)
+                          else cp(x) for x in v) for k, v in self.extra.items()}
         return dataclasses.replace(
             self, factors=tuple(cp(K) for K in self.factors), bases=bases,
             eigenvalues=tuple(cp(v) for v in self.eigenvalues),
             estimates=tuple(cp(v) for v in self.estimates),
             moments={k: cp(v) for k, v in self.moments.items()},
-            count=cp(self.count), skipped=cp(self.skipped), step_ok=cp(self.step_ok))
+            count=cp(self.count), skipped=cp(self.skipped), step_ok=cp(self.step_ok),
+            extra=extra)
 
 
 def _format_name(a) -> str:
@@ -201,6 +215,9 @@ def _what(name: str, method: str) -> tuple[str, str]:
         return "factors", f"Kronecker factor of axis {name[6:]} (EMA of the mode Gram matrix)"
     if name.startswith("basis"):
         return "basis", f"eigenbasis of factor {name[5:]}"
+    if name.startswith("block"):
+        return "factors", (f"Q_JᵀKQ_J of the next refresh's columns J, axis {name[5:]} "
+                           f"(factor-free: the factor's stand-in)")
     if name.startswith("estimates"):
         return "eigenvalues", f"Rayleigh quotients of the basis columns, axis {name[9:]}"
     if name.startswith("eigenvalues"):

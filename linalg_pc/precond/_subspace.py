@@ -102,45 +102,102 @@ def _scatter(xp, X, Y, J: np.ndarray, axis: int):
     return xp.where(xp.reshape(xp.asarray(mask, device=dev), tuple(shape)), full, X)
 
 
-def subspace_refresh_axis(tx, xp, state, a: int, K, Q, k: int, count: int):
+def _put_rows(xp, X, Y, J: np.ndarray, axis: int):
+    """Write Y (len(J) along ``axis``) into the entries J along ``axis`` of the stored array X,
+    in place where the library allows item assignment (NumPy, PyTorch, CuPy: only the k rows
+    are written); otherwise X receives the whole new array. Y is rounded to X's format."""
+    ax = axis % X.ndim
+    fx, fy = B.format_of(X), B.format_of(Y)
+    if fx != fy:
+        from .._backend.convert import STORE, convert
+
+        Y = convert(Y, fy, fx, op=STORE)
+    last = X.ndim - 1
+    view = X if ax == last else xp.moveaxis(X, ax, last)
+    out = B.put_columns(view, J, Y if ax == last else xp.moveaxis(Y, ax, last), inplace=True)
+    if out is not view:  # a library without item assignment: a new array
+        X[...] = out if ax == last else xp.moveaxis(out, last, ax)
+    return X
+
+
+def _take_rows(xp, X, src, axis: int, nb: int):
+    """X's entries ``src`` along ``axis``: src (k,) on the host, or per member (*batch, k)."""
+    ax = axis % X.ndim
+    dev = B.device_of(X)
+    if src.ndim == 1:
+        return xp.take(X, xp.asarray(src, device=dev), axis=ax)
+    shp = (*src.shape[:-1], *([1] * (ax - nb)), int(src.shape[-1]),
+           *([1] * (X.ndim - ax - 1)))
+    full = (*X.shape[:ax], int(src.shape[-1]), *X.shape[ax + 1:])
+    idx = xp.broadcast_to(xp.reshape(xp.asarray(src, device=dev), shp), full)
+    return xp.take_along_axis(X, idx, axis=ax)
+
+
+def subspace_refresh_axis(tx, xp, state, a: int, K, Q, k: int, count: int, *, cols=None):
     """Refresh k columns of axis a's basis; returns (host success flags, new BasisState).
 
     K and Q are the factor and the (materialized) basis in the compute format. A refresh that
     fails (a non-finite K·Q_J, a failed QR) keeps the basis of every member of a stack.
+    ``cols`` (host int64) names the columns instead of the column policy (the factor-free
+    state chooses them one refresh ahead); K may then be an operator (a callable X ↦ K X).
+
+    Cost: 2d²k flops for K·Q_J, 2d²k for the k rows Q_new,Jᵀ Q_old of the momentum's rotation
+    and 2kN for applying them (N parameter entries), O(dk²) for the rest; memory traffic O(d²)
+    (one finiteness pass over the basis) plus O(kN/d) for the k rows of each moment written.
+    Nothing of size d×d or N is copied: the old basis is kept only in its k refreshed columns
+    (when Q is the state's own array, which the in-place refresh overwrites), the second
+    moment's permutation moves only the rows of J (it is the identity elsewhere) and the
+    rotated first moment is written into its k rows.
     """
     hp = tx.hp
     comp = hp.compute
     lay = state.layout
-    Q = xp.asarray(Q, copy=True)  # the old basis: an in-place refresh may write the array Q is
     nb = lay.nb
     d = int(Q.shape[-1])
     r = count // hp.precondition_frequency  # the refresh counter drives the cyclic policies
     est = state.estimates[a] if state.estimates[a] is not None else state.eigenvalues[a]
     opts: dict = {"step": r, "ncols": d}
-    if hp.basis_policy in ("topk", "topk-cyclic"):
+    if cols is not None:
+        pass
+    elif hp.basis_policy in ("topk", "topk-cyclic"):
         opts["estimates"] = est
     elif hp.basis_policy == "residual":
         opts.update(K=K, Q=Q)
     elif hp.basis_policy == "random":
         opts["rng"] = np.random.default_rng(r)
     fail = np.zeros(lay.batch, dtype=bool)
+    if cols is None:
+        try:
+            cols = np.asarray(select_columns(hp.basis_policy, k, **opts), dtype=np.int64)
+        except (ValueError, ArithmeticError, RuntimeError):
+            return fail, state.bases[a]
+    # the in-place refresh overwrites the columns J of the state's array, which Q may be:
+    # keep those old columns (d×k), not the d×d basis
+    aliased = B.memory_overlap(Q, state.bases[a].Q) != "none"
+    QJold = xp.asarray(B.take_columns(Q, cols), copy=True) if aliased else None
     try:
-        cols = select_columns(hp.basis_policy, k, **opts)
         bs, upd = basis_update(state.bases[a], K, cols, sort=tx.sort_refresh, compute=comp,
                                orth_tol=None, inplace=True)
     except (ValueError, ArithmeticError, RuntimeError):
         return fail, state.bases[a]
     J = np.asarray(upd.cols, dtype=np.int64)
     Qn = materialize_basis(bs, comp)
-    if not bool(xp.all(xp.isfinite(B.take_columns(Qn, J)))):
+    QnJ = B.take_columns(Qn, J)
+    if not bool(xp.all(xp.isfinite(QnJ))):
         return fail, state.bases[a]
     if tx.rotate_momentum and "exp_avg" in state.moments:
         m = state.moments["exp_avg"]
-        mc = load(m, comp)
-        RJ = mT(xp, B.take_columns(Qn, J)) @ Q  # (…, k, d): the rows of Q_newᵀQ_old that move
-        store_into(m, _scatter(xp, mc, mode_apply(xp, mc, RJ, a, nb), J, nb + a))
-    if tx.sort_refresh:
-        tx._permute_second_moment(xp, state, a, upd.permutation)
+        QnJt = mT(xp, QnJ)
+        if aliased:  # Q_old = Q_new but in the columns J
+            RJ = B.put_columns(QnJt @ Qn, J, QnJt @ QJold, inplace=True)
+        else:
+            RJ = QnJt @ Q  # (…, k, d): the rows of Q_newᵀQ_old that move
+        _put_rows(xp, m, mode_apply(xp, load(m, comp), RJ, a, nb), J, nb + a)
+    if tx.sort_refresh and "exp_avg_sq" in state.moments:
+        # v's entries follow their columns; the permutation is the identity outside J
+        perm = np.asarray(B.to_numpy(upd.permutation), dtype=np.int64)[..., J]
+        v = state.moments["exp_avg_sq"]
+        _put_rows(xp, v, _take_rows(xp, v, perm, nb + a, nb), J, nb + a)
     eig = xp.astype(upd.eigenvalues, Q.dtype)
     if state.estimates[a] is not None:
         store_into(state.estimates[a], _scatter(xp, load(state.estimates[a], comp), eig, J, -1))

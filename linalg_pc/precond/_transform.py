@@ -39,7 +39,7 @@ from .. import _backend as B
 from .._backend.convert import STORE, convert
 from .._operators import is_array, is_complex_dtype, is_integer_dtype
 from ..precision import get_format
-from . import _fused
+from . import _factor_free, _fused
 from ._config import (
     check_beta,
     check_betas,
@@ -87,6 +87,7 @@ class Hyper:
     basis_k: float | None = None
     basis_policy: str = "topk-cyclic"
     basis_scheme: str = "dense"
+    factor_free: bool = False
 
 
 class KroneckerTransform:
@@ -104,12 +105,14 @@ class KroneckerTransform:
     #: whether the state keeps per-column eigenvalue estimates for the column policies (the KL
     #: methods use their λ instead)
     track_estimates = True
+    #: whether the method can run without its d×d factors (``linalg_pc.precond._factor_free``)
+    supports_factor_free = False
 
     def __init__(self, *, lr, betas, shampoo_beta, eps, weight_decay, precondition_frequency,
                  max_precond_dim, merge_dims, precondition_1d, normalize_grads, correct_bias,
                  storage, compute, refresh_tol, max_failures, basis_update="full",
                  basis_k=None, basis_policy="topk-cyclic", basis_scheme=None,
-                 eps_positive=True):
+                 eps_positive=True, factor_free=False):
         lr = check_nonneg(lr, "lr")
         b1, b2 = check_betas(betas)
         sb = b2 if shampoo_beta is None else check_beta(shampoo_beta, "shampoo_beta")
@@ -130,6 +133,8 @@ class KroneckerTransform:
         self.hp = Hyper(lr, b1, b2, sb, eps, wd, T, mpd, bool(merge_dims), bool(precondition_1d),
                         bool(normalize_grads), bool(correct_bias), fmts, comp, tol, mf,
                         upd, k, policy, scheme)
+        if _factor_free.check_options(self, factor_free):
+            self.hp = dataclasses.replace(self.hp, factor_free=True)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.hp, f.name)!r}"
@@ -168,13 +173,15 @@ class KroneckerTransform:
                 factors.append(None)
                 bases.append(None)
                 continue
-            factors.append(zeros((*layout.batch, d, d), "factors"))
+            factors.append(None if hp.factor_free else zeros((*layout.batch, d, d), "factors"))
             eye = xp.broadcast_to(xp.eye(d, dtype=cdt, device=dev), (*layout.batch, d, d))
             Qs = zeros((*layout.batch, d, d), "basis")
             bases.append(new_basis(store_into(Qs, eye), hp.basis_scheme))
         moments = {n: zeros((*layout.batch, *layout.work_shape), "moments")
                    for n in self.moment_names}
         eig = self._init_eigenvalues(xp, layout, cdt, dev)
+        extra = (_factor_free.init_extra(xp, layout, self._subspace_k, lambda s: zeros(
+            s, "factors")) if hp.factor_free else {})
         i32 = xp.int32
         return PrecondState(
             method=self.method, layout=layout, formats=dict(hp.storage), compute=comp,
@@ -187,7 +194,7 @@ class KroneckerTransform:
             count=xp.zeros((), dtype=i32, device=dev), skipped=xp.zeros((), dtype=i32, device=dev),
             step_ok=xp.ones((), dtype=xp.bool, device=dev),
             consecutive=tuple(np.zeros(layout.batch, dtype=np.int64)
-                              for _ in layout.work_shape))
+                              for _ in layout.work_shape), extra=extra)
 
     def _init_eigenvalues(self, xp, layout, cdt, dev) -> list:
         return [None] * layout.order
@@ -324,6 +331,13 @@ class KroneckerTransform:
         state.step_ok[...] = ok
         lay = state.layout
         comp = self.hp.compute
+        if self.hp.factor_free:
+            fails, consecutive, extra = _factor_free.first_step(self, xp, G, state)
+            status = "init" if not fails else f"init-failed: {fails} eigendecomposition(s)"
+            st = dataclasses.replace(state, initialized=True, refresh_failures=state.
+                                     refresh_failures + fails, consecutive=tuple(consecutive),
+                                     last_status=status, extra=extra)
+            return xp.zeros_like(grad), st
         for a, K in enumerate(state.factors):
             if K is None:
                 continue
@@ -366,6 +380,8 @@ class KroneckerTransform:
 
     def _refresh_all(self, xp, state, count):
         hp = self.hp
+        if hp.factor_free:
+            return _factor_free.refresh_all(self, xp, state, count)
         comp = hp.compute
         consecutive = list(state.consecutive)
         bases = list(state.bases)
@@ -481,9 +497,18 @@ class KroneckerTransform:
     def _direction(self, xp, G, state, ctx):
         raise NotImplementedError
 
+    def _projected(self, xp, Gt, state, ctx):
+        """Hook: the gradient in the eigenbasis of every factored axis, G̃ = G ×_a Q_aᵀ,
+        before the direction's passes may overwrite it (the factor-free statistics)."""
+        if self.hp.factor_free:
+            _factor_free.accumulate(self, xp, Gt, state, ctx)
+
     def _accumulate(self, xp, G, state, ctx):
-        """Default (Shampoo/SOAP statistics): K_a ← β K_a + (1 − β) G_(a) G_(a)ᵀ."""
+        """Default (Shampoo/SOAP statistics): K_a ← β K_a + (1 − β) G_(a) G_(a)ᵀ (a
+        factor-free state has no factors: its statistics come from :meth:`_projected`)."""
         hp = self.hp
+        if hp.factor_free:
+            return
         nb = state.layout.nb
         if ctx.fused:
             for a, K in enumerate(state.factors):

@@ -42,6 +42,7 @@ class SOAP(KroneckerTransform):
     method = "soap"
     moment_names = ("exp_avg", "exp_avg_sq")
     sort_refresh = True
+    supports_factor_free = True
 
     def _direction(self, xp, G, state, ctx):
         hp = self.hp
@@ -53,6 +54,7 @@ class SOAP(KroneckerTransform):
         for a, Q in enumerate(Qs):
             if Q is not None:
                 Gt = mode_apply(xp, Gt, Q, a, nb, transpose=True, mm=mm)
+        self._projected(xp, Gt, state, ctx)
         N = None
         if ctx.fused:  # one pass: both moments and the quotient (into G̃ when it is ours)
             N = _fused.adam_direction(Gt, state.moments["exp_avg"],
@@ -79,7 +81,7 @@ def soap(lr: float = 3e-3, betas=(0.95, 0.95), shampoo_beta: float | None = None
          normalize_grads: bool = False, correct_bias: bool = True, *, storage=None,
          compute="fp32", refresh_tol: float | None = None, max_failures: int = 3,
          basis_update: str = "full", basis_k=None, basis_policy: str = "topk-cyclic",
-         basis_scheme: str | None = None) -> SOAP:
+         basis_scheme: str | None = None, factor_free: bool = False) -> SOAP:
     """The SOAP transform: ``state = tx.init(param)``; ``update, state = tx.update(grad,
     state, param)``; ``param + update`` is the new parameter.
 
@@ -131,6 +133,13 @@ def soap(lr: float = 3e-3, betas=(0.95, 0.95), shampoo_beta: float | None = None
         storage format), "fp32", "bf16", "bf16-project", "bf16-rectify"; default from
         ``storage``'s basis format ("bf16-project" for a bf16 basis refreshed in subspaces,
         which would drift as plain "bf16").
+    factor_free : bool
+        Keep no d×d factors: only the bases, per-column eigenvalue estimates (the diagonal of
+        QᵀKQ, decayed like the factor) and a k×k block Q_Jᵀ K Q_J accumulated for the columns
+        of the next refresh (``linalg_pc.precond._factor_free``: what it approximates and
+        costs; docs/optimizers.md: the measured quality). Needs ``basis_update="subspace"``;
+        saves d² − k² entries per factored axis (8 of 24 bytes per parameter element for a
+        square fp32 parameter at k = d/8).
 
     Returns
     -------
@@ -155,4 +164,5 @@ def soap(lr: float = 3e-3, betas=(0.95, 0.95), shampoo_beta: float | None = None
                 precondition_1d=precondition_1d, normalize_grads=normalize_grads,
                 correct_bias=correct_bias, storage=storage, compute=compute,
                 refresh_tol=refresh_tol, max_failures=max_failures, basis_update=basis_update,
-                basis_k=basis_k, basis_policy=basis_policy, basis_scheme=basis_scheme)
+                basis_k=basis_k, basis_policy=basis_policy, basis_scheme=basis_scheme,
+                factor_free=factor_free)

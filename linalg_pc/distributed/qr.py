@@ -31,33 +31,29 @@ import numpy as np
 from .. import _backend as B
 from .._backend.dask import register_routine
 from ..qr_methods._common import (
+    POW2_SAFE,
     QRInfo,
     QRResult,
-    diagonal,
     finish,
     kappa_est,
     mT,
     prepare,
     scale_pow2,
     to_float,
-    triu,
     unscale_r,
 )
+from ..qr_methods._operands import Operand
 from ..qr_methods.cholesky import (
     ACCEPT_KAPPA,
     MAX_PASSES,
-    SHIFT_GROWTH,
-    SHIFT_MAX_RETRIES,
     SHIFT_POLICIES,
-    _Breakdown,
-    _breakdown_shift,
-    _chol,
-    _initial_shift,
+    Breakdown,
+    cholqr_iterate,
 )
-from ..qr_methods.randomized import SKETCH_OVERSAMPLING, SKETCHES
+from ..qr_methods.randomized import SKETCHES, sketch_block, sketch_preconditioned, sketch_rows
 from ._graph import check_row_chunks, dask_modules, decode, store, tree_reduce
 
-__all__ = ["qr_dask", "DASK_QR_METHODS"]
+__all__ = ["qr_dask", "DASK_QR_METHODS", "DaskOperand"]
 
 #: Methods the distributed QR offers ("auto" is "cholqr2").
 DASK_QR_METHODS = ("auto", "cholqr2", "scholqr3", "rand_cholqr", "tsqr")
@@ -85,38 +81,20 @@ def _q_task(block, fin, fc, sexp, Rs, fs):
     return store(_apply(block, fin, fc, sexp, Rs), fs)
 
 
-def _amax_task(block, fin, fc):
-    X = decode(block, fin, fc)
+def _amax_task(block, fin, fc, sexp, Rs):
+    X = _apply(block, fin, fc, sexp, Rs)
     xp = B.array_namespace(X)
     return np.float64(to_float(xp.max(xp.abs(X)))) if X.size else np.float64(0.0)
-
-
-def _finite_task(block):
-    xp = B.array_namespace(block)
-    return bool(to_float(xp.all(xp.isfinite(block)))) if block.size else True
 
 
 def _max(parts):
     return max(parts)
 
 
-def _all(parts):
-    return all(parts)
-
-
-def _sketch_task(block, i, fin, fc, sexp, seed, kind, k):
-    """S_i A_i for the block's columns of the sketch S (k×m), drawn from (seed, block index)."""
-    X = _apply(block, fin, fc, sexp, [])
-    xp = B.array_namespace(X)
-    mi = X.shape[0]
-    gen = np.random.default_rng([seed, i])
-    if kind == "gaussian":
-        S = xp.asarray(gen.standard_normal((k, mi)) / math.sqrt(k), dtype=X.dtype,
-                       device=B.device_of(X))
-        return xp.matmul(S, X)
-    rows = gen.integers(0, k, size=mi)
-    signs = gen.choice(np.array([-1.0, 1.0]), size=mi)
-    return B.countsketch(X, rows, signs, k)
+def _sketch_task(block, i, fin, fc, sexp, Rs, seed, kind, k):
+    """S_i X_i for the block's columns of the sketch S (k×m), drawn from (seed, block index)."""
+    return sketch_block(_apply(block, fin, fc, sexp, Rs), kind, k,
+                        np.random.default_rng([seed, i]))
 
 
 def _leaf_qr(block, fin, fc, sexp):
@@ -128,122 +106,66 @@ def _leaf_qr(block, fin, fc, sexp):
     return res.Q, res.R
 
 
-# --------------------------------------------------------------------------- the driver
-class _Dist:
-    """A, its formats and the client-side n×n work of one distributed factorization."""
+# --------------------------------------------------------------------------- the operand
+class DaskOperand(Operand):
+    """X = (A·2^e)·R₁⁻¹···R_k⁻¹ over the row blocks of a Dask array A: the operand the local
+    CholeskyQR passes (:func:`linalg_pc.qr_methods.cholesky.cholqr_iterate`) run on.
+
+    ``scale`` and ``solve`` only record the exponent and the chain of R factors; ``gram()``
+    builds one task per block (A_i decoded, scaled, times the chain's inverses, then X_iᵀX_i)
+    and a tree reduction of fan-in ``TREE_SPLIT``, and computes the n×n sum (one round trip,
+    n² words per block over the tree); ``value()`` is the lazy Q, chunked like A, in the
+    storage format. Nothing of size m×n is kept between passes.
+    """
 
     def __init__(self, A, ctx):
         self.A, self.ctx = A, ctx
         self.fin, self.fc, self.fs = ctx.prec.input, ctx.compute, ctx.storage
-        self.m, self.n = A.shape
+        self.shape = tuple(A.shape)
+        self.n = A.shape[1]
+        self.exp = 0
+        self.chain: list = []
         self.dask = dask_modules()[0]
 
-    def compute(self, *delayeds):
-        return self.dask.compute(*delayeds)
+    def _compute(self, leaf, args, prefix, **kw):
+        return self.dask.compute(tree_reduce(self.A, leaf, (self.fin, self.fc, self.exp,
+                                                             list(self.chain), *args),
+                                             prefix, **kw))[0]
 
-    def gram(self, sexp, Rs):
-        G = self.compute(tree_reduce(self.A, _gram_task, (self.fin, self.fc, sexp, list(Rs)),
-                                     "lpc-gram"))[0]
-        return self.ctx.xp.asarray(G)
+    def gram(self, emulate: bool = True):
+        return self.ctx.xp.asarray(self._compute(_gram_task, (), "lpc-gram"))
 
-    def amax(self):
-        return float(self.compute(tree_reduce(self.A, _amax_task, (self.fin, self.fc),
-                                              "lpc-amax", combine=_max))[0])
+    def amax(self) -> float:
+        return float(self._compute(_amax_task, (), "lpc-amax", combine=_max))
 
-    def check_finite(self):
-        ok = self.compute(tree_reduce(self.A, _finite_task, (), "lpc-finite", combine=_all))[0]
-        if not ok:
+    def pow2_exponent(self) -> int:
+        """The exponent of max|X| (ValueError when A holds NaN or inf)."""
+        amax = self.amax()
+        if not math.isfinite(amax):
             raise ValueError("A must not contain NaN or inf")
+        return 0 if amax == 0 else -math.frexp(amax)[1]
 
-    def q(self, sexp, Rs):
-        _, da, *_ = dask_modules()
+    def scale(self, e: int) -> None:
+        self.exp += e
+
+    def solve(self, R, kap: float) -> None:
+        self.chain.append(R)
+
+    def sketch(self, kind: str, k: int, seed: int):
+        """Y = S X (k×n): a Gaussian or CountSketch S drawn per block from (seed, block)."""
+        return self.ctx.xp.asarray(self._compute(_sketch_task, (seed, kind, k), "lpc-sketch",
+                                                 indexed=True))
+
+    def value(self):
         meta = self.A._meta
         xp = B.array_namespace(meta)
         dtype = B.native_dtype(xp, self.fs)
         out_meta = xp.zeros((0, self.n), dtype=dtype)
-        return self.A.map_blocks(_q_task, self.fin, self.fc, sexp, list(Rs), self.fs,
-                                 dtype=dtype, meta=out_meta)
+        return self.A.map_blocks(_q_task, self.fin, self.fc, self.exp, list(self.chain),
+                                 self.fs, dtype=dtype, meta=out_meta)
 
 
-def _pow2(amax: float) -> int:
-    return 0 if amax == 0 or not math.isfinite(amax) else -math.frexp(amax)[1]
-
-
-def _iterate(d: _Dist, *, min_passes, max_passes, accept, shift, allow_fallback_shift, Rs0=(),
-             sexp=0):
-    """The CholeskyQR iteration of :func:`linalg_pc.qr_methods.cholesky.cholqr_iterate` with
-    each Gram matrix reduced over the blocks; returns (sexp, Rs, Rtot) or raises _Breakdown."""
-    ctx, xp = d.ctx, d.ctx.xp
-    tr = ctx.trace
-    m, n = d.m, d.n
-    u_acc = ctx.u_work
-    Rs = list(Rs0)
-    Rtot = None
-    passes = 0
-    shifted_any = False
-    policy = shift
-    while True:
-        G = d.gram(sexp, Rs)
-        if passes == 0 and not Rs0:
-            dmax = to_float(xp.max(diagonal(xp, G))) if n else 0.0
-            if not math.isfinite(dmax):
-                d.check_finite()  # NaN/inf in A: ValueError, as locally
-                sexp = _pow2(d.amax())
-            elif dmax < ctx.compute.tiny / u_acc or dmax > ctx.compute.max * u_acc:
-                sexp = _pow2(d.amax())
-            if sexp:
-                G = d.gram(sexp, Rs)
-                tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
-        s_used = 0.0
-        if policy == "always" or (isinstance(policy, float) and policy > 0):
-            s_used = _initial_shift(ctx, G, m, n) if policy == "always" else float(policy)
-        L, info = _chol(ctx, G, s_used)
-        if info != 0 and policy is None and allow_fallback_shift:
-            tr.fallbacks.append(f"{tr.method} -> scholqr3: Cholesky breakdown in pass "
-                                f"{passes + 1} (leading minor {info} not positive definite)")
-            tr.method = "scholqr3"
-            policy = "breakdown"
-            max_passes = max(max_passes, MAX_PASSES)
-            accept = accept or ACCEPT_KAPPA
-        if info != 0 and policy is not None and policy != 0.0:
-            s_used = s_used or _breakdown_shift(ctx, G, m, n)
-            for _ in range(SHIFT_MAX_RETRIES):
-                tr.shifts.append(s_used)
-                L, info = _chol(ctx, G, s_used)
-                if info == 0:
-                    break
-                s_used *= SHIFT_GROWTH
-        elif s_used > 0:
-            tr.shifts.append(s_used)
-        if info != 0:
-            raise _Breakdown(f"Cholesky breakdown in pass {passes + 1} (leading minor {info} "
-                             f"not positive definite"
-                             + (", even after shifting)" if s_used else ")"))
-        R = triu(xp, mT(xp, L))
-        kap = kappa_est(xp, R)
-        if not kap * u_acc < 1.0:
-            raise _Breakdown(f"R of pass {passes + 1} is numerically singular "
-                             f"(kappa estimate {kap:.3g})")
-        passes += 1
-        shifted_any = shifted_any or s_used > 0
-        if policy == "always" or isinstance(policy, float):
-            policy = "breakdown"
-        Rs.append(R)
-        Rtot = R if Rtot is None else xp.matmul(R, Rtot)
-        want = max(min_passes, 3 if shifted_any else 0)
-        if passes >= want and s_used == 0 and kap <= accept:
-            break
-        if passes >= max_passes:
-            raise _Breakdown(f"no acceptable pass after {passes} passes (kappa estimate of the "
-                             f"last R {kap:.3g} > {accept})")
-        if passes >= min_passes and s_used == 0 and passes >= want:
-            tr.notes.append(f"pass {passes + 1} added: kappa estimate of R in pass {passes} is "
-                            f"{kap:.3g} > {accept}")
-    tr.passes = passes
-    return sexp, Rs, Rtot
-
-
-def _tsqr(d: _Dist):
+def _tsqr(d: DaskOperand):
     """Householder QR of every block (kept on the workers), of the stacked R's on the client;
     returns (Q lazy or None, R)."""
     dask, da, HighLevelGraph, Delayed, tokenize = dask_modules()
@@ -283,27 +205,6 @@ def _tsqr_q(leaf, Wi, fs):
     Ql = leaf[0]
     xp = B.array_namespace(Ql)
     return store(xp.matmul(Ql, xp.asarray(Wi)), fs)
-
-
-def _sketch_r(d: _Dist, sketch, sketch_size, rng, sexp):
-    """R of the Householder QR of the sketch S A (k×n), S drawn per block."""
-    ctx, xp = d.ctx, d.ctx.xp
-    m, n = d.m, d.n
-    if sketch_size is None:
-        k = min(m, max(SKETCH_OVERSAMPLING * n, n + 1))
-    else:
-        if not (isinstance(sketch_size, int) and n <= sketch_size):
-            raise ValueError(f"sketch_size must be an int >= n = {n}, got {sketch_size!r}")
-        k = min(m, sketch_size)
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    base = int(gen.integers(0, 2**62))
-    Y = xp.asarray(d.compute(tree_reduce(d.A, _sketch_task, (d.fin, d.fc, sexp, base, sketch,
-                                                             k), "lpc-sketch", indexed=True))[0])
-    ctx.trace.notes.append(f"{sketch} sketch, {k} rows (drawn per row block)")
-    from ..qr_methods.householder import householder_core
-
-    _, Rs = householder_core(ctx.sub("r"), Y)
-    return Rs[:n, :]
 
 
 @register_routine("qr")
@@ -384,10 +285,9 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
     tr.backend = "dask"
     if method == "auto":
         tr.notes.append(f"auto chose cholqr2 for the Dask array of shape {(m, n)}")
-    d = _Dist(A, ctx)
+    d = DaskOperand(A, ctx)
     need_q = mode != "r"
     Q = None
-    sexp = 0
     if n == 0 or m == 0:
         name = "tsqr"
     try:
@@ -395,24 +295,18 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
             tr.method = "tsqr"
             Q, R = _tsqr(d)  # a block with NaN/inf raises ValueError in its Householder QR
         elif name == "rand_cholqr":
-            amax = d.amax()
-            if not math.isfinite(amax):
-                d.check_finite()
-            e = _pow2(amax)
-            sexp = e if abs(e) > 32 else 0
+            k = sketch_rows(m, n, options.get("sketch_size"))
+            e = d.pow2_exponent()  # NaN/inf: ValueError before the sketch
+            sexp = e if abs(e) > POW2_SAFE else 0
             if sexp:
+                d.scale(sexp)
                 tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
-            Rsk = _sketch_r(d, sketch, options.get("sketch_size"), rng, sexp)
-            kap_s = kappa_est(xp, Rsk)
-            if not kap_s * ctx.u_work < 1.0:
-                raise _Breakdown(f"sketched R is numerically singular (kappa estimate "
-                                 f"{kap_s:.3g})")
-            sexp, Rs, R1 = _iterate(d, min_passes=1, max_passes=MAX_PASSES, accept=ACCEPT_KAPPA,
-                                    shift=None, allow_fallback_shift=False, Rs0=[Rsk],
-                                    sexp=sexp)
-            tr.passes += 1
-            R = xp.matmul(R1, Rsk)
-            Q = d.q(sexp, Rs) if need_q else None
+            gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+            Y = d.sketch(sketch, k, int(gen.integers(0, 2**62)))
+            tr.notes.append(f"{sketch} sketch, {k} rows (drawn per row block)")
+            Q, R = sketch_preconditioned(ctx, d, Y, need_q=need_q)
+            if sexp:
+                R = unscale_r(ctx, R, -sexp)
         else:
             if name == "scholqr3":
                 sh = float(shift) if not isinstance(shift, str) else shift
@@ -422,11 +316,8 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
             else:
                 kw = dict(min_passes=2, max_passes=3, accept=ACCEPT_KAPPA, shift=None,
                           allow_fallback_shift=True)
-            sexp, Rs, R = _iterate(d, **kw)
-            Q = d.q(sexp, Rs) if need_q else None
-        if sexp:
-            R = unscale_r(ctx, R, -sexp)
-    except _Breakdown as exc:
+            Q, R = cholqr_iterate(ctx, d, need_q=need_q, **kw)
+    except Breakdown as exc:
         tr.fallbacks.append(f"{tr.method} -> householder: {exc.reason}")
         tr.method = "householder"
         Q, R = _tsqr(d)

@@ -61,7 +61,10 @@ DASK_QR_METHODS = ("auto", "cholqr2", "scholqr3", "rand_cholqr", "tsqr")
 
 # --------------------------------------------------------------------------- block tasks
 def _apply(block, fin, fc, sexp, Rs):
-    """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves)."""
+    """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves); a
+    kept (X_i, G_i) pair (see :meth:`DaskOperand.gram`) stands for its X_i."""
+    if isinstance(block, tuple):
+        block = block[0]
     X = decode(block, fin, fc)
     if sexp:
         X = scale_pow2(X, sexp)
@@ -71,10 +74,18 @@ def _apply(block, fin, fc, sexp, Rs):
 
 
 def _gram_task(block, fin, fc, sexp, Rs):
+    if isinstance(block, tuple) and not (sexp or Rs):
+        return block[1]  # computed with X_i
     X = _apply(block, fin, fc, sexp, Rs)
     xp = B.array_namespace(X)
     with np.errstate(over="ignore", invalid="ignore"):
         return xp.matmul(mT(xp, X), X)
+
+
+def _xg_task(block, fin, fc, sexp, Rs):
+    """(X_i, X_iᵀX_i): the pass's block kept on its worker with its Gram matrix."""
+    X = _apply(block, fin, fc, sexp, Rs)
+    return X, _gram_task(X, fc, fc, 0, [])
 
 
 def _q_task(block, fin, fc, sexp, Rs, fs):
@@ -107,6 +118,17 @@ def _leaf_qr(block, fin, fc, sexp):
 
 
 # --------------------------------------------------------------------------- the operand
+def _in_memory(A) -> bool:
+    """A is a collection persisted on a ``distributed`` cluster: every chunk a future, no
+    task left in its graph."""
+    try:
+        from distributed import futures_of
+    except ImportError:  # pragma: no cover - the extra installs it
+        return False
+    nparts = len(A.__dask_keys__()) * len(A.chunks[1])
+    return len(A.__dask_graph__()) == nparts and len(futures_of(A)) == nparts
+
+
 class DaskOperand(Operand):
     """X = (A·2^e)·R₁⁻¹···R_k⁻¹ over the row blocks of a Dask array A: the operand the local
     CholeskyQR passes (:func:`linalg_pc.qr_methods.cholesky.cholqr_iterate`) run on.
@@ -118,14 +140,18 @@ class DaskOperand(Operand):
     storage format. Nothing of size m×n is kept between passes.
     """
 
-    def __init__(self, A, ctx):
+    def __init__(self, A, ctx, need_q: bool = True):
         self.A, self.ctx = A, ctx
         self.fin, self.fc, self.fs = ctx.prec.input, ctx.compute, ctx.storage
+        #: A and its format as given (the TSQR fallback starts from them)
+        self.A0, self.fin0 = A, self.fin
         self.shape = tuple(A.shape)
         self.n = A.shape[1]
         self.exp = 0
         self.chain: list = []
         self.dask = dask_modules()[0]
+        #: X is kept on the workers from the second pass on (see ``gram``)
+        self.materialize = need_q and self.fs == self.fc and _in_memory(A)
 
     def _compute(self, leaf, args, prefix, **kw):
         return self.dask.compute(tree_reduce(self.A, leaf, (self.fin, self.fc, self.exp,
@@ -133,6 +159,20 @@ class DaskOperand(Operand):
                                              prefix, **kw))[0]
 
     def gram(self, emulate: bool = True):
+        """XᵀX. When A is held in the workers' memory and Q is wanted in the compute format,
+        the first pass after a solve persists X = A·2^e·R₁⁻¹··· chunk by chunk with its Gram
+        matrix (one task per chunk; Q's memory, as the local streamed operand writes X into Q)
+        and later passes and Q start from it:
+        4mn² flops for CholQR2 as locally, instead of recomputing the earlier solves on every
+        block (5mn²). A produced lazily (possibly larger than memory) is never materialized."""
+        if self.materialize and self.chain:
+            _, da, *_ = dask_modules()
+            xp = B.array_namespace(self.A._meta)
+            dtype = B.native_dtype(xp, self.fc)
+            W = self.A.map_blocks(_xg_task, self.fin, self.fc, self.exp, list(self.chain),
+                                  dtype=dtype, meta=xp.zeros((0, self.n), dtype=dtype))
+            (self.A,) = self.dask.persist(W)
+            self.fin, self.exp, self.chain = self.fc, 0, []
         return self.ctx.xp.asarray(self._compute(_gram_task, (), "lpc-gram"))
 
     def amax(self) -> float:
@@ -170,10 +210,10 @@ def _tsqr(d: DaskOperand):
     returns (Q lazy or None, R)."""
     dask, da, HighLevelGraph, Delayed, tokenize = dask_modules()
     ctx, xp = d.ctx, d.ctx.xp
-    A = d.A
+    A, fin = d.A0, d.fin0
     keys = [k[0] for k in A.__dask_keys__()]
-    name = f"lpc-tsqr-leaf-{tokenize(A, d.fin, d.fc)}"
-    layer = {(name, i): (_leaf_qr, k, d.fin, d.fc, 0) for i, k in enumerate(keys)}
+    name = f"lpc-tsqr-leaf-{tokenize(A, fin, d.fc)}"
+    layer = {(name, i): (_leaf_qr, k, fin, d.fc, 0) for i, k in enumerate(keys)}
     hlg = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     leaves = [Delayed((name, i), hlg, layer=name) for i in range(len(keys))]
     need_q = ctx.mode != "r"
@@ -285,7 +325,7 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
     tr.backend = "dask"
     if method == "auto":
         tr.notes.append(f"auto chose cholqr2 for the Dask array of shape {(m, n)}")
-    d = DaskOperand(A, ctx)
+    d = DaskOperand(A, ctx, need_q=mode != "r")
     need_q = mode != "r"
     Q = None
     if n == 0 or m == 0:

@@ -12,8 +12,14 @@ plus the true-residual check every ``check_every`` steps, as locally; the stoppi
 residual replacement, stall detection, history and status are those of the local loop, so the
 result record is the same. A's row blocks are split at the call into the column pieces that
 meet the chunks of p (empty sparse pieces dropped) and persisted on the workers for the whole
-solve; every vector is persisted after each step (nothing returns to the client but the two
-scalars).
+solve. Two engines run the loop:
+
+- :class:`FuturesEngine` (a ``distributed`` Client is in use and A, M are Dask arrays): the
+  vectors are one future per chunk on the workers and each step is submitted as chunk tasks
+  (3 layers of c tasks and 2 summing tasks per iteration, no collection built per step); the
+  only data gathered are the two scalars, one small result per round trip.
+- :class:`DaskEngine` (an operator given as a callable on Dask vectors, or a local scheduler):
+  vectors are Dask arrays, persisted after each step, scalars by ``dask.compute``.
 
 Inputs: A a Dask array (N, N) chunked along rows only, its chunks NumPy arrays or scipy.sparse
 matrices (or CuPy / cupyx), or a Dask-backed operator: a callable taking a Dask vector chunked

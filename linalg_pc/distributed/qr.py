@@ -6,9 +6,14 @@ A is m×n with row blocks A_i (one column chunk). One CholeskyQR pass is
     G = Σ_i X_iᵀ X_i      (a Gram matrix per block on its worker, summed by a tree of fan-in 4)
     R = chol(G)           (n×n, once, on the client, by the local code and its breakdown checks)
 
-where X_i = A_i R_1⁻¹ ··· R_(k−1)⁻¹ is recomputed from A_i inside the Gram task of pass k (k − 1
-triangular solves of the block): nothing of size m×n is kept between passes, so A may be larger
-than the cluster's memory when its chunks are produced lazily. The fallback chain is the local
+The passes are those of the local code: :func:`linalg_pc.qr_methods.cholesky.cholqr_iterate`
+(and, for rand_cholqr, :func:`linalg_pc.qr_methods.randomized.sketch_preconditioned`) run on a
+:class:`DaskOperand`, whose Gram matrix is the tree reduction above. X_i = A_i R_1⁻¹ ··· R_(k−1)⁻¹
+is recomputed from A_i inside the Gram task of pass k (k − 1 triangular solves of the block):
+nothing of size m×n is kept between passes, so A may be larger than the cluster's memory when
+its chunks are produced lazily; when A is persisted on the workers and Q is wanted in the
+compute format, X of the second pass is kept there instead (Q's memory) and later passes and Q
+start from it. The fallback chain is the local
 one (:mod:`linalg_pc.qr_methods.cholesky`): CholQR2 -> shifted CholQR3 on Cholesky breakdown ->
 Householder, here as TSQR (Householder QR of every row block, then of the stacked n×n R
 factors: Demmel, Grigori, Hoemmen, Langou, SISC 34, 2012). ``Q`` is a lazy Dask array chunked
@@ -16,7 +21,8 @@ like A (Q_i = A_i R_1⁻¹ ··· R_k⁻¹, one task per block, in the storage f
 ``info`` are concrete. 16-bit chunks are decoded per chunk, inside the tasks.
 
 Cost: pass k reads A once and does (k − 1)·mn² (solves) + mn² (Gram) flops, communicating one
-n×n matrix per block (p·n² words over the tree); Q costs k·mn² more when computed. Bounds: those
+n×n matrix per block (p·n² words over the tree); Q costs k·mn² more when computed (CholQR2
+5mn² in all; 4mn², as locally, with X kept on a persisted A). Bounds: those
 of the local methods (docs/error-analysis.md): ‖I − QᵀQ‖₂ = O(u) for CholQR2 while
 κ(A) ≲ u^(−1/2), for shifted CholQR3 and rand_cholqr up to κ ≈ u⁻¹, for TSQR whatever κ; the
 tree only reorders the Gram sum (error ≤ γ_m·‖A‖² like the local sum).

@@ -25,13 +25,14 @@ policy first (measured: bf16 CholeskyQR2 of 50000×64 after ``import torch``, 28
 
 from __future__ import annotations
 
+import contextlib
 import os
 import types
 from typing import Any, NamedTuple
 
 from numba import njit
 
-__all__ = ["twins", "Twins", "twins_of", "pick", "use_parallel", "start_threads",
+__all__ = ["twins", "Twins", "twins_of", "pick", "use_parallel", "start_threads", "thread_limit",
            "load_threading_layer", "POLICIES"]
 
 #: kind of kernel -> (entries per call below which the serial twin runs, Numba threads needed
@@ -126,6 +127,22 @@ def use_parallel(size: int, kind: str) -> bool:
     if not _STARTED:
         load_threading_layer()
     return True
+
+
+@contextlib.contextmanager
+def thread_limit(n: int):
+    """Run the parallel twins on at most ``n`` Numba threads in this thread (Numba's
+    ``set_num_threads`` is per calling thread), restoring the count after. A Dask worker with
+    one thread runs the serial twins this way instead of oversubscribing the cores that its
+    neighbour workers use."""
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), old)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
 
 
 def pick(kernel, size: int, kind: str | None = None):

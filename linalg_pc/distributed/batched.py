@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._backend.dask import register_routine
+from .._kernels._twins import thread_limit
 from ._graph import check_dask_array, dask_modules
 
 __all__ = ["round_to", "to_storage", "from_storage", "qr_stack", "block_degeneracy",
@@ -153,7 +154,24 @@ def _flat_keys(x, nbatch):
 
 
 def _call(fn, kwargs, *blocks):
-    return fn(*blocks, **kwargs)
+    """The local routine on one chunk; on a ``distributed`` worker its Numba kernels use at
+    most the worker's threads (a 1-thread worker runs the serial kernels: the other workers
+    own the other cores)."""
+    n = _worker_threads()
+    if n is None:
+        return fn(*blocks, **kwargs)
+    with thread_limit(n):
+        return fn(*blocks, **kwargs)
+
+
+def _worker_threads():
+    """The thread count of the ``distributed`` worker running this task, or None."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def _field(rec, path):

@@ -12,8 +12,14 @@ plus the true-residual check every ``check_every`` steps, as locally; the stoppi
 residual replacement, stall detection, history and status are those of the local loop, so the
 result record is the same. A's row blocks are split at the call into the column pieces that
 meet the chunks of p (empty sparse pieces dropped) and persisted on the workers for the whole
-solve; every vector is persisted after each step (nothing returns to the client but the two
-scalars).
+solve. Two engines run the loop:
+
+- :class:`FuturesEngine` (a ``distributed`` Client is in use and A, M are Dask arrays): the
+  vectors are one future per chunk on the workers and each step is submitted as chunk tasks
+  (3 layers of c tasks and 2 summing tasks per iteration, no collection built per step); the
+  only data gathered are the two scalars, one small result per round trip.
+- :class:`DaskEngine` (an operator given as a callable on Dask vectors, or a local scheduler):
+  vectors are Dask arrays, persisted after each step, scalars by ``dask.compute``.
 
 Inputs: A a Dask array (N, N) chunked along rows only, its chunks NumPy arrays or scipy.sparse
 matrices (or CuPy / cupyx), or a Dask-backed operator: a callable taking a Dask vector chunked
@@ -38,7 +44,7 @@ from ..solvers._status import CONVERGED, status_names
 from ..solvers.pcg import PCGResult
 from ._graph import check_dask_array, check_row_chunks, dask_modules
 
-__all__ = ["pcg_dask", "DaskEngine"]
+__all__ = ["pcg_dask", "DaskEngine", "FuturesEngine"]
 
 
 # --------------------------------------------------------------------------- block tasks
@@ -196,7 +202,215 @@ class DaskEngine:
         return self.x
 
 
+# --------------------------------------------------------------------------- futures engine
+# Chunk tasks of :class:`FuturesEngine`. A chunk's state is one tuple (r_i, parts, x_i): the
+# residual, the chunk's partial sums the step needs ([rᵀr] or [rᵀr, rᵀz]) and the iterate.
+def _r(v):
+    return v[0] if isinstance(v, tuple) else v
+
+
+def _sum(v):
+    return float(B.array_namespace(v).sum(v)) if v.size else 0.0
+
+
+def _matvec(split, used, vs):
+    pieces = split[0]
+    out = None
+    for j, v in zip(used, vs):
+        t = pieces[j] @ _r(v)
+        out = t if out is None else out + t
+    return out
+
+
+def _init_chunk(b, x, split, used, *xs):
+    """(r = b − A x, [rᵀr], x); x None: x = 0 and r = b."""
+    if x is None:
+        r, x = b, b * 0
+    else:
+        r = b - _matvec(split, used, xs)
+    return r, [_sum(r * r)], x
+
+
+def _p_chunk(z, beta, p):
+    """p = z + β p (p None in the first step: p = z)."""
+    z = _r(z)
+    return z if p is None else z + beta * p
+
+
+def _q_chunk(split, used, p, *ps):
+    """(q = A p, [pᵀq]) for the chunk's rows."""
+    q = _matvec(split, used, ps)
+    return q, [_sum(p * q)]
+
+
+def _step_chunk(st, p, q, alpha, with_rr):
+    """x += α p, r −= α q; (r, [rᵀr, rᵀr] when M is None else [], x)."""
+    r, _, x = st
+    q = q[0]
+    x = x + alpha * p
+    r = r - alpha * q
+    return r, ([_sum(r * r)] * 2 if with_rr else []), x
+
+
+def _z_chunk(split, used, *rs):
+    return _matvec(split, used, rs)
+
+
+def _dots_chunk(st, z):
+    r, z = st[0], _r(z)
+    return [_sum(r * r), _sum(r * z)]
+
+
+def _rz_chunk(st, z):
+    return [_sum(st[0] * _r(z))]
+
+
+def _true_chunk(b, st, split, used, *xs):
+    """(b − A x, [‖b − A x‖², ‖r − (b − A x)‖²])."""
+    rt = b - _matvec(split, used, [s[2] for s in xs])
+    d = st[0] - rt
+    return rt, [_sum(rt * rt), _sum(d * d)]
+
+
+def _replace_chunk(st, rt):
+    return rt[0], st[1], st[2]
+
+
+def _x_chunk(st):
+    return st[2]
+
+
+def _add_parts(*parts):
+    """The partial sums of every chunk added (each an item of ``parts``: a list, or a tuple
+    whose second item is the list)."""
+    rows = [p[1] if isinstance(p, tuple) else p for p in parts]
+    return [float(sum(c)) for c in zip(*rows)]
+
+
+class FuturesEngine:
+    """:class:`linalg_pc.solvers._loop.Engine` for one system on a ``distributed`` Client, the
+    vectors kept on the workers as one future per chunk and every step submitted as chunk
+    tasks (no graph building, no optimization pass, no collection per step).
+
+    One iteration is two batches of chunk tasks and two round trips for one small result each,
+    as the loop needs them: p = z + βp and (q = A p, pᵀq) per chunk, their sum; then
+    x += αp, r −= αq (and z = M r) with the partial rᵀr, rᵀz per chunk, their sum. A chunk
+    task runs where its chunk's data live (the persisted row block of A and the chunk's
+    vectors); the SpMV of a block fetches only the chunks of p its columns touch.
+    """
+
+    def __init__(self, client, A, M, b, x0, zero):
+        from distributed import futures_of
+
+        self.c = client
+        self.A, self.M = A, M
+        self.sA = [futures_of(s)[0] for s in A.splits]
+        self.sM = None if M is None else [futures_of(s)[0] for s in M.splits]
+        byk = {f.key: f for f in futures_of(b)}
+        self.b = [byk[k] for k in b.__dask_keys__()]
+        self.x0 = None
+        if x0 is not None:
+            (x0,) = client.persist([x0])
+            byk = {f.key: f for f in futures_of(x0)}
+            self.x0 = [byk[k] for k in x0.__dask_keys__()]
+        self.zero = zero
+        self.meta = b._meta
+        self.chunks = b.chunks
+        self._cached = None
+
+    def _gather(self, parts):
+        """The chunks' partial sums added on a worker; one small result to the client."""
+        return self.c.submit(_add_parts, *parts, pure=False).result()
+
+    def init(self):
+        n = len(self.b)
+        if self.x0 is None or self.zero:
+            self.st = [self.c.submit(_init_chunk, b, None, None, None, pure=False)
+                       for b in self.b]
+        else:
+            self.st = [self.c.submit(_init_chunk, self.b[i], self.x0[i], self.sA[i],
+                                     self.A.used[i], *[self.x0[j] for j in self.A.used[i]],
+                                     pure=False) for i in range(n)]
+        self.p = [None] * n
+        (rr,) = self._gather(self.st)
+        return np.array([np.sqrt(rr)])
+
+    def true_residual(self):
+        self.rt = [self.c.submit(_true_chunk, self.b[i], self.st[i], self.sA[i],
+                                 self.A.used[i], *[self.st[j] for j in self.A.used[i]],
+                                 pure=False) for i in range(len(self.b))]
+        tt, dd = self._gather(self.rt)
+        return np.array([np.sqrt(tt)]), np.array([np.sqrt(dd)])
+
+    def replace(self, mask):
+        if bool(mask[0]):
+            self.st = [self.c.submit(_replace_chunk, s, rt, pure=False)
+                       for s, rt in zip(self.st, self.rt)]
+            self._cached = None
+
+    def _z(self):
+        return [self.c.submit(_z_chunk, s, u, *[self.st[j] for j in u], pure=False)
+                for s, u in zip(self.sM, self.M.used)]
+
+    def precondition(self, active):
+        if self._cached is not None and self._cached[0] is self.st:
+            _, self.z, rho = self._cached
+            return np.array([rho])
+        self.z = self.st if self.M is None else self._z()
+        (rho,) = self._gather([self.c.submit(_rz_chunk, s, z, pure=False)
+                               for s, z in zip(self.st, self.z)])
+        return np.array([rho])
+    def direction(self, beta, active):
+        bt = float(beta[0])
+        self.p = [self.c.submit(_p_chunk, z, bt, p, pure=False) for z, p in zip(self.z, self.p)]
+        self.q = [self.c.submit(_q_chunk, s, u, self.p[i], *[self.p[j] for j in u], pure=False)
+                  for i, (s, u) in enumerate(zip(self.sA, self.A.used))]
+        (pq,) = self._gather(self.q)
+        return np.array([pq])
+
+    def update(self, alpha, active):
+        a = float(alpha[0])
+        st = [self.c.submit(_step_chunk, s, p, q, a, self.M is None, pure=False)
+              for s, p, q in zip(self.st, self.p, self.q)]
+        self.st = st
+        if self.M is None:
+            rr, rz = self._gather(st)
+            z = st
+        else:
+            z = self._z()
+            rr, rz = self._gather([self.c.submit(_dots_chunk, s, zi, pure=False)
+                                   for s, zi in zip(st, z)])
+        self._cached = (st, z, rz)
+        return np.array([np.sqrt(rr)])
+
+    def X(self):
+        dask, da, *_ = dask_modules()
+        xs = [self.c.submit(_x_chunk, s, pure=False) for s in self.st]
+        parts = [da.from_delayed(dask.delayed(f), shape=(c,), dtype=self.meta.dtype,
+                                 meta=self.meta) for f, c in zip(xs, self.chunks[0])]
+        return da.concatenate(parts) if parts else da.zeros((0,), dtype=self.meta.dtype)
+
+    current_x = X
+
+
 # --------------------------------------------------------------------------- entry point
+def _client():
+    """The current ``distributed`` Client, or None (no distributed, or the local scheduler:
+    then the collections engine runs)."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - the extra installs it
+        return None
+    import dask
+
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
 def _as_operator(A, name, b):
     if callable(A) and not hasattr(A, "chunks"):
         return _Callable(A, name)
@@ -283,7 +497,11 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
     maxiter = 10 * n if maxiter is None else int(maxiter)
     tol = np.array([max(rtol * bnorm, atol)])
     x0w = None if x0 is None else x0.astype(dtype)
-    eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
+    client = _client() if isinstance(opA, _Matrix) and not isinstance(opM, _Callable) else None
+    if client is not None:
+        eng = FuturesEngine(client, opA, opM, bw, x0w, bnorm == 0)
+    else:
+        eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
     raw = run(eng, tol, maxiter, int(check_every), callback, u=work.unit_roundoff)
     names = status_names(raw.status)
     conv = raw.status == CONVERGED

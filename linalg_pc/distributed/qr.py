@@ -6,9 +6,14 @@ A is m×n with row blocks A_i (one column chunk). One CholeskyQR pass is
     G = Σ_i X_iᵀ X_i      (a Gram matrix per block on its worker, summed by a tree of fan-in 4)
     R = chol(G)           (n×n, once, on the client, by the local code and its breakdown checks)
 
-where X_i = A_i R_1⁻¹ ··· R_(k−1)⁻¹ is recomputed from A_i inside the Gram task of pass k (k − 1
-triangular solves of the block): nothing of size m×n is kept between passes, so A may be larger
-than the cluster's memory when its chunks are produced lazily. The fallback chain is the local
+The passes are those of the local code: :func:`linalg_pc.qr_methods.cholesky.cholqr_iterate`
+(and, for rand_cholqr, :func:`linalg_pc.qr_methods.randomized.sketch_preconditioned`) run on a
+:class:`DaskOperand`, whose Gram matrix is the tree reduction above. X_i = A_i R_1⁻¹ ··· R_(k−1)⁻¹
+is recomputed from A_i inside the Gram task of pass k (k − 1 triangular solves of the block):
+nothing of size m×n is kept between passes, so A may be larger than the cluster's memory when
+its chunks are produced lazily; when A is persisted on the workers and Q is wanted in the
+compute format, X of the second pass is kept there instead (Q's memory) and later passes and Q
+start from it. The fallback chain is the local
 one (:mod:`linalg_pc.qr_methods.cholesky`): CholQR2 -> shifted CholQR3 on Cholesky breakdown ->
 Householder, here as TSQR (Householder QR of every row block, then of the stacked n×n R
 factors: Demmel, Grigori, Hoemmen, Langou, SISC 34, 2012). ``Q`` is a lazy Dask array chunked
@@ -16,7 +21,8 @@ like A (Q_i = A_i R_1⁻¹ ··· R_k⁻¹, one task per block, in the storage f
 ``info`` are concrete. 16-bit chunks are decoded per chunk, inside the tasks.
 
 Cost: pass k reads A once and does (k − 1)·mn² (solves) + mn² (Gram) flops, communicating one
-n×n matrix per block (p·n² words over the tree); Q costs k·mn² more when computed. Bounds: those
+n×n matrix per block (p·n² words over the tree); Q costs k·mn² more when computed (CholQR2
+5mn² in all; 4mn², as locally, with X kept on a persisted A). Bounds: those
 of the local methods (docs/error-analysis.md): ‖I − QᵀQ‖₂ = O(u) for CholQR2 while
 κ(A) ≲ u^(−1/2), for shifted CholQR3 and rand_cholqr up to κ ≈ u⁻¹, for TSQR whatever κ; the
 tree only reorders the Gram sum (error ≤ γ_m·‖A‖² like the local sum).
@@ -31,33 +37,29 @@ import numpy as np
 from .. import _backend as B
 from .._backend.dask import register_routine
 from ..qr_methods._common import (
+    POW2_SAFE,
     QRInfo,
     QRResult,
-    diagonal,
     finish,
     kappa_est,
     mT,
     prepare,
     scale_pow2,
     to_float,
-    triu,
     unscale_r,
 )
+from ..qr_methods._operands import Operand
 from ..qr_methods.cholesky import (
     ACCEPT_KAPPA,
     MAX_PASSES,
-    SHIFT_GROWTH,
-    SHIFT_MAX_RETRIES,
     SHIFT_POLICIES,
-    _Breakdown,
-    _breakdown_shift,
-    _chol,
-    _initial_shift,
+    Breakdown,
+    cholqr_iterate,
 )
-from ..qr_methods.randomized import SKETCH_OVERSAMPLING, SKETCHES
+from ..qr_methods.randomized import SKETCHES, sketch_block, sketch_preconditioned, sketch_rows
 from ._graph import check_row_chunks, dask_modules, decode, store, tree_reduce
 
-__all__ = ["qr_dask", "DASK_QR_METHODS"]
+__all__ = ["qr_dask", "DASK_QR_METHODS", "DaskOperand"]
 
 #: Methods the distributed QR offers ("auto" is "cholqr2").
 DASK_QR_METHODS = ("auto", "cholqr2", "scholqr3", "rand_cholqr", "tsqr")
@@ -65,7 +67,10 @@ DASK_QR_METHODS = ("auto", "cholqr2", "scholqr3", "rand_cholqr", "tsqr")
 
 # --------------------------------------------------------------------------- block tasks
 def _apply(block, fin, fc, sexp, Rs):
-    """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves)."""
+    """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves); a
+    kept (X_i, G_i) pair (see :meth:`DaskOperand.gram`) stands for its X_i."""
+    if isinstance(block, tuple):
+        block = block[0]
     X = decode(block, fin, fc)
     if sexp:
         X = scale_pow2(X, sexp)
@@ -75,48 +80,38 @@ def _apply(block, fin, fc, sexp, Rs):
 
 
 def _gram_task(block, fin, fc, sexp, Rs):
+    if isinstance(block, tuple) and not (sexp or Rs):
+        return block[1]  # computed with X_i
     X = _apply(block, fin, fc, sexp, Rs)
     xp = B.array_namespace(X)
     with np.errstate(over="ignore", invalid="ignore"):
         return xp.matmul(mT(xp, X), X)
 
 
+def _xg_task(block, fin, fc, sexp, Rs):
+    """(X_i, X_iᵀX_i): the pass's block kept on its worker with its Gram matrix."""
+    X = _apply(block, fin, fc, sexp, Rs)
+    return X, _gram_task(X, fc, fc, 0, [])
+
+
 def _q_task(block, fin, fc, sexp, Rs, fs):
     return store(_apply(block, fin, fc, sexp, Rs), fs)
 
 
-def _amax_task(block, fin, fc):
-    X = decode(block, fin, fc)
+def _amax_task(block, fin, fc, sexp, Rs):
+    X = _apply(block, fin, fc, sexp, Rs)
     xp = B.array_namespace(X)
     return np.float64(to_float(xp.max(xp.abs(X)))) if X.size else np.float64(0.0)
-
-
-def _finite_task(block):
-    xp = B.array_namespace(block)
-    return bool(to_float(xp.all(xp.isfinite(block)))) if block.size else True
 
 
 def _max(parts):
     return max(parts)
 
 
-def _all(parts):
-    return all(parts)
-
-
-def _sketch_task(block, i, fin, fc, sexp, seed, kind, k):
-    """S_i A_i for the block's columns of the sketch S (k×m), drawn from (seed, block index)."""
-    X = _apply(block, fin, fc, sexp, [])
-    xp = B.array_namespace(X)
-    mi = X.shape[0]
-    gen = np.random.default_rng([seed, i])
-    if kind == "gaussian":
-        S = xp.asarray(gen.standard_normal((k, mi)) / math.sqrt(k), dtype=X.dtype,
-                       device=B.device_of(X))
-        return xp.matmul(S, X)
-    rows = gen.integers(0, k, size=mi)
-    signs = gen.choice(np.array([-1.0, 1.0]), size=mi)
-    return B.countsketch(X, rows, signs, k)
+def _sketch_task(block, i, fin, fc, sexp, Rs, seed, kind, k):
+    """S_i X_i for the block's columns of the sketch S (k×m), drawn from (seed, block index)."""
+    return sketch_block(_apply(block, fin, fc, sexp, Rs), kind, k,
+                        np.random.default_rng([seed, i]))
 
 
 def _leaf_qr(block, fin, fc, sexp):
@@ -128,130 +123,103 @@ def _leaf_qr(block, fin, fc, sexp):
     return res.Q, res.R
 
 
-# --------------------------------------------------------------------------- the driver
-class _Dist:
-    """A, its formats and the client-side n×n work of one distributed factorization."""
+# --------------------------------------------------------------------------- the operand
+def _in_memory(A) -> bool:
+    """A is a collection persisted on a ``distributed`` cluster: every chunk a future, no
+    task left in its graph."""
+    try:
+        from distributed import futures_of
+    except ImportError:  # pragma: no cover - the extra installs it
+        return False
+    nparts = len(A.__dask_keys__()) * len(A.chunks[1])
+    return len(A.__dask_graph__()) == nparts and len(futures_of(A)) == nparts
 
-    def __init__(self, A, ctx):
+
+class DaskOperand(Operand):
+    """X = (A·2^e)·R₁⁻¹···R_k⁻¹ over the row blocks of a Dask array A: the operand the local
+    CholeskyQR passes (:func:`linalg_pc.qr_methods.cholesky.cholqr_iterate`) run on.
+
+    ``scale`` and ``solve`` only record the exponent and the chain of R factors; ``gram()``
+    builds one task per block (A_i decoded, scaled, times the chain's inverses, then X_iᵀX_i)
+    and a tree reduction of fan-in ``TREE_SPLIT``, and computes the n×n sum (one round trip,
+    n² words per block over the tree); ``value()`` is the lazy Q, chunked like A, in the
+    storage format. Nothing of size m×n is kept between passes.
+    """
+
+    def __init__(self, A, ctx, need_q: bool = True):
         self.A, self.ctx = A, ctx
         self.fin, self.fc, self.fs = ctx.prec.input, ctx.compute, ctx.storage
-        self.m, self.n = A.shape
+        #: A and its format as given (the TSQR fallback starts from them)
+        self.A0, self.fin0 = A, self.fin
+        self.shape = tuple(A.shape)
+        self.n = A.shape[1]
+        self.exp = 0
+        self.chain: list = []
         self.dask = dask_modules()[0]
+        #: X is kept on the workers from the second pass on (see ``gram``)
+        self.materialize = need_q and self.fs == self.fc and _in_memory(A)
 
-    def compute(self, *delayeds):
-        return self.dask.compute(*delayeds)
+    def _compute(self, leaf, args, prefix, **kw):
+        return self.dask.compute(tree_reduce(self.A, leaf, (self.fin, self.fc, self.exp,
+                                                             list(self.chain), *args),
+                                             prefix, **kw))[0]
 
-    def gram(self, sexp, Rs):
-        G = self.compute(tree_reduce(self.A, _gram_task, (self.fin, self.fc, sexp, list(Rs)),
-                                     "lpc-gram"))[0]
-        return self.ctx.xp.asarray(G)
+    def gram(self, emulate: bool = True):
+        """XᵀX. When A is held in the workers' memory and Q is wanted in the compute format,
+        the first pass after a solve persists X = A·2^e·R₁⁻¹··· chunk by chunk with its Gram
+        matrix (one task per chunk; Q's memory, as the local streamed operand writes X into Q)
+        and later passes and Q start from it:
+        4mn² flops for CholQR2 as locally, instead of recomputing the earlier solves on every
+        block (5mn²). A produced lazily (possibly larger than memory) is never materialized."""
+        if self.materialize and self.chain:
+            _, da, *_ = dask_modules()
+            xp = B.array_namespace(self.A._meta)
+            dtype = B.native_dtype(xp, self.fc)
+            W = self.A.map_blocks(_xg_task, self.fin, self.fc, self.exp, list(self.chain),
+                                  dtype=dtype, meta=xp.zeros((0, self.n), dtype=dtype))
+            (self.A,) = self.dask.persist(W)
+            self.fin, self.exp, self.chain = self.fc, 0, []
+        return self.ctx.xp.asarray(self._compute(_gram_task, (), "lpc-gram"))
 
-    def amax(self):
-        return float(self.compute(tree_reduce(self.A, _amax_task, (self.fin, self.fc),
-                                              "lpc-amax", combine=_max))[0])
+    def amax(self) -> float:
+        return float(self._compute(_amax_task, (), "lpc-amax", combine=_max))
 
-    def check_finite(self):
-        ok = self.compute(tree_reduce(self.A, _finite_task, (), "lpc-finite", combine=_all))[0]
-        if not ok:
+    def pow2_exponent(self) -> int:
+        """The exponent of max|X| (ValueError when A holds NaN or inf)."""
+        amax = self.amax()
+        if not math.isfinite(amax):
             raise ValueError("A must not contain NaN or inf")
+        return 0 if amax == 0 else -math.frexp(amax)[1]
 
-    def q(self, sexp, Rs):
-        _, da, *_ = dask_modules()
+    def scale(self, e: int) -> None:
+        self.exp += e
+
+    def solve(self, R, kap: float) -> None:
+        self.chain.append(R)
+
+    def sketch(self, kind: str, k: int, seed: int):
+        """Y = S X (k×n): a Gaussian or CountSketch S drawn per block from (seed, block)."""
+        return self.ctx.xp.asarray(self._compute(_sketch_task, (seed, kind, k), "lpc-sketch",
+                                                 indexed=True))
+
+    def value(self):
         meta = self.A._meta
         xp = B.array_namespace(meta)
         dtype = B.native_dtype(xp, self.fs)
         out_meta = xp.zeros((0, self.n), dtype=dtype)
-        return self.A.map_blocks(_q_task, self.fin, self.fc, sexp, list(Rs), self.fs,
-                                 dtype=dtype, meta=out_meta)
+        return self.A.map_blocks(_q_task, self.fin, self.fc, self.exp, list(self.chain),
+                                 self.fs, dtype=dtype, meta=out_meta)
 
 
-def _pow2(amax: float) -> int:
-    return 0 if amax == 0 or not math.isfinite(amax) else -math.frexp(amax)[1]
-
-
-def _iterate(d: _Dist, *, min_passes, max_passes, accept, shift, allow_fallback_shift, Rs0=(),
-             sexp=0):
-    """The CholeskyQR iteration of :func:`linalg_pc.qr_methods.cholesky.cholqr_iterate` with
-    each Gram matrix reduced over the blocks; returns (sexp, Rs, Rtot) or raises _Breakdown."""
-    ctx, xp = d.ctx, d.ctx.xp
-    tr = ctx.trace
-    m, n = d.m, d.n
-    u_acc = ctx.u_work
-    Rs = list(Rs0)
-    Rtot = None
-    passes = 0
-    shifted_any = False
-    policy = shift
-    while True:
-        G = d.gram(sexp, Rs)
-        if passes == 0 and not Rs0:
-            dmax = to_float(xp.max(diagonal(xp, G))) if n else 0.0
-            if not math.isfinite(dmax):
-                d.check_finite()  # NaN/inf in A: ValueError, as locally
-                sexp = _pow2(d.amax())
-            elif dmax < ctx.compute.tiny / u_acc or dmax > ctx.compute.max * u_acc:
-                sexp = _pow2(d.amax())
-            if sexp:
-                G = d.gram(sexp, Rs)
-                tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
-        s_used = 0.0
-        if policy == "always" or (isinstance(policy, float) and policy > 0):
-            s_used = _initial_shift(ctx, G, m, n) if policy == "always" else float(policy)
-        L, info = _chol(ctx, G, s_used)
-        if info != 0 and policy is None and allow_fallback_shift:
-            tr.fallbacks.append(f"{tr.method} -> scholqr3: Cholesky breakdown in pass "
-                                f"{passes + 1} (leading minor {info} not positive definite)")
-            tr.method = "scholqr3"
-            policy = "breakdown"
-            max_passes = max(max_passes, MAX_PASSES)
-            accept = accept or ACCEPT_KAPPA
-        if info != 0 and policy is not None and policy != 0.0:
-            s_used = s_used or _breakdown_shift(ctx, G, m, n)
-            for _ in range(SHIFT_MAX_RETRIES):
-                tr.shifts.append(s_used)
-                L, info = _chol(ctx, G, s_used)
-                if info == 0:
-                    break
-                s_used *= SHIFT_GROWTH
-        elif s_used > 0:
-            tr.shifts.append(s_used)
-        if info != 0:
-            raise _Breakdown(f"Cholesky breakdown in pass {passes + 1} (leading minor {info} "
-                             f"not positive definite"
-                             + (", even after shifting)" if s_used else ")"))
-        R = triu(xp, mT(xp, L))
-        kap = kappa_est(xp, R)
-        if not kap * u_acc < 1.0:
-            raise _Breakdown(f"R of pass {passes + 1} is numerically singular "
-                             f"(kappa estimate {kap:.3g})")
-        passes += 1
-        shifted_any = shifted_any or s_used > 0
-        if policy == "always" or isinstance(policy, float):
-            policy = "breakdown"
-        Rs.append(R)
-        Rtot = R if Rtot is None else xp.matmul(R, Rtot)
-        want = max(min_passes, 3 if shifted_any else 0)
-        if passes >= want and s_used == 0 and kap <= accept:
-            break
-        if passes >= max_passes:
-            raise _Breakdown(f"no acceptable pass after {passes} passes (kappa estimate of the "
-                             f"last R {kap:.3g} > {accept})")
-        if passes >= min_passes and s_used == 0 and passes >= want:
-            tr.notes.append(f"pass {passes + 1} added: kappa estimate of R in pass {passes} is "
-                            f"{kap:.3g} > {accept}")
-    tr.passes = passes
-    return sexp, Rs, Rtot
-
-
-def _tsqr(d: _Dist):
+def _tsqr(d: DaskOperand):
     """Householder QR of every block (kept on the workers), of the stacked R's on the client;
     returns (Q lazy or None, R)."""
     dask, da, HighLevelGraph, Delayed, tokenize = dask_modules()
     ctx, xp = d.ctx, d.ctx.xp
-    A = d.A
+    A, fin = d.A0, d.fin0
     keys = [k[0] for k in A.__dask_keys__()]
-    name = f"lpc-tsqr-leaf-{tokenize(A, d.fin, d.fc)}"
-    layer = {(name, i): (_leaf_qr, k, d.fin, d.fc, 0) for i, k in enumerate(keys)}
+    name = f"lpc-tsqr-leaf-{tokenize(A, fin, d.fc)}"
+    layer = {(name, i): (_leaf_qr, k, fin, d.fc, 0) for i, k in enumerate(keys)}
     hlg = HighLevelGraph.from_collections(name, layer, dependencies=[A])
     leaves = [Delayed((name, i), hlg, layer=name) for i in range(len(keys))]
     need_q = ctx.mode != "r"
@@ -283,27 +251,6 @@ def _tsqr_q(leaf, Wi, fs):
     Ql = leaf[0]
     xp = B.array_namespace(Ql)
     return store(xp.matmul(Ql, xp.asarray(Wi)), fs)
-
-
-def _sketch_r(d: _Dist, sketch, sketch_size, rng, sexp):
-    """R of the Householder QR of the sketch S A (k×n), S drawn per block."""
-    ctx, xp = d.ctx, d.ctx.xp
-    m, n = d.m, d.n
-    if sketch_size is None:
-        k = min(m, max(SKETCH_OVERSAMPLING * n, n + 1))
-    else:
-        if not (isinstance(sketch_size, int) and n <= sketch_size):
-            raise ValueError(f"sketch_size must be an int >= n = {n}, got {sketch_size!r}")
-        k = min(m, sketch_size)
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    base = int(gen.integers(0, 2**62))
-    Y = xp.asarray(d.compute(tree_reduce(d.A, _sketch_task, (d.fin, d.fc, sexp, base, sketch,
-                                                             k), "lpc-sketch", indexed=True))[0])
-    ctx.trace.notes.append(f"{sketch} sketch, {k} rows (drawn per row block)")
-    from ..qr_methods.householder import householder_core
-
-    _, Rs = householder_core(ctx.sub("r"), Y)
-    return Rs[:n, :]
 
 
 @register_routine("qr")
@@ -384,10 +331,9 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
     tr.backend = "dask"
     if method == "auto":
         tr.notes.append(f"auto chose cholqr2 for the Dask array of shape {(m, n)}")
-    d = _Dist(A, ctx)
+    d = DaskOperand(A, ctx, need_q=mode != "r")
     need_q = mode != "r"
     Q = None
-    sexp = 0
     if n == 0 or m == 0:
         name = "tsqr"
     try:
@@ -395,24 +341,18 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
             tr.method = "tsqr"
             Q, R = _tsqr(d)  # a block with NaN/inf raises ValueError in its Householder QR
         elif name == "rand_cholqr":
-            amax = d.amax()
-            if not math.isfinite(amax):
-                d.check_finite()
-            e = _pow2(amax)
-            sexp = e if abs(e) > 32 else 0
+            k = sketch_rows(m, n, options.get("sketch_size"))
+            e = d.pow2_exponent()  # NaN/inf: ValueError before the sketch
+            sexp = e if abs(e) > POW2_SAFE else 0
             if sexp:
+                d.scale(sexp)
                 tr.notes.append(f"A scaled by 2^{sexp} to keep the Gram matrix in range")
-            Rsk = _sketch_r(d, sketch, options.get("sketch_size"), rng, sexp)
-            kap_s = kappa_est(xp, Rsk)
-            if not kap_s * ctx.u_work < 1.0:
-                raise _Breakdown(f"sketched R is numerically singular (kappa estimate "
-                                 f"{kap_s:.3g})")
-            sexp, Rs, R1 = _iterate(d, min_passes=1, max_passes=MAX_PASSES, accept=ACCEPT_KAPPA,
-                                    shift=None, allow_fallback_shift=False, Rs0=[Rsk],
-                                    sexp=sexp)
-            tr.passes += 1
-            R = xp.matmul(R1, Rsk)
-            Q = d.q(sexp, Rs) if need_q else None
+            gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+            Y = d.sketch(sketch, k, int(gen.integers(0, 2**62)))
+            tr.notes.append(f"{sketch} sketch, {k} rows (drawn per row block)")
+            Q, R = sketch_preconditioned(ctx, d, Y, need_q=need_q)
+            if sexp:
+                R = unscale_r(ctx, R, -sexp)
         else:
             if name == "scholqr3":
                 sh = float(shift) if not isinstance(shift, str) else shift
@@ -422,11 +362,8 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
             else:
                 kw = dict(min_passes=2, max_passes=3, accept=ACCEPT_KAPPA, shift=None,
                           allow_fallback_shift=True)
-            sexp, Rs, R = _iterate(d, **kw)
-            Q = d.q(sexp, Rs) if need_q else None
-        if sexp:
-            R = unscale_r(ctx, R, -sexp)
-    except _Breakdown as exc:
+            Q, R = cholqr_iterate(ctx, d, need_q=need_q, **kw)
+    except Breakdown as exc:
         tr.fallbacks.append(f"{tr.method} -> householder: {exc.reason}")
         tr.method = "householder"
         Q, R = _tsqr(d)

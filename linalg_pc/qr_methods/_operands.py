@@ -30,7 +30,7 @@ from .. import _backend as B
 from .. import _buffers
 from ._common import Ctx, mT, pow2_exponent, scale_pow2
 
-__all__ = ["ArrayOperand", "StreamedOperand", "gram", "right_solve", "streamed_operand",
+__all__ = ["Operand", "ArrayOperand", "StreamedOperand", "gram", "right_solve", "streamed_operand",
            "STREAM_MIN_ENTRIES"]
 
 #: A (m×n) is streamed from m·n >= STREAM_MIN_ENTRIES (below, one block holds it all and the
@@ -57,7 +57,36 @@ def right_solve(ctx: Ctx, X, R, *, own: bool, kap: float):
                                      cond=kap))
 
 
-class ArrayOperand:
+class Operand:
+    """The interface the CholeskyQR passes (:func:`.cholesky.cholqr_iterate`) work through.
+
+    X starts as A and becomes X·2^e·R₁⁻¹···R_k⁻¹ as ``scale`` and ``solve`` are called;
+    ``gram()`` returns XᵀX (n×n, in A's library, concrete), ``pow2_exponent()`` the exponent
+    of max|X| (raising ValueError when X holds NaN/inf and the operand alone can tell),
+    ``value()`` the final X (Q). Implementations: :class:`ArrayOperand` (an array in memory),
+    :class:`StreamedOperand` (row-block passes over a host array) and the Dask operand of
+    :mod:`linalg_pc.distributed.qr` (per-block tasks and a tree reduction of the Gram matrix).
+    """
+
+    shape: tuple
+
+    def gram(self, emulate: bool = True):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def pow2_exponent(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def scale(self, e: int) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def solve(self, R, kap: float) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def value(self):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class ArrayOperand(Operand):
     """X as an array of A's library; ``own``: X is a private work array (overwritten)."""
 
     def __init__(self, ctx: Ctx, X, own: bool):
@@ -86,7 +115,7 @@ class ArrayOperand:
         return self.X
 
 
-class StreamedOperand:
+class StreamedOperand(Operand):
     """X = (A·2^e)·R₁⁻¹···R_k⁻¹ computed in row-block passes over A (see the module docstring).
 
     ``passes``: the backend's row-pass object over A; ``out_dtype``: the dtype Q is returned in

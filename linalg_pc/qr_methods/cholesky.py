@@ -65,10 +65,11 @@ from ._common import (
     unscale_r,
     zeros,
 )
-from ._operands import ArrayOperand, StreamedOperand, gram, right_solve, streamed_operand
+from ._operands import ArrayOperand, Operand, StreamedOperand, gram, right_solve, streamed_operand
 from .householder import householder_core
 
-__all__ = ["cholqr", "cholqr2", "scholqr3", "SHIFT_POLICIES", "gram", "right_solve"]
+__all__ = ["cholqr", "cholqr2", "scholqr3", "SHIFT_POLICIES", "gram", "right_solve",
+           "cholqr_iterate", "Breakdown"]
 
 SHIFT_POLICIES = ("breakdown", "always")
 #: A pass whose R has κ_est above this leaves ‖I − QᵀQ‖ ≈ u·κ² > 64u: CholQR2/3 add a pass.
@@ -114,7 +115,10 @@ def _lambda_max(xp, G, iters: int = 30) -> float:
 
 
 # --------------------------------------------------------------------------- the engine
-class _Breakdown(Exception):
+class Breakdown(Exception):
+    """A CholeskyQR iteration (or a method built on it) cannot produce a trusted factor;
+    ``reason`` says why. Not an error: the caller records it and takes its fallback."""
+
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
@@ -143,8 +147,9 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
     shift : "breakdown", "always", a float, or None
         None: no shift (a breakdown ends the iteration unless ``allow_fallback_shift``).
     A : array or operand
-        An array (wrapped in an :class:`~._operands.ArrayOperand`) or an operand
-        (:mod:`._operands`: a streamed one computes each pass over row blocks of A).
+        An array (wrapped in an :class:`~._operands.ArrayOperand`) or an
+        :class:`~._operands.Operand` (a streamed one computes each pass over row blocks of A,
+        the Dask one each Gram matrix as per-block tasks and a tree reduction).
     A_raw : array, optional
         The unchecked input, when the finiteness check was deferred to the Gram matrix.
     own : bool
@@ -152,13 +157,13 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
 
     Returns
     -------
-    (Q, R) or raises _Breakdown(reason).
+    (Q, R) or raises Breakdown(reason).
     """
     xp = ctx.xp
     tr = ctx.trace
     m, n = A.shape[-2], A.shape[-1]
     u_acc = ctx.u_work
-    X = A if isinstance(A, (ArrayOperand, StreamedOperand)) else ArrayOperand(ctx, A, own)
+    X = A if isinstance(A, Operand) else ArrayOperand(ctx, A, own)
     Rtot = None
     passes = 0
     shifted_any = False
@@ -201,13 +206,13 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         elif s_used > 0:
             tr.shifts.append(s_used)
         if info != 0:
-            raise _Breakdown(f"Cholesky breakdown in pass {passes + 1} (leading minor {info} "
+            raise Breakdown(f"Cholesky breakdown in pass {passes + 1} (leading minor {info} "
                              f"not positive definite"
                              + (", even after shifting)" if s_used else ")"))
         R = ctx.em(triu(xp, mT(xp, L)))
         kap = kappa_est(xp, R)
         if not kap * u_acc < 1.0:
-            raise _Breakdown(f"R of pass {passes + 1} is numerically singular "
+            raise Breakdown(f"R of pass {passes + 1} is numerically singular "
                              f"(kappa estimate {kap:.3g})")
         if (accept is None and policy is None and allow_fallback_shift
                 and u_acc * (kap / max(n, 1)) ** 2 > 1.0):
@@ -239,7 +244,7 @@ def cholqr_iterate(ctx: Ctx, A, *, min_passes: int, max_passes: int, accept: flo
         if done:
             break
         if passes >= max_passes:
-            raise _Breakdown(f"no acceptable pass after {passes} passes (kappa estimate of the "
+            raise Breakdown(f"no acceptable pass after {passes} passes (kappa estimate of the "
                              f"last R {kap:.3g} > {accept})")
         if passes >= min_passes and s_used == 0 and accept is not None and passes >= want:
             tr.notes.append(f"pass {passes + 1} added: kappa estimate of R in pass {passes} is "
@@ -310,7 +315,7 @@ def run_family(ctx: Ctx, A, *, min_passes, max_passes, accept, shift, allow_fall
         Q, R = cholqr_iterate(ctx, A, min_passes=min_passes, max_passes=max_passes,
                               accept=accept, shift=shift, allow_fallback_shift=allow_fallback_shift,
                               A_raw=A_raw, need_q=ctx.mode != "r", own=reload is not None)
-    except _Breakdown as exc:
+    except Breakdown as exc:
         if A_raw is not None:
             B.check_finite(xp, A_raw, "A")
         if reload is not None:

@@ -35,17 +35,11 @@ import numpy as np
 from .. import _backend as B
 from ..precision import round_to
 from ._common import QRResult, finish, kappa_est, pow2_rescaling, prepare, scale_pow2, unscale_r
-from .cholesky import (
-    ACCEPT_KAPPA,
-    MAX_PASSES,
-    _Breakdown,
-    cholqr_iterate,
-    complete_q,
-    right_solve,
-)
+from ._operands import ArrayOperand, Operand
+from .cholesky import ACCEPT_KAPPA, MAX_PASSES, Breakdown, cholqr_iterate, complete_q
 from .householder import householder_core
 
-__all__ = ["rand_cholqr", "SKETCHES"]
+__all__ = ["rand_cholqr", "SKETCHES", "sketch_rows", "sketch_block", "sketch_preconditioned"]
 
 SKETCHES = ("gaussian", "countsketch")
 #: Sketch rows per column of A (k = SKETCH_OVERSAMPLING · n, at least n + 1).
@@ -56,26 +50,55 @@ def _np_rng(rng):
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-def _sketch(ctx, A, kind: str, k: int, rng, sketch_format):
-    """Y = S A in the compute dtype (S and A rounded to ``sketch_format`` when given)."""
-    xp = ctx.xp
-    m, n = A.shape
-    gen = _np_rng(rng)
-    dev = B.device_of(A)
-    X = A if sketch_format is None else round_to(A, sketch_format)
+def sketch_rows(m: int, n: int, sketch_size) -> int:
+    """Rows k of the sketch: ``sketch_size`` (an int >= n, ValueError otherwise) or
+    ``SKETCH_OVERSAMPLING``·n (at least n + 1), at most m."""
+    if sketch_size is None:
+        return min(m, max(SKETCH_OVERSAMPLING * n, n + 1))
+    if not (isinstance(sketch_size, int) and n <= sketch_size):
+        raise ValueError(f"sketch_size must be an int >= n = {n}, got {sketch_size!r}")
+    return min(m, sketch_size)
+
+
+def sketch_block(X, kind: str, k: int, gen: np.random.Generator, sketch_format=None):
+    """S X (k×n) for a fresh S (k × rows of X) drawn from ``gen``: Gaussian N(0, 1/k) entries
+    (2kmn flops, one GEMM) or a CountSketch (O(mn)); S and X rounded to ``sketch_format`` when
+    given, the product in X's dtype. A sum of the row blocks' ``sketch_block`` with
+    independent generators is the sketch of the whole matrix (the distributed sketch)."""
+    xp = B.array_namespace(X)
+    mi, dt = X.shape[0], X.dtype
+    if sketch_format is not None:
+        X = round_to(X, sketch_format)
     if kind == "gaussian":
-        S = gen.standard_normal((k, m)) / math.sqrt(k)
-        S = xp.asarray(S, dtype=A.dtype, device=dev)
+        S = xp.asarray(gen.standard_normal((k, mi)) / math.sqrt(k), dtype=dt,
+                       device=B.device_of(X))
         if sketch_format is not None:
             S = round_to(S, sketch_format)
-        Y = xp.matmul(S, X)
-    else:
-        rows = gen.integers(0, k, size=m)
-        signs = gen.choice(np.array([-1.0, 1.0]), size=m)
-        Y = B.countsketch(X, rows, signs, k)
-    if sketch_format is not None:
-        Y = round_to(Y, sketch_format)
-    return ctx.em(Y)
+        return xp.matmul(S, X)
+    rows = gen.integers(0, k, size=mi)
+    signs = gen.choice(np.array([-1.0, 1.0]), size=mi)
+    return B.countsketch(X, rows, signs, k)
+
+
+def sketch_preconditioned(ctx, X: Operand, Y, *, need_q: bool):
+    """The steps after the sketch: R_s = qr(Y).R, X <- X R_s⁻¹, then the CholeskyQR passes
+    (:func:`.cholesky.cholqr_iterate`) on the operand X; returns (Q or None, R₁R_s).
+
+    Raises :class:`.cholesky.Breakdown` when R_s is numerically singular or the passes do not
+    converge (the caller falls back to Householder). Shared by the in-memory method and the
+    distributed one (:mod:`linalg_pc.distributed.qr`), which pass their own operands.
+    """
+    n = Y.shape[-1]
+    _, Rs = householder_core(ctx.sub("r"), Y)
+    Rs = ctx.em(Rs[:n, :])
+    kap_s = kappa_est(ctx.xp, Rs)
+    if not kap_s * ctx.u_work < 1.0:
+        raise Breakdown(f"sketched R is numerically singular (kappa estimate {kap_s:.3g})")
+    X.solve(Rs, kap_s)
+    Q, R1 = cholqr_iterate(ctx, X, min_passes=1, max_passes=MAX_PASSES, accept=ACCEPT_KAPPA,
+                           shift=None, allow_fallback_shift=False, need_q=need_q)
+    ctx.trace.passes += 1
+    return Q, ctx.em(ctx.xp.matmul(R1, Rs))
 
 
 def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate=None,
@@ -129,12 +152,7 @@ def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate
     tr = ctx.trace
     tr.backend = "blas"
     m, n = Ac.shape
-    if sketch_size is None:
-        k = min(m, max(SKETCH_OVERSAMPLING * n, n + 1))
-    else:
-        if not (isinstance(sketch_size, int) and n <= sketch_size):
-            raise ValueError(f"sketch_size must be an int >= n = {n}, got {sketch_size!r}")
-        k = min(m, sketch_size)
+    k = sketch_rows(m, n, sketch_size)
     sfmt = None
     if sketch_format is not None:
         from .._formats import get_format
@@ -149,20 +167,13 @@ def rand_cholqr(A, *, mode: str = "reduced", storage=None, compute=None, emulate
     sexp = pow2_rescaling(ctx, Ac, "the Gram matrix")
     As = ctx.em(scale_pow2(Ac, sexp)) if sexp else Ac
     try:
-        Y = _sketch(ctx, As, sketch, k, rng, sfmt)
-        _, Rs = householder_core(ctx.sub("r"), Y)
-        Rs = ctx.em(Rs[:n, :])
-        kap_s = kappa_est(xp, Rs)
-        if not kap_s * ctx.u_work < 1.0:
-            raise _Breakdown(f"sketched R is numerically singular (kappa estimate {kap_s:.3g})")
-        Q0 = ctx.em(right_solve(ctx, As, Rs, own=As is not Ac, kap=kap_s))
-        Q, R1 = cholqr_iterate(ctx, Q0, min_passes=1, max_passes=MAX_PASSES,
-                               accept=ACCEPT_KAPPA, shift=None, allow_fallback_shift=False,
-                               need_q=ctx.mode != "r")
-        tr.passes += 1
-        R = ctx.em(xp.matmul(R1, Rs))
+        Y = sketch_block(As, sketch, k, _np_rng(rng), sfmt)
+        if sfmt is not None:
+            Y = round_to(Y, sfmt)
+        Q, R = sketch_preconditioned(ctx, ArrayOperand(ctx, As, As is not Ac), ctx.em(Y),
+                                     need_q=ctx.mode != "r")
         R = ctx.em(unscale_r(ctx, R, -sexp)) if sexp else R  # past the range: reported by finish
-    except _Breakdown as exc:
+    except Breakdown as exc:
         tr.fallbacks.append(f"rand_cholqr -> householder: {exc.reason}")
         tr.method = "householder"
         tr.passes = 1

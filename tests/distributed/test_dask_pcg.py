@@ -72,3 +72,15 @@ def test_operator_converges_like_local():
     assert res.status == loc.status == "converged"
     assert abs(res.iterations - loc.iterations) <= 1
     np.testing.assert_allclose(res.x.compute(), 1.0 / d, rtol=1e-6)
+
+
+def test_collections_engine_without_a_client_matches_local():
+    """Under a local Dask scheduler (no distributed Client in use) the solve runs on Dask
+    collections (DaskEngine) and still follows the local recurrence."""
+    A = poisson2d(12)
+    b = np.random.default_rng(2).standard_normal(A.shape[0])
+    with dask.config.set(scheduler="threads"):
+        res = lpc.pcg(sparse_rows(A, 48), da.from_array(b, chunks=48), maxiter=6, check_every=3)
+    loc = lpc.pcg(A, b, maxiter=6, check_every=3)
+    assert res.status == loc.status == "maxiter" and res.iterations == 6
+    np.testing.assert_allclose(res.residual_norms, loc.residual_norms, rtol=1e4 * 2.0**-53)

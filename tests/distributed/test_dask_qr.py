@@ -8,6 +8,7 @@ import pytest
 from _dask_cluster import client, da  # noqa: F401 - the fixture
 
 import linalg_pc as lpc
+from linalg_pc.distributed.qr import _in_memory
 
 pytestmark = pytest.mark.usefixtures("client")
 
@@ -111,3 +112,22 @@ def test_stack_is_mapped_over_batch_chunks_bit_for_bit():
     np.testing.assert_array_equal(Q.compute(), loc.Q)
     np.testing.assert_array_equal(R.compute(), loc.R)
     assert info.method == loc.info.method
+
+
+@pytest.mark.parametrize("kappa", [1e2, 1e6])
+def test_persisted_input_keeps_x_on_the_workers(client, kappa):  # noqa: F811 - the fixture
+    """A held by the workers: X = A·R₁⁻¹ is persisted from the second pass on (no recomputed
+    solves); Q, R, the passes and the fallbacks are those of the local run to O(u)."""
+    m, n = 6000, 12
+    A = _matrix(m, n, kappa, np.float32, seed=4)
+    dA = client.persist(da.from_array(A, chunks=(700, n)))
+    assert _in_memory(dA) and not _in_memory(da.from_array(A, chunks=(700, n)))
+    Q, R, info = lpc.qr(dA)
+    loc = lpc.qr(A)
+    assert info.method == loc.info.method and info.passes == loc.info.passes
+    assert [f.split(":")[0] for f in info.fallbacks] == [f.split(":")[0]
+                                                         for f in loc.info.fallbacks]
+    Qn = Q.compute()
+    assert Qn.dtype == np.float32 and Q.chunks == dA.chunks
+    assert _orth(Qn) <= 6 * (m * n + n * (n + 1)) * U32
+    assert np.linalg.norm(Qn.astype(np.float64) @ R - A) <= 5 * n * n * U32 * np.linalg.norm(A, 2)

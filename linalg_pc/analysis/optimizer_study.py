@@ -96,8 +96,8 @@ def optimizer_study(*, quick: bool = False, seed: int = 0, progress=None, config
     Parameters
     ----------
     quick : bool
-        :data:`QUICK` (tiny sizes) instead of :data:`FULL` (sized for about 40 minutes
-        on 2 quiet cores; docs/optimizers.md).
+        :data:`QUICK` (tiny sizes) instead of :data:`FULL` (about 15 minutes on one quiet
+        core; docs/optimizers.md).
     seed : int
         Seed of the sweep; the extra seeds are seed+1, seed+2, ...
     progress : Progress, optional

@@ -363,14 +363,25 @@ def kappa_est(xp, R) -> float:
         return 1.0
     if R.ndim > 2:
         Rn = B.to_numpy(R).reshape((-1,) + tuple(R.shape[-2:]))
-        xn = B.array_namespace(Rn)
-        return max((kappa_est(xn, Rn[i]) for i in range(Rn.shape[0])), default=1.0)
+        return max((_kappa_host(Rn[i, :k, :k]) for i in range(Rn.shape[0])), default=1.0)
     Rk = R[:k, :k]
     dmax = to_float(xp.max(xp.abs(diagonal(xp, Rk))))  # a first look at the scale, in O(k)
     if not (dmax > 0 and math.isfinite(dmax) and abs(math.frexp(dmax)[1]) <= POW2_SAFE):
         e = pow2_exponent(xp, Rk)  # the scale of the largest entry, which must not overflow
         if abs(e) > POW2_SAFE:
             Rk = scale_pow2(Rk, e)  # κ is scale invariant
+    return B.tri_cond_est(Rk)
+
+
+def _kappa_host(Rk: np.ndarray) -> float:
+    """:func:`kappa_est` of one square NumPy matrix of a stack, by NumPy calls (a stack's
+    members are estimated one by one on the host: no namespace dispatch per member)."""
+    d = np.abs(np.diagonal(Rk))
+    dmax = float(d.max())
+    if not (dmax > 0 and math.isfinite(dmax) and abs(math.frexp(dmax)[1]) <= POW2_SAFE):
+        amax = float(np.max(np.abs(Rk)))
+        if amax > 0 and math.isfinite(amax) and abs(math.frexp(amax)[1]) > POW2_SAFE:
+            Rk = scale_pow2(Rk, -math.frexp(amax)[1])
     return B.tri_cond_est(Rk)
 
 

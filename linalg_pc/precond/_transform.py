@@ -308,18 +308,12 @@ class KroneckerTransform:
             # the count is in host memory: the same operations on NumPy 0-d arrays of the
             # compute dtype (the same bits as NumPy's device path, no library ops on 0-d arrays)
             dt = np.dtype(np.float32 if hp.compute == "fp32" else np.float64)
-            c = np.full((), n, dtype=dt)
-            one = np.ones((), dtype=dt)
-            bc1 = one - np.power(np.full((), hp.beta1, dtype=dt), c)
-            bc2 = one - np.power(np.full((), hp.beta2, dtype=dt), c)
-            bc1 = np.where(bc1 > 0, bc1, one)
-            return np.asarray(hp.lr * np.sqrt(bc2) / bc1, dtype=dt)
-        c = xp.astype(state.count, ctx.dtype)
-        one = ctx.const(1.0)
-        bc1 = one - xp.pow(ctx.const(hp.beta1), c)
-        bc2 = one - xp.pow(ctx.const(hp.beta2), c)
-        bc1 = xp.where(bc1 > 0, bc1, one)  # a skipped first step: the update is zeroed anyway
-        return hp.lr * xp.sqrt(bc2) / bc1
+
+            def const(v):
+                return np.full((), v, dtype=dt)
+
+            return np.asarray(_bias_corrected_lr(np, const(n), const, hp), dtype=dt)
+        return _bias_corrected_lr(xp, xp.astype(state.count, ctx.dtype), ctx.const, hp)
 
     # ------------------------------------------------------------------ first step
     def _first_step(self, xp, grad, G, ok, ctx, state):
@@ -533,6 +527,16 @@ class KroneckerTransform:
         """The eigenbases in the compute format (None for an axis without a factor)."""
         return [None if Q is None else materialize_basis(Q, self.hp.compute)
                 for Q in state.bases]
+
+
+def _bias_corrected_lr(xp, c, const, hp: Hyper):
+    """η·√(1−β₂ᶜ)/(1−β₁ᶜ) on 0-d arrays of namespace ``xp`` (``const(v)``: a 0-d constant in
+    the compute dtype); 1−β₁ᶜ = 0 (a skipped first step, whose update is zeroed) reads as 1."""
+    one = const(1.0)
+    bc1 = one - xp.pow(const(hp.beta1), c)
+    bc2 = one - xp.pow(const(hp.beta2), c)
+    bc1 = xp.where(bc1 > 0, bc1, one)
+    return hp.lr * xp.sqrt(bc2) / bc1
 
 
 class _StepContext:

@@ -217,6 +217,20 @@ def test_countsketch(xp):
             np.testing.assert_allclose(_np(Y), ref, atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_column_sumsq(xp, dtype):
+    """Column sums of squares of a stack (..., d, k), delegate and generic code, against fp64:
+    each sum of d squares is within d·u of the exact one (recursive summation)."""
+    X = np.random.default_rng(10).standard_normal((2, 300, 5)).astype(dtype)
+    ref = np.sum(X.astype(np.float64) ** 2, axis=-2)
+    u = np.finfo(dtype).eps / 2
+    for run in (contextlib.nullcontext, lambda: generic(xp, "column_sumsq")):
+        with run():
+            s = B.column_sumsq(xp.asarray(X))
+            assert tuple(s.shape) == (2, 5) and s.dtype == getattr(xp, dtype)
+            np.testing.assert_allclose(_np(s), ref, rtol=2 * 300 * u)
+
+
 def test_eigh(xp):
     G = np.random.default_rng(8).standard_normal((2, 6, 6))
     A = G + np.swapaxes(G, -1, -2)

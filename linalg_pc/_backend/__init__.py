@@ -55,6 +55,7 @@ from ._core import (  # noqa: F401 - the backend's public functions
 )
 from .columns import (
     column_runs,
+    column_sumsq,
     is_linear_operator,
     is_sparse,
     matmul_into_columns,
@@ -117,6 +118,7 @@ __all__ = [
     "column_runs",
     "take_along_axis",
     "take_columns",
+    "column_sumsq",
     "put_columns",
     "matmul_into_columns",
 ]

@@ -112,6 +112,25 @@ def take_along_axis(x, idx, axis: int):
     return xp.take_along_axis(x, idx, axis=axis)
 
 
+def column_sumsq(x):
+    """Column sums of squares of ``x`` (..., d, k) -> (..., k), accumulated in x's dtype.
+
+    NumPy: one ``einsum`` (``vecdot`` along axis -2 runs a strided dot per column: 1.4 ms
+    against 0.09 ms for a 2048×256 fp32 block); other libraries: ``vecdot`` where the namespace
+    has it (no d×k temporary), else sum(x·x)."""
+    xp = array_namespace(x)
+    impl = delegate(xp, "column_sumsq")
+    if impl is not None:
+        return impl(x)
+    vd = getattr(xp, "vecdot", None)
+    if vd is not None:
+        try:
+            return vd(x, x, axis=-2)
+        except TypeError:  # a namespace whose vecdot has no axis keyword
+            pass
+    return xp.sum(x * x, axis=-2)
+
+
 def put_columns(Q, cols, new, *, inplace: bool = False):
     """Q with the columns ``cols`` (host int64, distinct) replaced by those of ``new``.
 

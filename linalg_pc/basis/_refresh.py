@@ -105,29 +105,17 @@ def make_info(method: str, comp: str, k: int, sort: bool, loss, R, xp, *, scale:
 def flush_tiny(xp, X, comp: str):
     """X (..., d, k) with entries below FLUSH_C·u·‖column‖₂/√d set to zero (cost O(dk)).
 
-    Three passes over X when nothing is flushed (the column norms by ``vecdot``, |X|, the
+    Three passes over X when nothing is flushed (the column norms, |X|, the
     comparison) and X itself is returned; the masked copy only when an entry is flushed (one
     host read of a flag decides)."""
     d = X.shape[-2]
     if d == 0 or X.shape[-1] == 0:
         return X
-    t = xp.sqrt(_sumsq(xp, X)) * (FLUSH_C * unit_roundoff(comp) / math.sqrt(d))
+    t = xp.sqrt(B.column_sumsq(X)) * (FLUSH_C * unit_roundoff(comp) / math.sqrt(d))
     small = xp.abs(X) < t[..., None, :]
     if not bool(xp.any(small)):
         return X
     return xp.where(small, xp.zeros_like(X), X)
-
-
-def _sumsq(xp, X):
-    """Column sums of squares of X (..., d, k): ``vecdot`` where the namespace has it (no d×k
-    temporary), else sum(X·X)."""
-    vd = getattr(xp, "vecdot", None)
-    if vd is not None:
-        try:
-            return vd(X, X, axis=-2)
-        except TypeError:  # a namespace whose vecdot has no axis keyword
-            pass
-    return xp.sum(X * X, axis=-2)
 
 
 def diag(xp, A):

@@ -5,13 +5,15 @@
   Shampoo meet on nearly low-rank factors), eigenpairs in descending order (the order the SOAP
   reference code uses). Cost ≈ 9d³ flops per factor (≈ 4× more for the fp64 retry).
 - :func:`orthogonal_iteration`: one step of orthogonal (subspace) iteration Q ← qr(K Q)
-  through :func:`linalg_pc.qr` (a bf16-stored basis needs no manual upcast), optionally after
+  through :func:`linalg_pc.qr_methods.orthonormal_basis` (the QR :func:`linalg_pc.qr` runs,
+  without its κ estimate and record; a bf16-stored basis needs no manual upcast), optionally after
   sorting the columns by their Rayleigh quotients diag(QᵀKQ) in descending order (SOAP: the
   second moments follow the permutation). Cost 2d³ (K Q) + ≈ 4/3·d³·2 (QR) flops per factor.
 
 Both work per member of a batch: a member whose factor or product is not finite, or whose
 decomposition fails, keeps its previous basis, and its failure is returned as a host flag
-(reading it is the one synchronization of a refresh, which waits for its QR anyway).
+(read once after the QR, which waits for it anyway; the refresh also reads whether every K Q is
+finite before its QR, to skip the replacement pass when all are).
 
 References
 ----------
@@ -24,16 +26,19 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend as B
-from ..precision import get_format
-from ..qr_methods import qr
+from ..qr_methods import orthonormal_basis
 from ._tensor import mT
 
 __all__ = ["eigh_descending", "orthogonal_iteration", "member_finite", "where_member"]
 
 
 def member_finite(xp, X):
-    """Device bool (*batch,): whether every entry of each member (last two axes) is finite."""
-    return xp.all(xp.isfinite(X), axis=(-2, -1))
+    """Device bool (*batch,): whether every entry of each member (last two axes) is finite.
+
+    One reduction over the flattened members (a reduction over two axes at once runs as two
+    reductions in some array-API wrappers: 3× slower on a CPU torch stack)."""
+    ok = xp.isfinite(X)
+    return xp.all(xp.reshape(ok, (*ok.shape[:-2], -1)), axis=-1)
 
 
 def where_member(xp, mask, a, b):
@@ -137,18 +142,23 @@ def orthogonal_iteration(xp, K, Q, comp: str, *, sort: bool):
         perm = argsort_desc(xp, est)
         idx = xp.broadcast_to(perm[..., None, :], KQ.shape)
         KQ = B.take_along_axis(KQ, idx, -1)
-    KQs = where_member(xp, ok_dev, KQ, Q)
+    # members with a non-finite K Q are factored as their old basis (finite) and then keep it;
+    # one host read of the flags skips that pass over the stack when every member is finite
+    KQs = KQ if bool(xp.all(ok_dev)) else where_member(xp, ok_dev, KQ, Q)
     try:
-        Qn = qr(KQs, compute=comp, storage=get_format(comp)).Q
+        Qn = orthonormal_basis(KQs, compute=comp)
         ok_dev = ok_dev & member_finite(xp, Qn)
-        Qn = where_member(xp, ok_dev, Qn, Q)
     except (ValueError, ArithmeticError, RuntimeError):
         Qn = Q
         ok_dev = xp.zeros_like(ok_dev)
-    if perm is not None:
-        ident = xp.broadcast_to(xp.arange(d, dtype=perm.dtype, device=B.device_of(Q)), perm.shape)
-        perm = xp.where(ok_dev[..., None], perm, ident)
-    return Qn, perm, _host(xp, ok_dev)
+    ok = _host(xp, ok_dev)
+    if not ok.all():
+        Qn = where_member(xp, ok_dev, Qn, Q)
+        if perm is not None:
+            ident = xp.broadcast_to(xp.arange(d, dtype=perm.dtype, device=B.device_of(Q)),
+                                    perm.shape)
+            perm = xp.where(ok_dev[..., None], perm, ident)
+    return Qn, perm, ok
 
 
 def rayleigh(xp, K, Q):

@@ -9,7 +9,7 @@ family (CholQR, CholQR2, shifted CholQR3), sketch-preconditioned CholeskyQR, Gra
 from ._common import METHODS, MODES, QRInfo, QRResult
 from .batched import batched_qr
 from .cholesky import cholqr, cholqr2, scholqr3
-from .dispatch import qr
+from .dispatch import orthonormal_basis, qr
 from .gram_schmidt import bcgs2, cgs2, mgs
 from .householder import HouseholderFactors, apply_q, apply_qt, householder_factor, householder_qr
 from .randomized import rand_cholqr
@@ -17,6 +17,7 @@ from .tall_skinny import tsqr
 
 __all__ = [
     "qr",
+    "orthonormal_basis",
     "QRResult",
     "QRInfo",
     "QR_METHODS",

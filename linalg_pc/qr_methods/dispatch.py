@@ -194,6 +194,25 @@ def qr(A, *, method: str = "auto", mode: str = "reduced", storage=None, compute=
     return QRResult(res.Q, res.R, _replace(info, requested=requested, notes=notes))
 
 
+def orthonormal_basis(A, *, compute):
+    """Q of the reduced QR of a finite stack A (..., m, n), in the compute format.
+
+    The factorization :func:`qr` runs on ``qr(A, compute=compute, storage=compute)`` (the same
+    method choice and kernels, so the same Q bit for bit), without what an iteration that needs
+    only Q does not use: the finiteness check of A (the caller guarantees it, e.g. by replacing
+    non-finite members), the κ estimate of R (a host loop of LAPACK ``xtrcon`` over the
+    members) and the result record. The preconditioners' basis refresh calls it once per factor
+    stack. A single matrix goes through :func:`qr` itself.
+    """
+    if getattr(A, "ndim", 0) <= 2:
+        return qr(A, compute=compute, storage=compute).Q
+    ctx, Ac = prepare(A, method="auto", mode="reduced", storage=compute, compute=compute,
+                      check=False)
+    core = batched_core if _choose(Ac) == "batched" else householder_core
+    Q, _ = core(ctx, Ac)
+    return Q
+
+
 def _replace(info: QRInfo, **kw) -> QRInfo:
     d = info.as_dict()
     d.update(kw)

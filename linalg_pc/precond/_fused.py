@@ -33,7 +33,7 @@ from .._kernels import cpu_precond as K
 from .._kernels import gpu_precond as GK
 from ._tensor import mT
 
-__all__ = ["FUSE", "host_step", "adam_direction", "assemble", "ema", "gram_ema",
+__all__ = ["FUSE", "host_step", "host_all_finite", "adam_direction", "assemble", "ema", "gram_ema",
            "device_adam", "device_assemble", "device_ema", "product"]
 
 #: Whether the fused host kernels run (False: every step takes the array expressions).
@@ -53,6 +53,19 @@ def host_step(G, comp: str) -> bool | None:
     if not _dtype_ok(g, comp):
         return None
     return K.all_finite(g)
+
+
+def host_all_finite(xp, X) -> bool | None:
+    """Whether every entry of the stack ``X`` (fp32/fp64 in host memory, C-contiguous or with
+    column-major members, as a QR returns them) is finite: one pass over its bits, no
+    temporary. None when no kernel reads it (the caller then tests it by array expressions)."""
+    if not FUSE:
+        return None
+    for view in (X, mT(xp, X)):
+        h = K.host_view(view)
+        if h is not None and h.dtype in (np.float32, np.float64):
+            return K.all_finite(h)
+    return None
 
 
 def host_count(x) -> int | None:

@@ -761,3 +761,32 @@ def test_shampoo_grafting_survives_tiny_eigenvalues(rng):
         for _ in range(3):
             u, state = tx.update(gaussian(rng, shape, 1e-20), state, p)
             assert np.all(np.isfinite(u))
+
+
+@pytest.mark.parametrize("d", [8, 48])
+def test_orthogonal_iteration_member_failure(xp, d):
+    """A member whose factor holds inf keeps its basis and reports the failure; the others get
+    Q ← qr(K Q) with columns sorted by Rayleigh quotient, against an fp64 reference."""
+    from linalg_pc.precond._eigen import member_finite, orthogonal_iteration
+
+    rng = np.random.default_rng(12)
+    G = rng.standard_normal((3, d, 2 * d))
+    K = (G @ np.swapaxes(G, -1, -2) / d).astype(np.float32)
+    Q = np.linalg.qr(rng.standard_normal((3, d, d)))[0].astype(np.float32)
+    K[1, 0, 0] = np.inf
+    Qn, perm, ok = orthogonal_iteration(xp, xp.asarray(K), xp.asarray(Q), "fp32", sort=True)
+    np.testing.assert_array_equal(ok, [True, False, True])
+    np.testing.assert_array_equal(B.to_numpy(member_finite(xp, xp.asarray(K))),
+                                  [True, False, True])
+    Qn, perm = B.to_numpy(Qn), B.to_numpy(perm)
+    np.testing.assert_array_equal(Qn[1], Q[1])
+    np.testing.assert_array_equal(perm[1], np.arange(d))
+    for i in (0, 2):
+        KQ = K[i].astype(np.float64) @ Q[i]
+        order = np.argsort(-np.sum(Q[i] * KQ, axis=0), kind="stable")
+        np.testing.assert_array_equal(perm[i], order)
+        Qr, Rr = np.linalg.qr(KQ[:, order])
+        Qr *= np.sign(np.diagonal(Rr))
+        Qi = Qn[i] * np.sign(np.sum(Qn[i] * Qr, axis=0))  # QR is unique up to column signs
+        kap = np.linalg.cond(KQ)
+        np.testing.assert_allclose(Qi, Qr, atol=50 * d * U32 * kap)

@@ -663,3 +663,23 @@ def test_property_any_exponent_range_other_libraries(lib, A, method):
     if lib == "torch":
         pytest.importorskip("torch")
     _check_any_exponent(A, method, lib)
+
+
+# ----------------------------------------------------------------------------- Q only
+@pytest.mark.parametrize("shape", [(3, 12, 12), (2, 40, 40), (50, 6)])
+@pytest.mark.parametrize("comp", ["fp32", "fp64"])
+def test_orthonormal_basis_is_the_q_of_qr(xp, shape, comp):
+    """orthonormal_basis returns the Q that lpc.qr computes, bit for bit (batched kernel for
+    small stacks, Householder beyond, a single matrix through qr), and it is orthonormal."""
+    from linalg_pc.qr_methods import orthonormal_basis
+
+    A = xp.asarray(np.random.default_rng(11).standard_normal(shape).astype(
+        np.float32 if comp == "fp32" else np.float64))
+    Q = orthonormal_basis(A, compute=comp)
+    ref = lpc.qr(A, compute=comp, storage=comp).Q
+    np.testing.assert_array_equal(to_numpy(Q), to_numpy(ref))
+    Qh = to_numpy(Q).astype(np.float64)
+    n = shape[-1]
+    u = np.finfo(np.float32 if comp == "fp32" else np.float64).eps / 2
+    err = np.abs(np.swapaxes(Qh, -1, -2) @ Qh - np.eye(n)).max()
+    assert err <= 10 * shape[-2] * u

@@ -342,11 +342,15 @@ class RowPasses:
                     return
                 segment(s, scratch, s_addr)
 
-        if threads == 1:
-            work()
-            return
+        # The BLAS calls are single-threaded even when one thread runs every segment (one
+        # segment, or a BLAS limited to one thread): a block's SYRK/TRSM is too small for
+        # OpenBLAS's own threads, which spin-wait for a core and, when another process holds
+        # it, made a one-block pass (2000×64) take 40 ms instead of 0.2 ms.
         _blas_single(blas)
         try:
+            if threads == 1:
+                work()
+                return
             futs = [_pool(threads - 1).submit(work) for _ in range(threads - 1)]
             try:
                 work()

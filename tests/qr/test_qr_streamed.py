@@ -196,6 +196,21 @@ def test_concurrent_calls_restore_the_blas_threads():
         np.testing.assert_array_equal(R, alone[i % 4])
 
 
+def test_block_blas_calls_are_single_threaded_in_every_pass():
+    """Every segment of a pass runs its BLAS calls on one BLAS thread, a one-block pass (one
+    segment, run by the calling thread alone) included, and the count is restored after."""
+    blas = cpu_rowpass._blas()
+    if blas is None:
+        pytest.skip("the row-block passes are not available with this BLAS")
+    before = int(blas.get_threads())
+    for m in (1000, 200000):  # one block, and several segments
+        rp = cpu_rowpass.RowPasses(np.ones((m, 8), dtype=np.float32), np.float32)
+        seen = []
+        rp._run(lambda s, scratch, addr, seen=seen: seen.append(int(blas.get_threads())))
+        assert len(seen) == rp.nseg and set(seen) == {1}
+        assert int(blas.get_threads()) == before
+
+
 # --------------------------------------------------------------------------- the pass object
 def test_row_passes_gram_and_fill_against_fp64():
     """Uneven blocks and segments: the Gram matrix of the chain's X and X itself, encoded."""

@@ -203,6 +203,19 @@ def orthonormal_basis(A, *, compute):
     non-finite members), the κ estimate of R (a host loop of LAPACK ``xtrcon`` over the
     members) and the result record. The preconditioners' basis refresh calls it once per factor
     stack. A single matrix goes through :func:`qr` itself.
+
+    Parameters
+    ----------
+    A : array (..., m, n)
+        Finite entries, any supported library; m >= n for the reduced Q to have n columns.
+    compute : {"fp32", "fp64"} or a format
+        The arithmetic and the format of the returned Q.
+
+    Returns
+    -------
+    array (..., m, min(m, n))
+        Q, with orthonormal columns to ‖I − QᵀQ‖ ≤ γ̃_{mn} (Householder; Higham, ASNA,
+        Thm 19.4). Cost: that of the QR, 4mn² − 4n³/3 flops per matrix.
     """
     if getattr(A, "ndim", 0) <= 2:
         return qr(A, compute=compute, storage=compute).Q

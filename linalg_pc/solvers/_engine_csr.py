@@ -23,7 +23,6 @@ import numpy as np
 from .. import _buffers
 from .._backend import array_namespace
 from .._kernels import cpu_csr as C
-from .._kernels import cpu_csr16 as C16
 from .._kernels._twins import twins_of, use_parallel
 from .._operators import Operator
 
@@ -88,24 +87,16 @@ KERNELS = ("update_xp", "csr_matvec_dot", "update_r", "update_r_jacobi", "axpy",
            "csr_residual_gap", "dot_chunked", "update_xp_multi", "axpy_multi", "csr_matmat_dot",
            "csr_matmat8_dot", "update_r_multi", "update_r_jacobi_multi", "csr_residual_multi",
            "csr_residual_gap_multi", "dot_multi")
-#: The kernels on the compact structure (:mod:`linalg_pc._kernels.cpu_csr16`), named as the
-#: int32 kernels they replace.
-KERNELS16 = {"csr_matvec_dot": "csr_matvec_dot16", "csr_residual": "csr_residual16",
-             "csr_residual_gap": "csr_residual_gap16"}
-_TWIN_SETS: dict[tuple, dict] = {}
+_TWIN_SETS: dict[bool, dict] = {}
 
 
-def _kernels(parallel: bool, compact: bool = False) -> dict:
-    """The parallel or the serial twins of :data:`KERNELS`, by name (looked up once); with
-    ``compact``, the SpMV kernels are those of :data:`KERNELS16`."""
-    ks = _TWIN_SETS.get((parallel, compact))
+def _kernels(parallel: bool) -> dict:
+    """The parallel or the serial twins of :data:`KERNELS`, by name (looked up once)."""
+    ks = _TWIN_SETS.get(parallel)
     if ks is None:
-        which = "parallel" if parallel else "serial"
-        ks = {nm: getattr(twins_of(getattr(C, nm)), which) for nm in KERNELS}
-        if compact:
-            ks.update({nm: getattr(twins_of(getattr(C16, nm16)), which)
-                       for nm, nm16 in KERNELS16.items()})
-        _TWIN_SETS[(parallel, compact)] = ks
+        ks = {nm: getattr(twins_of(getattr(C, nm)), "parallel" if parallel else "serial")
+              for nm in KERNELS}
+        _TWIN_SETS[parallel] = ks
     return ks
 
 
@@ -149,22 +140,13 @@ class CsrEngine:
         # several: x[:, t] += pend[t] · p[:, t] deferred where pmask[t]
         self.pend = np.zeros(self.s)
         self.pmask = np.zeros(self.s, dtype=np.uint8)
-        par = use_parallel(Acsr.nnz * self.s, "stream")
-        #: the matrix arguments of the one-column SpMV kernels: (indptr, indices, data), or
-        #: (indptr, rowlen, off, data) on the compact structure where it applies
-        self.mat = (self.indptr, self.indices, self.data)
-        cmp = None
-        if self.vec:
-            cmp = C16.compact(self.indptr, self.indices, par,
-                              lambda shape, dt: _buffers.empty(shape, dt, WORK_MIN_BYTES))
-            if cmp is not None:
-                self.mat = (*cmp, self.data)
-        self.k = _kernels(par, cmp is not None)
+        self.k = _kernels(use_parallel(Acsr.nnz * self.s, "stream"))
 
     def _residual(self, out):
         k = self.k
         if self.vec:
-            return np.array([k["csr_residual"](*self.mat, self.B, self.x, out, self.part)])
+            return np.array([k["csr_residual"](self.indptr, self.indices, self.data, self.B,
+                                               self.x, out, self.part)])
         return k["csr_residual_multi"](self.indptr, self.indices, self.data, self.B, self.x,
                                        out, self.part)
 
@@ -210,8 +192,8 @@ class CsrEngine:
     def true_residual(self):
         self._sync()
         if self.vec:
-            rr, gg = self.k["csr_residual_gap"](*self.mat, self.B, self.x, self.r, self.rt,
-                                                self.part, self.part2)
+            rr, gg = self.k["csr_residual_gap"](self.indptr, self.indices, self.data, self.B,
+                                                self.x, self.r, self.rt, self.part, self.part2)
             self._rr = np.array([rr])
             return np.sqrt(self._rr), np.sqrt(np.array([gg]))
         rr, gg = self.k["csr_residual_gap_multi"](self.indptr, self.indices, self.data, self.B,
@@ -314,8 +296,8 @@ class CsrEngine:
 
     def true_residual1(self):
         self._sync()
-        rr, gg = self.k["csr_residual_gap"](*self.mat, self.B, self.x, self.r, self.rt,
-                                            self.part, self.part2)
+        rr, gg = self.k["csr_residual_gap"](self.indptr, self.indices, self.data, self.B,
+                                            self.x, self.r, self.rt, self.part, self.part2)
         self._rr1 = rr
         return math.sqrt(rr), math.sqrt(gg)
 
@@ -346,7 +328,8 @@ class CsrEngine:
         # pass 2: q = A p and pᵀq
         k["update_xp"](self.x, self.p, self.z, self.pending, beta)
         self.pending = 0.0
-        return k["csr_matvec_dot"](*self.mat, self.p, self.q, self.part)
+        return k["csr_matvec_dot"](self.indptr, self.indices, self.data, self.p, self.q,
+                                   self.part)
 
     def update1(self, alpha: float) -> float:
         k = self.k

@@ -6,10 +6,8 @@ Cases (full sizes; ``--quick`` shrinks them to finish in well under a minute):
   in the quick one) (64 000 to 10⁶ unknowns, CSR fp64), a fixed
   number of CG iterations (rtol tiny so neither solver stops early) against
   ``scipy.sparse.linalg.cg``. Reports time per iteration and the achieved memory bandwidth
-  (bytes moved per iteration by each implementation's passes over the data: ours reads the
-  matrix structure as 16-bit column offsets and 8-bit row lengths, 10·nnz + n bytes with the
-  values, and moves 80·n bytes of vectors in its three passes; SciPy 12·nnz + 4n and 168·n;
-  divided by the
+  (bytes moved per iteration by each implementation's passes over the data: the matrix,
+  12·nnz + 4n, plus 80·n of vectors in our three passes and 168·n in SciPy's; divided by the
   time per iteration) as a fraction of a copy bandwidth measured in the same run (the better
   of a serial and a 2-thread Numba copy of 2·128 MB, read + write counted) and of a read
   bandwidth (a 2-thread Numba sum over 256 MB; the passes mostly read, and a copy also reads
@@ -43,7 +41,6 @@ from harness import Case
 import linalg_pc as lpc
 from linalg_pc._kernels import _twins
 from linalg_pc._kernels import cpu_csr as K
-from linalg_pc._kernels import cpu_csr16 as C16
 
 
 def poisson3d(n: int) -> sp.csr_matrix:
@@ -116,15 +113,10 @@ def _per_iteration(iters: int, bw: float, ours_bytes: int, scipy_bytes: int | No
 
 def ours_bytes(A) -> int:
     """Bytes per one-right-hand-side iteration of our CSR passes (fp64): the matrix stream
-    (values plus the compact structure of linalg_pc._kernels.cpu_csr16 where it applies, else
-    int32 indices and row pointers) and 80 n of vectors: the p update reads x, p, z and writes
-    x, p (40 n), the SpMV reads p and writes q (16 n), the r update reads r, q and writes r
-    (24 n)."""
+    (values, column indices, row pointers) and 80 n of vectors: the p update reads x, p, z and
+    writes x, p (40 n), the SpMV reads p and writes q (16 n), the r update reads r, q and
+    writes r (24 n)."""
     N = A.shape[0]
-    ip = A.indptr.view(np.uint32 if A.indptr.itemsize == 4 else np.uint64)
-    ix = A.indices.view(np.uint32 if A.indices.itemsize == 4 else np.uint64)
-    if C16.compact(ip, ix, parallel=False) is not None:
-        return A.nnz * 10 + N + 80 * N
     return A.nnz * (8 + A.indices.itemsize) + (N + 1) * A.indptr.itemsize + 80 * N
 
 

@@ -34,11 +34,9 @@ Cost per iteration: one application of A and of M, 2 dot products and 3 vector u
 flops + the matvec); memory 5 vectors per right-hand side. For scipy.sparse input on the CPU the
 iteration runs in three fused Numba passes over the data (linalg_pc._kernels.cpu_csr), on all
 Numba threads from 2 of them (the "stream" policy of linalg_pc._kernels._twins): about
-12·nnz + 84·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy,
-and 10·nnz + 81·n for one right-hand side where the structure fits 16-bit column offsets and
-8-bit row lengths (linalg_pc._kernels.cpu_csr16, rebuilt each solve, bit for bit the same
-results); the loop's rules run on Python floats for one right-hand side, and SciPy sparse A is
-checked for finite entries by one vectorized sum. The work vectors come from recycled memory
+12·nnz + 84·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy;
+the loop's rules run on Python floats for one right-hand side, and SciPy sparse A is checked
+for finite entries by one vectorized sum. The work vectors come from recycled memory
 (linalg_pc._buffers), so repeated solves of one size do not fault fresh pages in.
 ``s`` right-hand sides take the same three passes on row-major (n, s) blocks, reading A once
 per iteration for all columns (12·nnz + 4n + 80·n·s bytes).

@@ -9,8 +9,10 @@ of last step's result are exactly what this step needs.
 
 This module keeps the memory of freed outputs and hands it out again, like a GPU caching
 allocator. Its users: the NumPy conversion kernels (``_kernels/cpu.py``: ``to_storage``,
-``from_storage``, ``round_to``) and the CholeskyQR family's Q (whose decoded bf16 work array is
-a ``from_storage`` result too).
+``from_storage``, ``round_to``), the CholeskyQR family's Q (whose decoded bf16 work array is
+a ``from_storage`` result too) and the CSR PCG engine's x and work vectors
+(``solvers/_engine_csr.py``, from 64 KiB: freed together after each solve, glibc would return
+them to the system and the next solve would fault them in again).
 
 - :func:`empty` returns an ordinary, writeable, C-contiguous ``numpy.ndarray``. Below
   ``MIN_BYTES``, or with the cache off, it is ``numpy.empty``. Otherwise its memory is a block

@@ -6,7 +6,8 @@ Cases (full sizes; ``--quick`` shrinks them to finish in well under a minute):
   in the quick one) (64 000 to 10⁶ unknowns, CSR fp64), a fixed
   number of CG iterations (rtol tiny so neither solver stops early) against
   ``scipy.sparse.linalg.cg``. Reports time per iteration and the achieved memory bandwidth
-  (bytes moved per iteration by each implementation's passes over the data, divided by the
+  (bytes moved per iteration by each implementation's passes over the data: the matrix,
+  12·nnz + 4n, plus 80·n of vectors in our three passes and 168·n in SciPy's; divided by the
   time per iteration) as a fraction of a copy bandwidth measured in the same run (the better
   of a serial and a 2-thread Numba copy of 2·128 MB, read + write counted) and of a read
   bandwidth (a 2-thread Numba sum over 256 MB; the passes mostly read, and a copy also reads
@@ -110,6 +111,15 @@ def _per_iteration(iters: int, bw: float, ours_bytes: int, scipy_bytes: int | No
     return derive
 
 
+def ours_bytes(A) -> int:
+    """Bytes per one-right-hand-side iteration of our CSR passes (fp64): the matrix stream
+    (values, column indices, row pointers) and 80 n of vectors: the p update reads x, p, z and
+    writes x, p (40 n), the SpMV reads p and writes q (16 n), the r update reads r, q and
+    writes r (24 n)."""
+    N = A.shape[0]
+    return A.nnz * (8 + A.indices.itemsize) + (N + 1) * A.indptr.itemsize + 80 * N
+
+
 def _rel_diff_x(o, s) -> dict:
     """‖x_ours − x_scipy‖/‖x_scipy‖ (one solve, or a list of per-column SciPy solutions)."""
     X = np.stack(s, axis=1) if isinstance(s, list) else s[0]
@@ -132,7 +142,7 @@ def _moderate_cases(bw: float, rbw: float) -> list[Case]:
                         lambda A=A, b=b: spl.cg(A, b, rtol=1e-30, maxiter=60),
                         "scipy.sparse.linalg.cg", accuracy=_rel_diff_x, repeats=7,
                         extra={"unknowns": N},
-                        derived=_per_iteration(60, bw, mat + 72 * N, mat + 168 * N, rbw)))
+                        derived=_per_iteration(60, bw, ours_bytes(A), mat + 168 * N, rbw)))
     return out
 
 
@@ -149,11 +159,9 @@ def poisson_cases(quick: bool) -> list[Case]:
     nnz = A.nnz
     idx = A.indices.dtype.itemsize
     # bytes per iteration: matrix stream (values + column indices + row pointers) plus the
-    # vector passes of each implementation (see linalg_pc.solvers.pcg module docstring): ours
-    # (float64, one right-hand side) x, p, z read and x, p, q written in the fused p-update and
-    # SpMV pass (48 n), r, q read and r written (24 n)
+    # vector passes of each implementation (ours: see ours_bytes)
     mat = nnz * (8 + idx) + (N + 1) * A.indptr.dtype.itemsize
-    ours_bytes = mat + 72 * N
+    ours1 = ours_bytes(A)
     scipy_bytes = mat + 168 * N
 
     def ours():
@@ -169,7 +177,7 @@ def poisson_cases(quick: bool) -> list[Case]:
                   accuracy=_rel_diff_x, repeats=5, extra={"unknowns": N, "threads": threads,
                                                           "copy_GBps": bw / 1e9,
                                                           "read_GBps": rbw / 1e9},
-                  derived=_per_iteration(iters, bw, ours_bytes, scipy_bytes, rbw))]
+                  derived=_per_iteration(iters, bw, ours1, scipy_bytes, rbw))]
 
     # the same with the serial kernels forced (the "stream" policy of _kernels._twins)
     def ours_serial():
@@ -184,7 +192,7 @@ def poisson_cases(quick: bool) -> list[Case]:
         cases.append(Case(f"poisson3d_cg n={n}^3 1thr", ours_serial, base,
                           "scipy.sparse.linalg.cg", accuracy=_rel_diff_x, repeats=3,
                           extra={"unknowns": N, "threads": 1},
-                          derived=_per_iteration(iters, bw, ours_bytes, scipy_bytes, rbw)))
+                          derived=_per_iteration(iters, bw, ours1, scipy_bytes, rbw)))
 
     def ours_multi():
         return lpc.pcg(A, B, rtol=1e-30, maxiter=iters)

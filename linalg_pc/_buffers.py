@@ -9,8 +9,10 @@ of last step's result are exactly what this step needs.
 
 This module keeps the memory of freed outputs and hands it out again, like a GPU caching
 allocator. Its users: the NumPy conversion kernels (``_kernels/cpu.py``: ``to_storage``,
-``from_storage``, ``round_to``) and the CholeskyQR family's Q (whose decoded bf16 work array is
-a ``from_storage`` result too).
+``from_storage``, ``round_to``), the CholeskyQR family's Q (whose decoded bf16 work array is
+a ``from_storage`` result too) and the CSR PCG engine's x and work vectors
+(``solvers/_engine_csr.py``, from 64 KiB: freed together after each solve, glibc would return
+them to the system and the next solve would fault them in again).
 
 - :func:`empty` returns an ordinary, writeable, C-contiguous ``numpy.ndarray``. Below
   ``MIN_BYTES``, or with the cache off, it is ``numpy.empty``. Otherwise its memory is a block
@@ -92,13 +94,18 @@ class _Owner:
             pass
 
 
-def empty(shape, dtype) -> np.ndarray:
+def empty(shape, dtype, min_bytes: int = MIN_BYTES) -> np.ndarray:
     """An uninitialized C-contiguous array, its memory recycled from freed outputs when possible.
 
     Parameters
     ----------
     shape : int or tuple of int
     dtype : NumPy dtype (ml_dtypes' bfloat16 included)
+    min_bytes : int
+        Smaller arrays come from ``numpy.empty``. A caller whose arrays are freed together
+        lowers it: glibc returns a freed run of blocks at the top of its heap to the system,
+        so the next call faults those pages in again (the PCG work vectors: 6 × 512 KiB at
+        64 000 unknowns cost 1.7 ms per call fresh).
 
     Returns
     -------
@@ -111,7 +118,7 @@ def empty(shape, dtype) -> np.ndarray:
     else:
         shape = tuple(int(s) for s in shape)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < MIN_BYTES or _State.max_bytes <= 0:
+    if nbytes < min_bytes or _State.max_bytes <= 0:
         return np.empty(shape, dtype=dtype)
     block = None
     q = _State.free.get(nbytes)

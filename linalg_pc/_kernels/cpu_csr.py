@@ -10,9 +10,11 @@ its vectors once:
 3. :func:`update_r` / :func:`update_r_jacobi`: ``r -= alpha q`` and ``rᵀr`` (and for a diagonal
    preconditioner ``z = d * r`` and ``rᵀz``).
 
-Float64 vectors take passes 1 and 2 as one, :func:`update_p_matvec_dot` (the SpMV forms the new
-p from the old p and z as it gathers them, into a second buffer), bit for bit the same results
-with one pass and one parallel region per iteration fewer.
+Passes 1 and 2 are not fused: forming p = z + beta·p inside the SpMV's gather (into a second
+buffer, so that no thread reads a p another one rewrites) recomputes it for every nonzero (7×
+the indirect loads and flops for a 7-point stencil) and writes a second p where pass 1 rewrites
+the first in place, so it moves as many bytes; measured against these three passes it was
+slower at 40³, 80³ and 100³ (docs/solvers.md).
 
 ``s`` right-hand sides (``(n, s)`` row-major blocks, the ``s`` entries of a row adjacent) take the
 same three passes with per-column coefficients and masks (finished columns stop updating):
@@ -110,38 +112,6 @@ def update_xp(x, p, z, alpha_prev, beta):
             pi = p[i]
             x[i] += alpha_prev * pi
             p[i] = z[i] + beta * pi
-
-
-@_stream
-def update_p_matvec_dot(indptr, indices, data, x, p, z, pn, q, alpha_prev, beta, partial):
-    """Passes 1 and 2 in one (float64 vectors): x += alpha_prev · p, pn = z + beta · p and
-    q = A pn; returns pnᵀq. p is only read (``pn`` is a second buffer: the caller swaps the
-    two), so the SpMV forms each pn_j = z_j + beta · p_j it needs from p and z: the same
-    expression, hence the same bits, as the pn_j written by row j. Results are bit for bit
-    those of :func:`update_xp` then :func:`csr_matvec_dot`, with one pass over x, p, z
-    instead of two and one parallel region per iteration fewer. (In float32 the rounding of
-    pn_j to the vectors' format would have to be repeated in the gather: those vectors take
-    the two passes.)"""
-    n = p.shape[0]
-    nch = partial.shape[0]
-    chunk = (n + nch - 1) // nch
-    for c in prange(nch):
-        lo = c * chunk
-        hi = min(n, lo + chunk)
-        s = 0.0
-        for i in range(lo, hi):
-            acc = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                acc += data[k] * (z[j] + beta * p[j])
-            pi = p[i]
-            x[i] += alpha_prev * pi
-            pni = z[i] + beta * pi
-            pn[i] = pni
-            q[i] = acc
-            s += pni * acc
-        partial[c] = s
-    return _total(partial)
 
 
 @_stream

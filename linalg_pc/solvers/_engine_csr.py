@@ -1,15 +1,16 @@
 """The CSR PCG engine: SciPy sparse A and NumPy vectors through the fused Numba passes of
 :mod:`linalg_pc._kernels.cpu_csr`.
 
-One right-hand side takes two passes over the data per iteration in float64 (the x/p update
-fused into the SpMV with pᵀq; the r update with rᵀr, and for a diagonal M the Jacobi scaling
-fused into it), three in float32 (the x/p update on its own): about 12·nnz + 76·n bytes per
-iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy. It is driven by the loop's
-float steps (``init1`` ... ``update1``: :func:`linalg_pc.solvers._loop.run_one`), with no
-(1,)-array per coefficient.
+One right-hand side takes three passes over the data per iteration (the x/p update; the SpMV
+with pᵀq; the r update with rᵀr, and for a diagonal M the Jacobi scaling fused into it): about
+12·nnz + 84·n bytes per iteration (fp64, int32 indices; 4n of them the row pointers) against
+≈ 12·nnz + 172·n for SciPy. It is driven by the loop's float steps (``init1`` ... ``update1``:
+:func:`linalg_pc.solvers._loop.run_one`), with no (1,)-array per coefficient.
 ``s`` right-hand sides take the same three passes on row-major (n, s) blocks, reading A once per
 iteration for all columns (12·nnz + 4n + 80·n·s bytes). The x update of a step is deferred to
-the next pass over p. Kernels are picked with the "stream" policy of
+the next pass over p. x and the work vectors come from the recycled memory of
+:mod:`linalg_pc._buffers` (fresh pages cost 0.3 ms per 512 KiB vector to fault in, 1.7 ms per
+call at 40³). Kernels are picked with the "stream" policy of
 :data:`linalg_pc._kernels._twins.POLICIES`. Implements :class:`linalg_pc.solvers._loop.Engine`.
 """
 
@@ -19,12 +20,13 @@ import math
 
 import numpy as np
 
+from .. import _buffers
 from .._backend import array_namespace
 from .._kernels import cpu_csr as C
-from .._kernels._twins import pick
+from .._kernels._twins import twins_of, use_parallel
 from .._operators import Operator
 
-__all__ = ["CsrEngine", "is_host_sparse", "sparse_entries_finite"]
+__all__ = ["CsrEngine", "is_host_sparse", "sparse_entries_finite", "sum_squares"]
 
 
 def is_host_sparse(A) -> bool:
@@ -49,6 +51,26 @@ def sparse_entries_finite(A) -> bool:
     return bool(np.all(np.isfinite(data)))
 
 
+def sum_squares(b) -> float | None:
+    """bᵀb of a C-contiguous float64 NumPy vector by the chunked order of the engine's
+    ``dot_chunked`` (so that it is bit for bit the engine's ‖r₀‖² when r₀ = b), or None when
+    b is not such a vector or the sum is not finite or below ``2·n·tiny``.
+
+    A finite sum means every entry is finite (a NaN or inf makes it NaN or inf), and a sum
+    above ``2·n·tiny`` means some entry exceeds √tiny, so that no right-hand-side scaling is
+    needed (:func:`linalg_pc.solvers._pcg_input.underflow_exponents`). One read of b replaces
+    the finiteness test, the maximum of |b| and the sum of squares (each a pass with a
+    temporary: 3 ms per call at 512 000 unknowns).
+    """
+    if not (isinstance(b, np.ndarray) and b.ndim == 1 and b.dtype == np.float64
+            and b.flags.c_contiguous and b.shape[0] > 0):
+        return None
+    ss = _kernels(use_parallel(b.shape[0], "stream"))["dot_chunked"](b, b, np.empty(C.NCHUNKS))
+    if not (math.isfinite(ss) and ss > 2.0 * b.shape[0] * np.finfo(np.float64).tiny):
+        return None
+    return ss
+
+
 def _diagonal_of(M) -> np.ndarray | None:
     """The diagonal of a scipy.sparse M when M is diagonal, else None."""
     Mc = M.tocoo()
@@ -57,11 +79,32 @@ def _diagonal_of(M) -> np.ndarray | None:
     return np.asarray(M.diagonal())
 
 
+#: Work vectors of at least this many bytes together come from the recycled memory of
+#: :mod:`linalg_pc._buffers` (below it, glibc's heap reuses the pages already).
+WORK_MIN_BYTES = 1 << 16
+#: Names of the kernels of :mod:`linalg_pc._kernels.cpu_csr` the engine calls.
+KERNELS = ("update_xp", "csr_matvec_dot", "update_r", "update_r_jacobi", "axpy", "csr_residual",
+           "csr_residual_gap", "dot_chunked", "update_xp_multi", "axpy_multi", "csr_matmat_dot",
+           "csr_matmat8_dot", "update_r_multi", "update_r_jacobi_multi", "csr_residual_multi",
+           "csr_residual_gap_multi", "dot_multi")
+_TWIN_SETS: dict[bool, dict] = {}
+
+
+def _kernels(parallel: bool) -> dict:
+    """The parallel or the serial twins of :data:`KERNELS`, by name (looked up once)."""
+    ks = _TWIN_SETS.get(parallel)
+    if ks is None:
+        ks = {nm: getattr(twins_of(getattr(C, nm)), "parallel" if parallel else "serial")
+              for nm in KERNELS}
+        _TWIN_SETS[parallel] = ks
+    return ks
+
+
 class CsrEngine:
     """Fused Numba kernels for scipy.sparse A on NumPy vectors (layout "cols"); implements
     :class:`linalg_pc.solvers._loop.Engine`."""
 
-    def __init__(self, opA: Operator, opM: Operator | None, B, X0, zero, dtype):
+    def __init__(self, opA: Operator, opM: Operator | None, B, X0, zero, dtype, bsq=None):
         Acsr = opA.obj if opA.obj.format == "csr" else opA.obj.tocsr()
         if not Acsr.has_sorted_indices:
             Acsr = Acsr.sorted_indices()
@@ -77,6 +120,9 @@ class CsrEngine:
         self.X0 = None if X0 is None else np.ascontiguousarray(X0[:, 0] if self.vec else X0,
                                                                dtype=dtype)
         self.zero = zero
+        #: bᵀb by the chunked order of ``dot_chunked`` (one right-hand side), when the caller
+        #: computed it already: r₀ = b needs no pass of its own then
+        self.bsq = bsq
         self.M = opM
         self.dinv = None
         if opM is not None and opM.kind == "scipy_sparse":
@@ -90,21 +136,11 @@ class CsrEngine:
         self.single = True
         #: one right-hand side: the loop drives the float steps (init1, ..., update1)
         self.scalar_steps = self.vec
-        #: float64, one right-hand side: p update and SpMV in one pass (cpu_csr.py), p and pn
-        #: swapped after it
-        self.fused = self.vec and np.dtype(dtype) == np.float64
-        size = Acsr.nnz * self.s
         self.pending = 0.0  # deferred x += pending · p (one right-hand side)
         # several: x[:, t] += pend[t] · p[:, t] deferred where pmask[t]
         self.pend = np.zeros(self.s)
         self.pmask = np.zeros(self.s, dtype=np.uint8)
-        names = ("update_xp", "csr_matvec_dot", "update_p_matvec_dot", "update_r",
-                 "update_r_jacobi", "axpy",
-                 "csr_residual", "csr_residual_gap", "dot_chunked", "update_xp_multi",
-                 "axpy_multi", "csr_matmat_dot", "csr_matmat8_dot", "update_r_multi",
-                 "update_r_jacobi_multi", "csr_residual_multi", "csr_residual_gap_multi",
-                 "dot_multi")
-        self.k = {nm: pick(getattr(C, nm), size, "stream") for nm in names}
+        self.k = _kernels(use_parallel(Acsr.nnz * self.s, "stream"))
 
     def _residual(self, out):
         k = self.k
@@ -116,23 +152,31 @@ class CsrEngine:
 
     def init(self):
         B = self.B
-        self.x = np.zeros_like(B) if self.X0 is None else self.X0.copy()
+        # x and the work vectors r, rt, p, q (and z with M) in recycled memory: fresh pages
+        # cost more than a whole iteration at 40³ (each one faulted in on first touch)
+        self.x = _buffers.empty(B.shape, self.dtype, WORK_MIN_BYTES)
+        nwork = 4 if self.M is None else 5
+        work = _buffers.empty((nwork, *B.shape), self.dtype, WORK_MIN_BYTES)
+        if self.X0 is None:
+            self.x[...] = 0
+        else:
+            np.copyto(self.x, self.X0)
         if self.vec:
             if self.zero[0]:
                 self.x[:] = 0
         else:
             self.x[:, self.zero] = 0
+        self.r, self.rt, self.p, self.q = work[0], work[1], work[2], work[3]
         if self.X0 is None:  # r = b − A·0 = b exactly: no matvec
-            self.r = B.copy()
-            rn = self._dot(self.r, self.r)
+            np.copyto(self.r, B)
+            if self.vec and self.bsq is not None:
+                rn = np.array([self.bsq])
+            else:
+                rn = self._dot(self.r, self.r)
         else:
-            self.r = np.empty_like(B)
             rn = self._residual(self.r)
-        self.rt = np.empty_like(B)
-        self.p = np.zeros_like(B)  # updated in place (fused: swapped with pn)
-        self.pn = np.empty_like(B) if self.fused else None
-        self.q = np.empty_like(B)
-        self.z = self.r if (self.M is None) else np.empty_like(B)
+        self.p[...] = 0  # updated in place
+        self.z = self.r if (self.M is None) else work[4]
         self._rho_cached = None
         self._rho1 = None
         return np.sqrt(rn)
@@ -280,13 +324,6 @@ class CsrEngine:
 
     def direction1(self, beta: float) -> float:
         k = self.k
-        if self.fused:  # passes 1 and 2 in one: pn = z + beta p, q = A pn, p <-> pn
-            pq = k["update_p_matvec_dot"](self.indptr, self.indices, self.data, self.x, self.p,
-                                          self.z, self.pn, self.q, self.pending, beta,
-                                          self.part)
-            self.p, self.pn = self.pn, self.p
-            self.pending = 0.0
-            return pq
         # pass 1: x += alpha_prev p (deferred from the previous step), p = z + beta p;
         # pass 2: q = A p and pᵀq
         k["update_xp"](self.x, self.p, self.z, self.pending, beta)

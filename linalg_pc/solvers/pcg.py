@@ -32,11 +32,12 @@ those of ``linalg_pc.solvers._status``.
 
 Cost per iteration: one application of A and of M, 2 dot products and 3 vector updates (5n
 flops + the matvec); memory 5 vectors per right-hand side. For scipy.sparse input on the CPU the
-iteration runs in two fused Numba passes over the data in float64 (three in float32;
-linalg_pc._kernels.cpu_csr), on all Numba threads from 2 of them (the "stream" policy of
-linalg_pc._kernels._twins): about 12·nnz + 76·n bytes per iteration (fp64, int32 indices)
-against ≈ 12·nnz + 172·n for SciPy; the loop's rules run on Python floats for one right-hand
-side, and SciPy sparse A is checked for finite entries by one vectorized sum.
+iteration runs in three fused Numba passes over the data (linalg_pc._kernels.cpu_csr), on all
+Numba threads from 2 of them (the "stream" policy of linalg_pc._kernels._twins): about
+12·nnz + 84·n bytes per iteration (fp64, int32 indices) against ≈ 12·nnz + 172·n for SciPy;
+the loop's rules run on Python floats for one right-hand side, and SciPy sparse A is checked
+for finite entries by one vectorized sum. The work vectors come from recycled memory
+(linalg_pc._buffers), so repeated solves of one size do not fault fresh pages in.
 ``s`` right-hand sides take the same three passes on row-major (n, s) blocks, reading A once
 per iteration for all columns (12·nnz + 4n + 80·n·s bytes).
 
@@ -81,7 +82,7 @@ from .._operators import Operator, as_operator, host_or_device_ok, is_array
 from .._operators import is_complex_dtype as _is_complex
 from .._operators import is_integer_dtype as _is_integer
 from .._policy import Precision
-from ._engine_csr import CsrEngine, is_host_sparse, sparse_entries_finite
+from ._engine_csr import CsrEngine, is_host_sparse, sparse_entries_finite, sum_squares
 from ._engine_xp import XpEngine
 from ._loop import LoopResult, Stopping, run, trim_history
 from ._pcg_input import m_times_b, times_pow2, underflow_exponents
@@ -188,6 +189,7 @@ class _Problem(NamedTuple):
     n: int
     u: float  # unit roundoff of the working format
     scale: np.ndarray  # (K,) int exponents e: B and X0 were multiplied by 2^e (0: none)
+    bsq: float | None = None  # bᵀb by the CSR engine's chunked order (one host right-hand side)
 
 
 def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]:
@@ -220,7 +222,11 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
         layout, shape = "cols", ("single" if b.ndim == 1 else "multi")
     if any(int(s) == 0 for s in b.shape):
         raise ValueError(f"b is empty (shape {tuple(b.shape)}): there is no system to solve")
-    if not _is_integer(xp, b.dtype):
+    # one float64 host vector for a SciPy sparse A: bᵀb in one pass checks b (a NaN or inf
+    # makes it non-finite) and its scale, and is the engine's first ‖r‖² (None: the checks
+    # below, for a b that fails or may need the underflow scaling)
+    bsq = sum_squares(b) if host_sparse else None
+    if bsq is None and not _is_integer(xp, b.dtype):
         check_finite(xp, b, "b")
     opM = None
     if M is not None:
@@ -254,15 +260,20 @@ def _setup(A, b, M, x0, rtol, atol, compute: Precision) -> tuple[_Problem, bool]
     if opM is not None and opM.kind in ("dense", "batched") and opM.obj.dtype != dt:
         opM = opM.astype(xp, dt)
     axis = 0 if layout == "cols" else 1
-    scale = underflow_exponents(xp, B, X0, axis, work)
-    if np.any(scale != 0):
-        B = times_pow2(xp, B, scale, layout)
-        X0 = None if X0 is None else times_pow2(xp, X0, scale, layout)
-    bnorm = np.sqrt(np.asarray(to_numpy(xp.sum(B * B, axis=axis)), dtype=np.float64))
+    if bsq is not None and b.dtype == dt:  # b's entries are finite, their squares do not
+        scale = np.zeros(1, dtype=np.int64)  # underflow: no scaling
+        bnorm = np.array([np.sqrt(bsq)])
+    else:
+        bsq = None
+        scale = underflow_exponents(xp, B, X0, axis, work)
+        if np.any(scale != 0):
+            B = times_pow2(xp, B, scale, layout)
+            X0 = None if X0 is None else times_pow2(xp, X0, scale, layout)
+        bnorm = np.sqrt(np.asarray(to_numpy(xp.sum(B * B, axis=axis)), dtype=np.float64))
     rel = np.where(bnorm > 0, float(rtol) * np.where(bnorm > 0, bnorm, 1.0), 0.0)
     tol = np.maximum(np.ldexp(float(atol), scale), rel)
     return (_Problem(xp, opA, opM, B, X0, layout, shape, dt, tol, bnorm == 0, n,
-                     work.unit_roundoff, scale), refine)
+                     work.unit_roundoff, scale, bsq), refine)
 
 
 def _engine(pb: _Problem, callback, maxiter) -> str:
@@ -285,7 +296,8 @@ def _solve(pb: _Problem, maxiter, check_every, callback, tol=None) -> LoopResult
     if kind == "small":
         return _solve_small(pb, maxiter, check_every, tol)
     if kind == "csr":
-        eng = CsrEngine(pb.opA, pb.opM, np.asarray(pb.B), pb.X0, pb.zero, np.dtype(pb.dtype))
+        eng = CsrEngine(pb.opA, pb.opM, np.asarray(pb.B), pb.X0, pb.zero, np.dtype(pb.dtype),
+                        bsq=pb.bsq)
     else:
         eng = XpEngine(pb.xp, pb.opA, pb.opM, pb.B, pb.X0, pb.layout, pb.zero)
     eng.single = pb.shape == "single"

@@ -81,5 +81,17 @@ def to_np(a) -> np.ndarray:
 
 
 @pytest.fixture
+def buffer_cache():
+    """The recycled-buffer cache on at its default size and empty, restored afterwards."""
+    from linalg_pc import _buffers
+
+    old = _buffers.set_max_bytes(_buffers.DEFAULT_MAX_BYTES)
+    _buffers.clear()
+    yield
+    _buffers.clear()
+    _buffers.set_max_bytes(old)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(20261122)

@@ -16,12 +16,9 @@ BIG = 1 << 19  # fp32 entries: 2 MiB, above MIN_BYTES
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache():
-    old = lpc.set_buffer_cache(_buffers.DEFAULT_MAX_BYTES)
-    _buffers.clear()
+def fresh_cache(buffer_cache):
+    """Every test here starts from an empty cache at its default size."""
     yield
-    _buffers.clear()
-    lpc.set_buffer_cache(old)
 
 
 def _ptr(a):

@@ -62,16 +62,7 @@ def test_csr_solve_checks_b_and_handles_large_entries(rng):
     assert res.iterations == ref.iterations
 
 
-@pytest.fixture
-def cache_on():
-    old = _buffers.set_max_bytes(_buffers.DEFAULT_MAX_BYTES)
-    _buffers.clear()
-    yield
-    _buffers.clear()
-    _buffers.set_max_bytes(old)
-
-
-def test_work_memory_is_recycled_but_never_under_a_live_x(cache_on, rng):
+def test_work_memory_is_recycled_but_never_under_a_live_x(buffer_cache, rng):
     A = _poisson2d(100)  # 10 000 unknowns: 80 kB vectors, above the engine's threshold
     b1, b2 = rng.standard_normal((2, A.shape[0]))
     r1 = lpc.pcg(A, b1, rtol=1e-8)
@@ -88,7 +79,7 @@ def test_work_memory_is_recycled_but_never_under_a_live_x(cache_on, rng):
     np.testing.assert_array_equal(lpc.pcg(A, b2, rtol=1e-8).x, r2.x)
 
 
-def test_empty_min_bytes(cache_on):
+def test_empty_min_bytes(buffer_cache):
     small = _buffers.empty(1000, np.float64)
     assert small.flags.owndata  # 8 kB: below MIN_BYTES, numpy.empty
     a = _buffers.empty(1000, np.float64, min_bytes=4096)

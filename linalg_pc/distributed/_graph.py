@@ -20,6 +20,10 @@ __all__ = ["dask_modules", "check_dask_array", "check_row_chunks", "decode", "st
 #: Fan-in of the reduction trees: each combine task adds (or stacks) this many children.
 TREE_SPLIT = 4
 
+#: Arguments of the leaf tasks up to this size are written into every leaf task; larger ones
+#: (e.g. the chain of R factors for a wide A) become one graph key each, shared by the leaves.
+INLINE_ARGS_BYTES = 1 << 20
+
 
 def dask_modules():
     """``(dask, dask.array, HighLevelGraph, Delayed, tokenize)``; ImportError names the extra."""
@@ -87,16 +91,23 @@ def tree_reduce(A, leaf, args: tuple, prefix: str, combine=_add, split: int = TR
     (``leaf(block, i, *args)`` when ``indexed``), ``combine(list)`` over groups of ``split``
     children, up to one root.
 
-    ``args`` are embedded once in the graph (one key each) and shared by the leaf tasks.
+    Small ``args`` (``INLINE_ARGS_BYTES``) are written into every leaf task, so a leaf's only
+    dependency is its block and the scheduler runs it where the block lives: with the
+    arguments as separate keys, a leaf whose own work is short (the kept Gram matrix of
+    :meth:`linalg_pc.distributed.qr.DaskOperand.gram`) was placed by the scheduler's
+    occupancy estimate on the other worker and fetched its block (tens of MB) over the network.
+    Larger ``args`` are embedded once in the graph (one key each) and shared by the leaves.
     """
     _, _, HighLevelGraph, Delayed, tokenize = dask_modules()
     keys = [k[0] if isinstance(k, list) else k for k in A.__dask_keys__()]
     name = f"{prefix}-{tokenize(A, *args, prefix)}"
     layer: dict = {}
-    arg_keys = []
-    for j, a in enumerate(args):
-        layer[(name + "-arg", j)] = a
-        arg_keys.append((name + "-arg", j))
+    arg_keys = list(args)
+    if _nbytes(args) > INLINE_ARGS_BYTES:
+        arg_keys = []
+        for j, a in enumerate(args):
+            layer[(name + "-arg", j)] = a
+            arg_keys.append((name + "-arg", j))
     level = []
     for i, k in enumerate(keys):
         layer[(name + "-leaf", i)] = (leaf, k, *((i,) if indexed else ()), *arg_keys)
@@ -118,3 +129,10 @@ def tree_reduce(A, leaf, args: tuple, prefix: str, combine=_add, split: int = TR
 
 def _identity(x):
     return x
+
+
+def _nbytes(x) -> int:
+    """Bytes of the arrays in x (lists and tuples searched)."""
+    if isinstance(x, (list, tuple)):
+        return sum(_nbytes(v) for v in x)
+    return int(getattr(x, "nbytes", 0))

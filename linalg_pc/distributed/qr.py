@@ -66,6 +66,22 @@ DASK_QR_METHODS = ("auto", "cholqr2", "scholqr3", "rand_cholqr", "tsqr")
 
 
 # --------------------------------------------------------------------------- block tasks
+def _passes(block, fc):
+    """The local streamed row passes over a host block (:mod:`linalg_pc._kernels.cpu_rowpass`:
+    blocks of rows decoded into a cache-sized scratch, the solves and the Gram product fused,
+    bf16/fp16 read in their own format), or None where they do not run (CuPy chunks, integer
+    or empty blocks): the block is then decoded whole and solved by the backend."""
+    if block.ndim != 2 or block.shape[0] == 0:
+        return None
+    xp = B.array_namespace(block)
+    impl = B.delegate(xp, "row_passes")
+    return None if impl is None else impl(block, B.native_dtype(xp, fc))
+
+
+def _chain(Rs, rp):
+    return [np.ascontiguousarray(R, dtype=rp.dtype) for R in Rs]
+
+
 def _apply(block, fin, fc, sexp, Rs):
     """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves); a
     kept (X_i, G_i) pair (see :meth:`DaskOperand.gram`) stands for its X_i."""
@@ -80,8 +96,13 @@ def _apply(block, fin, fc, sexp, Rs):
 
 
 def _gram_task(block, fin, fc, sexp, Rs):
-    if isinstance(block, tuple) and not (sexp or Rs):
-        return block[1]  # computed with X_i
+    if isinstance(block, tuple):
+        if not (sexp or Rs):
+            return block[1]  # computed with X_i
+        block = block[0]
+    rp = _passes(block, fc)
+    if rp is not None:
+        return rp.gram(_chain(Rs, rp), sexp)
     X = _apply(block, fin, fc, sexp, Rs)
     xp = B.array_namespace(X)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -89,12 +110,23 @@ def _gram_task(block, fin, fc, sexp, Rs):
 
 
 def _xg_task(block, fin, fc, sexp, Rs):
-    """(X_i, X_iᵀX_i): the pass's block kept on its worker with its Gram matrix."""
+    """(X_i, X_iᵀX_i): the pass's block kept on its worker with its Gram matrix (one streamed
+    pass writes X_i and sums its Gram matrix)."""
+    src = block[0] if isinstance(block, tuple) else block
+    rp = _passes(src, fc)
+    if rp is not None:
+        X = np.empty(src.shape, dtype=rp.dtype)  # kept by the worker: not recycled memory
+        return X, rp.gram(_chain(Rs, rp), sexp, write=X)
     X = _apply(block, fin, fc, sexp, Rs)
     return X, _gram_task(X, fc, fc, 0, [])
 
 
 def _q_task(block, fin, fc, sexp, Rs, fs):
+    src = block[0] if isinstance(block, tuple) else block
+    rp = _passes(src, fc)
+    if rp is not None:
+        out = np.empty(src.shape, dtype=B.native_dtype(B.array_namespace(src), fs))
+        return rp.fill(out, _chain(Rs, rp), sexp)
     return store(_apply(block, fin, fc, sexp, Rs), fs)
 
 

@@ -9,11 +9,12 @@ A is m×n with row blocks A_i (one column chunk). One CholeskyQR pass is
 The passes are those of the local code: :func:`linalg_pc.qr_methods.cholesky.cholqr_iterate`
 (and, for rand_cholqr, :func:`linalg_pc.qr_methods.randomized.sketch_preconditioned`) run on a
 :class:`DaskOperand`, whose Gram matrix is the tree reduction above. X_i = A_i R_1⁻¹ ··· R_(k−1)⁻¹
-is recomputed from A_i inside the Gram task of pass k (k − 1 triangular solves of the block):
-nothing of size m×n is kept between passes, so A may be larger than the cluster's memory when
-its chunks are produced lazily; when A is persisted on the workers and Q is wanted in the
-compute format, X of the second pass is kept there instead (Q's memory) and later passes and Q
-start from it. The fallback chain is the local
+is recomputed from A_i inside the Gram task of pass k (k − 1 triangular solves of the block,
+fused with the Gram product by the local streamed row passes,
+:mod:`linalg_pc._kernels.cpu_rowpass`): nothing of size m×n is kept between passes, so A may
+be larger than the cluster's memory when its chunks are produced lazily. (Keeping X of the
+second pass on the workers saves one solve per block but was measured slower: every pass then
+writes a fresh m×n array, see docs/distributed.md.) The fallback chain is the local
 one (:mod:`linalg_pc.qr_methods.cholesky`): CholQR2 -> shifted CholQR3 on Cholesky breakdown ->
 Householder, here as TSQR (Householder QR of every row block, then of the stacked n×n R
 factors: Demmel, Grigori, Hoemmen, Langou, SISC 34, 2012). ``Q`` is a lazy Dask array chunked
@@ -22,7 +23,7 @@ like A (Q_i = A_i R_1⁻¹ ··· R_k⁻¹, one task per block, in the storage f
 
 Cost: pass k reads A once and does (k − 1)·mn² (solves) + mn² (Gram) flops, communicating one
 n×n matrix per block (p·n² words over the tree); Q costs k·mn² more when computed (CholQR2
-5mn² in all; 4mn², as locally, with X kept on a persisted A). Bounds: those
+5mn² in all, against 4mn² locally). Bounds: those
 of the local methods (docs/error-analysis.md): ‖I − QᵀQ‖₂ = O(u) for CholQR2 while
 κ(A) ≲ u^(−1/2), for shifted CholQR3 and rand_cholqr up to κ ≈ u⁻¹, for TSQR whatever κ; the
 tree only reorders the Gram sum (error ≤ γ_m·‖A‖² like the local sum).
@@ -83,10 +84,7 @@ def _chain(Rs, rp):
 
 
 def _apply(block, fin, fc, sexp, Rs):
-    """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves); a
-    kept (X_i, G_i) pair (see :meth:`DaskOperand.gram`) stands for its X_i."""
-    if isinstance(block, tuple):
-        block = block[0]
+    """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves)."""
     X = decode(block, fin, fc)
     if sexp:
         X = scale_pow2(X, sexp)
@@ -96,10 +94,6 @@ def _apply(block, fin, fc, sexp, Rs):
 
 
 def _gram_task(block, fin, fc, sexp, Rs):
-    if isinstance(block, tuple):
-        if not (sexp or Rs):
-            return block[1]  # computed with X_i
-        block = block[0]
     rp = _passes(block, fc)
     if rp is not None:
         return rp.gram(_chain(Rs, rp), sexp)
@@ -109,23 +103,11 @@ def _gram_task(block, fin, fc, sexp, Rs):
         return xp.matmul(mT(xp, X), X)
 
 
-def _xg_task(block, fin, fc, sexp, Rs):
-    """(X_i, X_iᵀX_i): the pass's block kept on its worker with its Gram matrix (one streamed
-    pass writes X_i and sums its Gram matrix)."""
-    src = block[0] if isinstance(block, tuple) else block
-    rp = _passes(src, fc)
-    if rp is not None:
-        X = np.empty(src.shape, dtype=rp.dtype)  # kept by the worker: not recycled memory
-        return X, rp.gram(_chain(Rs, rp), sexp, write=X)
-    X = _apply(block, fin, fc, sexp, Rs)
-    return X, _gram_task(X, fc, fc, 0, [])
-
-
 def _q_task(block, fin, fc, sexp, Rs, fs):
-    src = block[0] if isinstance(block, tuple) else block
-    rp = _passes(src, fc)
+    rp = _passes(block, fc)
     if rp is not None:
-        out = np.empty(src.shape, dtype=B.native_dtype(B.array_namespace(src), fs))
+        # the task's result, kept by the worker: not recycled memory
+        out = np.empty(block.shape, dtype=B.native_dtype(B.array_namespace(block), fs))
         return rp.fill(out, _chain(Rs, rp), sexp)
     return store(_apply(block, fin, fc, sexp, Rs), fs)
 
@@ -156,17 +138,6 @@ def _leaf_qr(block, fin, fc, sexp):
 
 
 # --------------------------------------------------------------------------- the operand
-def _in_memory(A) -> bool:
-    """A is a collection persisted on a ``distributed`` cluster: every chunk a future, no
-    task left in its graph."""
-    try:
-        from distributed import futures_of
-    except ImportError:  # pragma: no cover - the extra installs it
-        return False
-    nparts = len(A.__dask_keys__()) * len(A.chunks[1])
-    return len(A.__dask_graph__()) == nparts and len(futures_of(A)) == nparts
-
-
 class DaskOperand(Operand):
     """X = (A·2^e)·R₁⁻¹···R_k⁻¹ over the row blocks of a Dask array A: the operand the local
     CholeskyQR passes (:func:`linalg_pc.qr_methods.cholesky.cholqr_iterate`) run on.
@@ -178,7 +149,7 @@ class DaskOperand(Operand):
     storage format. Nothing of size m×n is kept between passes.
     """
 
-    def __init__(self, A, ctx, need_q: bool = True):
+    def __init__(self, A, ctx):
         self.A, self.ctx = A, ctx
         self.fin, self.fc, self.fs = ctx.prec.input, ctx.compute, ctx.storage
         #: A and its format as given (the TSQR fallback starts from them)
@@ -188,8 +159,6 @@ class DaskOperand(Operand):
         self.exp = 0
         self.chain: list = []
         self.dask = dask_modules()[0]
-        #: X is kept on the workers from the second pass on (see ``gram``)
-        self.materialize = need_q and self.fs == self.fc and _in_memory(A)
 
     def _compute(self, leaf, args, prefix, **kw):
         return self.dask.compute(tree_reduce(self.A, leaf, (self.fin, self.fc, self.exp,
@@ -197,20 +166,8 @@ class DaskOperand(Operand):
                                              prefix, **kw))[0]
 
     def gram(self, emulate: bool = True):
-        """XᵀX. When A is held in the workers' memory and Q is wanted in the compute format,
-        the first pass after a solve persists X = A·2^e·R₁⁻¹··· chunk by chunk with its Gram
-        matrix (one task per chunk; Q's memory, as the local streamed operand writes X into Q)
-        and later passes and Q start from it:
-        4mn² flops for CholQR2 as locally, instead of recomputing the earlier solves on every
-        block (5mn²). A produced lazily (possibly larger than memory) is never materialized."""
-        if self.materialize and self.chain:
-            _, da, *_ = dask_modules()
-            xp = B.array_namespace(self.A._meta)
-            dtype = B.native_dtype(xp, self.fc)
-            W = self.A.map_blocks(_xg_task, self.fin, self.fc, self.exp, list(self.chain),
-                                  dtype=dtype, meta=xp.zeros((0, self.n), dtype=dtype))
-            (self.A,) = self.dask.persist(W)
-            self.fin, self.exp, self.chain = self.fc, 0, []
+        """XᵀX: one task per block (A_i decoded, scaled, solved by the chain, its Gram matrix
+        summed in the same streamed pass) and the tree reduction; one round trip."""
         return self.ctx.xp.asarray(self._compute(_gram_task, (), "lpc-gram"))
 
     def amax(self) -> float:
@@ -363,7 +320,7 @@ def qr_dask(A, *, method: str = "auto", mode: str = "reduced", storage=None, com
     tr.backend = "dask"
     if method == "auto":
         tr.notes.append(f"auto chose cholqr2 for the Dask array of shape {(m, n)}")
-    d = DaskOperand(A, ctx, need_q=mode != "r")
+    d = DaskOperand(A, ctx)
     need_q = mode != "r"
     Q = None
     if n == 0 or m == 0:

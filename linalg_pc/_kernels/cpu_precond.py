@@ -29,6 +29,8 @@ the library offers it (PyTorch's in-place ``baddbmm_``), so the EMA costs no pas
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -64,12 +66,29 @@ def host_count(x) -> int | None:
     return int(x.numpy())
 
 
+def _torch_views():
+    """{torch dtype: (its NumPy view dtype or None, whether it is bf16)} and the Tensor type,
+    once torch is imported (a tensor cannot exist before), else None."""
+    if _TORCH_VIEWS:
+        return _TORCH_VIEWS[0]
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    _TORCH_VIEWS.append((torch.Tensor, torch.float32, torch.float64, torch.bfloat16,
+                         torch.int16))
+    return _TORCH_VIEWS[0]
+
+
+_TORCH_VIEWS: list = []
+
+
 def host_view(x):
     """A zero-copy, flat NumPy view of ``x``'s memory, or None.
 
     NumPy arrays and PyTorch CPU tensors that are C-contiguous and need no grad qualify;
     bf16 (ml_dtypes or ``torch.bfloat16``) comes back as its uint16 bit patterns, fp16 is
-    declined (no kernel takes it). Everything else gives None.
+    declined (no kernel takes it). Everything else gives None. (Called several times per
+    optimizer step and stack: the tests are attribute reads, no string formatting.)
     """
     if isinstance(x, np.ndarray):
         if not x.flags.c_contiguous:
@@ -79,17 +98,16 @@ def host_view(x):
         if x.dtype.kind == "V" and x.dtype.itemsize == 2 and x.dtype.name == "bfloat16":
             return x.reshape(-1).view(np.uint16)
         return None
-    if type(x).__module__.split(".")[0] != "torch":
+    tv = _torch_views()
+    if tv is None or not isinstance(x, tv[0]):
         return None
-    if x.device.type != "cpu" or x.requires_grad or not x.is_contiguous():
+    if not x.is_cpu or x.requires_grad or not x.is_contiguous():
         return None
-    name = str(x.dtype)
-    if name in ("torch.float32", "torch.float64"):
+    dt = x.dtype
+    if dt is tv[1] or dt is tv[2]:
         return x.numpy().reshape(-1)
-    if name == "torch.bfloat16":
-        import torch
-
-        return x.view(torch.int16).numpy().reshape(-1).view(np.uint16)
+    if dt is tv[3]:
+        return x.view(tv[4]).numpy().reshape(-1).view(np.uint16)
     return None
 
 

@@ -578,7 +578,30 @@ def _check_array(x, name: str):
     return xp, B.format_of(x, argname=name).name
 
 
+#: Signatures (library type, dtype, device, shape of x; the state's) that passed
+#: :func:`_check_like`, with their namespace: an optimizer checks the same signature every step.
+_LIKE_OK: dict = {}
+
+
 def _check_like(x, state: PrecondState, name: str):
+    ref = state.count
+    try:
+        key = (type(x), x.dtype, str(getattr(x, "device", "")), tuple(x.shape), type(ref),
+               str(getattr(ref, "device", "")), state.shape, state.param_format)
+        hit = _LIKE_OK.get(key)
+    except (AttributeError, TypeError):  # not an array: the full check names the problem
+        key = hit = None
+    if hit is not None:
+        return hit
+    xp = _check_like_full(x, state, name)
+    if key is not None:
+        if len(_LIKE_OK) >= 256:
+            _LIKE_OK.clear()
+        _LIKE_OK[key] = xp
+    return xp
+
+
+def _check_like_full(x, state: PrecondState, name: str):
     xp, fmt = _check_array(x, name)
     ref = state.count
     if B.namespace_name(xp) != B.namespace_name(B.array_namespace(ref)):

@@ -34,6 +34,8 @@ and the halo: each row block fetches the neighbouring chunks of p its columns to
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import _backend as B
@@ -44,7 +46,10 @@ from ..solvers._status import CONVERGED, status_names
 from ..solvers.pcg import PCGResult
 from ._graph import check_dask_array, check_row_chunks, dask_modules
 
-__all__ = ["pcg_dask", "DaskEngine", "FuturesEngine"]
+__all__ = ["pcg_dask", "DaskEngine", "FuturesEngine", "ENGINES"]
+
+#: The values of ``pcg_dask(engine=...)`` (None: chosen from the inputs).
+ENGINES = (None, "actors", "tasks", "collections")
 
 
 # --------------------------------------------------------------------------- block tasks
@@ -428,9 +433,22 @@ def _as_operator(A, name, b):
 
 @register_routine("pcg")
 def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callback=None,
-             check_every=25, compute=None):
+             check_every=25, compute=None, engine=None):
     """``lpc.pcg`` on Dask arrays (see the module docstring); a batch A (N, n, n) with b (N, n)
     goes to :func:`linalg_pc.distributed.batched.pcg_batched`.
+
+    Parameters
+    ----------
+    engine : {None, "actors", "tasks", "collections"}
+        How the iteration runs (module docstring). None picks ``"actors"`` when a
+        ``distributed`` Client is in use and A (and M) are Dask arrays of NumPy or
+        scipy.sparse blocks, ``"tasks"`` when they hold other blocks (CuPy), and
+        ``"collections"`` otherwise (a callable operator, or the local scheduler).
+        ``"actors"`` (:class:`linalg_pc.distributed._pcg_actors.ActorEngine`): one stateful
+        shard per worker, 2 actor round trips per iteration (3 with a coupling M); if a
+        shard's worker is lost, the solve is rerun from x0 with ``"tasks"`` (a
+        ``RuntimeWarning`` names the cause). ``"tasks"`` (:class:`FuturesEngine`): chunk
+        tasks, recomputed by Dask if a worker dies. ``"collections"`` (:class:`DaskEngine`).
 
     Returns
     -------
@@ -444,10 +462,14 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
         b, M or x0 not Dask arrays while A is one (or the reverse).
     ValueError
         A chunked along columns, not square, or with row chunks different from b's; x0 chunked
-        unlike b; NaN/inf in A, M or b (found when the blocks are persisted).
+        unlike b; NaN/inf in A, M or b (found when the blocks are persisted); an unknown
+        ``engine``, or ``"actors"`` / ``"tasks"`` without a ``distributed`` Client or with a
+        callable A or M.
     NotImplementedError
         ``compute="fp32"`` on fp64 data (iterative refinement), x0 "Mb".
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     check_dask_array(b, "b")
     if getattr(A, "ndim", 0) == 3:
         from .batched import pcg_batched
@@ -483,9 +505,14 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
     dtype = np.dtype("float64" if work.name == "fp64" else "float32")
     chunks = b.chunks[0]
     bw = b.astype(dtype)
-    opA = _Matrix(A, "A", chunks, dtype) if hasattr(A, "chunks") else A
-    opM = None if M is None else (_Matrix(M, "M", chunks, dtype) if hasattr(M, "chunks")
-                                  else M)
+    client = _client()
+    arrays = hasattr(A, "chunks") and (M is None or hasattr(M, "chunks"))
+    if engine in ("actors", "tasks") and (client is None or not arrays):
+        raise ValueError(f"engine={engine!r} needs a distributed Client in use and A (and M) "
+                         f"given as Dask arrays; use engine='collections'")
+    if engine is None:
+        engine = ("collections" if client is None or not arrays else
+                  "actors" if all(_host_blocks(X) for X in (A, M) if X is not None) else "tasks")
     dask = dask_modules()[0]
     (bw,) = dask.persist(bw)
     bb, bfin = dask.compute((bw * bw).sum(), dask.delayed(all)(
@@ -497,13 +524,41 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
     maxiter = 10 * n if maxiter is None else int(maxiter)
     tol = np.array([max(rtol * bnorm, atol)])
     x0w = None if x0 is None else x0.astype(dtype)
-    client = _client() if isinstance(opA, _Matrix) and not isinstance(opM, _Callable) else None
-    if client is not None:
-        eng = FuturesEngine(client, opA, opM, bw, x0w, bnorm == 0)
-    else:
-        eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
-    raw = run(eng, tol, maxiter, int(check_every), callback, u=work.unit_roundoff)
+    args = (tol, maxiter, int(check_every), callback)
+    if engine == "actors":
+        from ._pcg_actors import ActorEngine
+
+        Mw = None if M is None else M.astype(dtype)
+        eng = None
+        try:
+            eng = ActorEngine(client, A.astype(dtype), Mw, bw, x0w, bnorm == 0, dtype)
+            raw = run(eng, *args, u=work.unit_roundoff)
+        except Exception as exc:
+            if eng is None or not eng.lost():
+                raise
+            eng.close()
+            warnings.warn(f"distributed PCG: a worker holding a shard of the actor engine was "
+                          f"lost ({type(exc).__name__}: {exc}); the solve was rerun from x0 "
+                          f"with engine='tasks'", RuntimeWarning, stacklevel=3)
+            engine = "tasks"
+        else:
+            eng.close()
+    if engine != "actors":
+        opA = _Matrix(A, "A", chunks, dtype) if hasattr(A, "chunks") else A
+        opM = None if M is None else (_Matrix(M, "M", chunks, dtype) if hasattr(M, "chunks")
+                                      else M)
+        if engine == "tasks":
+            eng = FuturesEngine(client, opA, opM, bw, x0w, bnorm == 0)
+        else:
+            eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
+        raw = run(eng, *args, u=work.unit_roundoff)
     names = status_names(raw.status)
     conv = raw.status == CONVERGED
     return PCGResult(raw.X, bool(conv[0]), int(raw.iters[0]), raw.hist[:, 0],
                      float(raw.tnorm[0]), str(names[0]), False)
+
+
+def _host_blocks(X) -> bool:
+    """Whether the Dask matrix X holds NumPy or scipy.sparse blocks (its meta says so)."""
+    mod = type(getattr(X, "_meta", None)).__module__
+    return mod.startswith(("numpy", "scipy"))

@@ -45,7 +45,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Shard", "ActorEngine", "exchange_maps"]
+__all__ = ["Shard", "ActorEngine", "ShardLost", "exchange_maps", "POLL_S"]
+
+#: Seconds between checks that the shards' workers are alive while waiting for a call.
+POLL_S = 2.0
+
+
+class ShardLost(RuntimeError):
+    """A worker holding a :class:`Shard` left the cluster (Dask does not recompute actors)."""
 
 
 def _serial_kernels():
@@ -100,6 +107,22 @@ def _local_matrix(blocks, own, N, dtype, name):
     return np.ascontiguousarray(D[:, np.concatenate([own, ghost])]), ghost
 
 
+def _timed(f):
+    """Adds the seconds spent in the method to the shard's ``busy`` time."""
+    import functools
+    import time
+
+    @functools.wraps(f)
+    def g(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return f(self, *args)
+        finally:
+            self.busy += time.perf_counter() - t0
+
+    return g
+
+
 class Shard:
     """The rows of one worker: its local A (and M), b, x, r, z, p (with ghosts), q.
 
@@ -151,6 +174,8 @@ class Shard:
         self.part = np.empty(64)
         self.part2 = np.empty(64)
         self.k = _serial_kernels()
+        #: seconds spent in the iteration's methods (the rest of a round is communication)
+        self.busy = 0.0
         self.sendA: dict = {}
         self.recvA: dict = {}
         self.sendM: dict = {}
@@ -193,6 +218,7 @@ class Shard:
         return self._dot(self.r, self.z)
 
     # ------------------------------------------------------------------ steps
+    @_timed
     def outgoing(self, name):
         """The outgoing halo of x (A's map) or r (M's map)."""
         if name == "x":
@@ -200,6 +226,7 @@ class Shard:
             return self._out(self.x, self.sendA)
         return self._out(self.r, self.sendM)
 
+    @_timed
     def init(self, x_in):
         """r = b − A x (x_in: the incoming halo of x0) or r = b (x_in None); returns rᵀr."""
         self.p_full[:] = 0
@@ -212,6 +239,7 @@ class Shard:
             self.r[:] = self.b - self._mv(self.A, self.x_full)
         return self._dot(self.r, self.r)
 
+    @_timed
     def precond(self, r_in):
         """z = M r (r_in: the incoming halo of r) or z = r; returns (rᵀz, outgoing halo of
         z)."""
@@ -222,6 +250,7 @@ class Shard:
             rz = self._z()
         return rz, self._out(self.z, self.sendA)
 
+    @_timed
     def direction(self, beta, z_in):
         """p = z + βp on the own rows and on the ghosts (z's ghosts from ``z_in``), then
         q = A p; returns pᵀq."""
@@ -233,6 +262,7 @@ class Shard:
         self.q = self._mv(self.A, self.p_full)
         return self._dot(self.p, self.q)
 
+    @_timed
     def update(self, alpha, with_z):
         """x += αp (deferred to the next pass over p), r −= αq; with ``with_z`` also z = M r
         (M without ghosts) or z = r. Returns (rᵀr, rᵀz or None, outgoing halo of z, or of r
@@ -244,6 +274,7 @@ class Shard:
         rz = rr if self.M is None else self._z()
         return rr, rz, self._out(self.z, self.sendA)
 
+    @_timed
     def true_residual(self, x_in):
         """rt = b − A x (x_in: the incoming halo of x); returns (rtᵀrt, ‖r − rt‖²)."""
         self._sync()
@@ -252,6 +283,7 @@ class Shard:
         d = self.r - self.rt
         return self._dot(self.rt, self.rt), self._dot(d, d)
 
+    @_timed
     def replace(self):
         """r = rt (of the last :meth:`true_residual`)."""
         self.r[:] = self.rt
@@ -260,6 +292,10 @@ class Shard:
         """A copy of x[lo:hi] (local row positions)."""
         self._sync()
         return self.x[lo:hi].copy()
+
+    def busy_time(self):
+        """Seconds spent computing in the iteration's methods since the shard was built."""
+        return self.busy
 
     def p_state(self):
         """(p on the own rows, p on the ghosts): lets a test compare every ghost with its
@@ -379,7 +415,19 @@ class ActorEngine:
         S = len(self.shards)
         args = [()] * S if args is None else args
         futs = [getattr(sh, method)(*a) for sh, a in zip(self.shards, args)]
-        return [f.result() for f in futs]
+        return [self._result(f) for f in futs]
+
+    def _result(self, f):
+        """The result of an actor call. A call to a shard whose worker died may never
+        return (the actor's task waits for its worker to come back): every ``POLL_S`` the
+        shards' workers are checked, and a lost one raises."""
+        while True:
+            try:
+                return f.result(timeout=POLL_S)
+            except TimeoutError:
+                if self.lost():
+                    raise ShardLost("a worker holding a shard of the actor engine left the "
+                                    "cluster") from None
 
     @staticmethod
     def _relay(outs):
@@ -477,6 +525,8 @@ class ActorEngine:
 
     def close(self):
         """Release the shards (their memory on the workers)."""
+        if self.futures and self.lost():
+            self.c.cancel(self.futures)  # a lost shard's task would wait for its worker
         self.shards = []
         self.futures = []
 

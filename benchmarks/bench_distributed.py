@@ -213,6 +213,62 @@ def _dask_poisson(n, nchunks):
     return A, da.from_array(rhs, chunks=(tuple(np.diff(edges)),)), rhs
 
 
+def _pcg_run(A, b, engine, iters):
+    """One distributed solve of ``iters`` iterations (rtol 0) from scratch, x persisted."""
+    from linalg_pc.distributed.pcg import pcg_dask
+
+    res = pcg_dask(_fresh(A), _fresh(b), rtol=0.0, maxiter=iters, engine=engine)
+    _wait(res.x)
+    return res._replace(x=None)
+
+
+def _per_iteration(fns: dict, lo: int = 5, hi: int = 25, repeats: int = 3) -> dict:
+    """Seconds per iteration of each ``fns[name](iters)`` as (t(hi) − t(lo)) / (hi − lo):
+    the setup (persisting and splitting A, building the shards, the local CSR checks) cancels.
+    The functions are called interleaved, ``repeats`` times each; medians."""
+    import statistics
+    import time
+
+    per: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f(lo)
+            t1 = time.perf_counter()
+            f(hi)
+            t2 = time.perf_counter()
+            per[k].append(((t2 - t1) - (t1 - t0)) / (hi - lo))
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def _actor_split(A, b, iters):
+    """The actor engine driven directly: wall time of the loop per iteration, the busiest
+    shard's computing time per iteration (its methods' own time) and the difference, which is
+    the communication and scheduling cost per iteration (actor round trips, the halo relayed
+    through the client, the client's loop); also the setup time (shards built, maps set)."""
+    import time
+
+    from linalg_pc.distributed._pcg_actors import ActorEngine
+    from linalg_pc.solvers._loop import run
+
+    c = client()
+    t0 = time.perf_counter()
+    eng = ActorEngine(c, _fresh(A), None, c.persist(_fresh(b)), None, False, np.float64)
+    t1 = time.perf_counter()
+    try:
+        busy0 = eng._round("busy_time")
+        t2 = time.perf_counter()
+        raw = run(eng, np.array([0.0]), iters, 25)
+        t3 = time.perf_counter()
+        busy = max(e - s for s, e in zip(busy0, eng._round("busy_time")))
+    finally:
+        eng.close()
+    k = int(raw.iters[0])
+    return {"setup_s": t1 - t0, "loop_ms_per_iter": (t3 - t2) / k * 1e3,
+            "shard_compute_ms_per_iter": busy / k * 1e3,
+            "overhead_ms_per_iter": (t3 - t2 - busy) / k * 1e3, "shards": len(eng.addrs)}
+
+
 def pcg_cases(quick: bool) -> list[Case]:
     import scipy.sparse as sp
 
@@ -225,25 +281,42 @@ def pcg_cases(quick: bool) -> list[Case]:
         Al = sp.vstack([poisson3d_rows(n, 0, n**3)]).tocsr()
 
         def ours(A=A, b=b):
-            res = lpc.pcg(_fresh(A), _fresh(b), rtol=0.0, maxiter=iters)
-            _wait(res.x)
-            return res._replace(x=None)
+            return _pcg_run(A, b, "actors", iters)
+
+        def tasks(A=A, b=b):
+            return _pcg_run(A, b, "tasks", iters)
 
         def local(Al=Al, rhs=rhs):
             return lpc.pcg(Al, rhs, rtol=0.0, maxiter=iters)
 
-        def acc(o, loc, n=n):
-            return {"unknowns": n**3, "iterations": o.iterations,
-                    "hist_rel_diff": float(np.max(np.abs(o.residual_norms - loc.residual_norms)
-                                                  / loc.residual_norms)), **load()}
+        def acc(o, other, n=n, A=A, b=b, Al=Al, rhs=rhs, label=label, local=local):
+            loc = local()
+            rec = {"unknowns": n**3, "iterations": o.iterations,
+                   "hist_rel_diff": float(np.max(np.abs(o.residual_norms - loc.residual_norms)
+                                                 / loc.residual_norms)), **load()}
+            fns = {"actors": lambda k: _pcg_run(A, b, "actors", k),
+                   "local": lambda k: lpc.pcg(Al, rhs, rtol=0.0, maxiter=k)}
+            if label == "pcg_overhead":
+                fns["tasks"] = lambda k: _pcg_run(A, b, "tasks", k)
+            per = _per_iteration(fns, repeats=3)
+            rec.update({f"{k}_ms_per_iter_steady": v * 1e3 for k, v in per.items()})
+            rec["steady_ratio_actors_over_local"] = per["actors"] / per["local"]
+            rec.update({f"actors_{k}": v for k, v in _actor_split(A, b, iters).items()})
+            rec["loadavg_1m_end"] = os.getloadavg()[0]
+            return rec
 
         def derived(rec):
             return {"ours_ms_per_iter": rec["ours_s"] / iters * 1e3,
-                    "local_ms_per_iter": rec["baseline_s"] / iters * 1e3,
+                    "baseline_ms_per_iter": rec["baseline_s"] / iters * 1e3,
                     "per_iter_ratio": rec["ours_s"] / rec["baseline_s"]}
 
-        out.append(Case(f"{label} {n}^3 in {nchunks} row chunks", ours, local,
-                        "local lpc.pcg (CSR)", accuracy=acc, repeats=3, derived=derived))
+        if label == "pcg":
+            out.append(Case(f"{label} {n}^3 in {nchunks} row chunks, actor engine", ours, local,
+                            "local lpc.pcg (CSR)", accuracy=acc, repeats=3, derived=derived))
+        else:
+            out.append(Case(f"{label} {n}^3 in {nchunks} row chunks, actors vs tasks", ours,
+                            tasks, "the task engine (FuturesEngine)", accuracy=acc, repeats=3,
+                            derived=derived))
     return out
 
 

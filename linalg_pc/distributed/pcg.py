@@ -12,14 +12,21 @@ plus the true-residual check every ``check_every`` steps, as locally; the stoppi
 residual replacement, stall detection, history and status are those of the local loop, so the
 result record is the same. A's row blocks are split at the call into the column pieces that
 meet the chunks of p (empty sparse pieces dropped) and persisted on the workers for the whole
-solve. Two engines run the loop:
+solve. Three engines run the loop (``engine=`` of :func:`pcg_dask`):
 
-- :class:`FuturesEngine` (a ``distributed`` Client is in use and A, M are Dask arrays): the
+- :class:`linalg_pc.distributed._pcg_actors.ActorEngine` (``"actors"``, the default when a
+  ``distributed`` Client is in use and A, M are Dask arrays of NumPy or scipy.sparse blocks):
+  one stateful actor per worker holding that worker's rows (A's blocks, the vectors, ghost
+  entries of p), 2 actor round trips per iteration (3 with an M that couples the workers'
+  rows), the halo relayed through the client. It does not split A: each shard concatenates
+  its rows into one local matrix. A lost worker makes the solve rerun with the task engine.
+- :class:`FuturesEngine` (``"tasks"``; the default for other blocks, e.g. CuPy): the
   vectors are one future per chunk on the workers and each step is submitted as chunk tasks
   (3 layers of c tasks and 2 summing tasks per iteration, no collection built per step); the
   only data gathered are the two scalars, one small result per round trip.
-- :class:`DaskEngine` (an operator given as a callable on Dask vectors, or a local scheduler):
-  vectors are Dask arrays, persisted after each step, scalars by ``dask.compute``.
+- :class:`DaskEngine` (``"collections"``: an operator given as a callable on Dask vectors,
+  or a local scheduler): vectors are Dask arrays, persisted after each step, scalars by
+  ``dask.compute``.
 
 Inputs: A a Dask array (N, N) chunked along rows only, its chunks NumPy arrays or scipy.sparse
 matrices (or CuPy / cupyx), or a Dask-backed operator: a callable taking a Dask vector chunked
@@ -29,7 +36,9 @@ chunked like b.
 
 Cost per iteration: the local flops (one SpMV, 5 vector updates) spread over the workers, plus
 the scheduler's fixed cost (a few milliseconds per round trip, measured in docs/distributed.md)
-and the halo: each row block fetches the neighbouring chunks of p its columns touch.
+and the halo: with the tasks, each row block fetches the neighbouring chunks of p its columns
+touch; with the actors, each shard receives only the ghost entries its rows touch (for a
+7-point stencil, one grid plane per boundary between shards).
 """
 
 from __future__ import annotations

@@ -169,3 +169,54 @@ def test_nan_in_a_block_raises():
     with pytest.raises(ValueError, match="A must not contain NaN"):
         pcg_dask(placed(get_client(), A, SIZES, SPLIT), placed(get_client(), b, SIZES, SPLIT),
                  engine="actors")
+
+
+def _rows(A, lo, hi):
+    return A[lo:hi]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_solve_reruns_with_tasks():
+    """Dask does not recompute an actor: when a shard's worker dies mid-solve, the solve is
+    rerun from x0 by the task engine (whose lost chunks Dask recomputes) with a warning, and
+    the result is still the local one. A cluster of its own: the session's is not disturbed."""
+    import os
+    import signal
+
+    from _dask_cluster import distributed
+
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, memory_limit="2GiB")
+    cl = distributed.Client(cluster, set_as_default=False)
+    try:
+        with cl.as_current():
+            A, b, *_ = system("plain")
+            edges = np.concatenate([[0], np.cumsum(SIZES)])
+            Ad = da.concatenate([
+                da.from_delayed(dask.delayed(_rows)(A, lo, hi), shape=(hi - lo, 400),
+                                dtype=A.dtype, meta=sp.csr_matrix((0, 0)))
+                for lo, hi in zip(edges[:-1], edges[1:])])
+            Ad = cl.persist(Ad)
+            bd = da.from_array(b, chunks=(SIZES,))
+            distributed.wait(Ad)
+            holder = cl.who_has(Ad)[Ad.__dask_keys__()[0][0]][0]
+            victim = cl.run(os.getpid)[holder]
+            steps = []
+
+            def callback(x):
+                steps.append(1)
+                if len(steps) == 3:
+                    os.kill(victim, signal.SIGKILL)
+
+            with pytest.warns(RuntimeWarning, match="rerun from x0 with engine='tasks'"):
+                res = pcg_dask(Ad, bd, rtol=0.0, maxiter=8, check_every=5, callback=callback,
+                               engine="actors")
+            x = res.x.compute()
+        loc = lpc.pcg(A, b, rtol=0.0, maxiter=8, check_every=5)
+        assert res.status == "maxiter" and res.iterations == 8
+        assert len(steps) >= 3 + 8  # 3 steps by the actors, then all 8 again by the tasks
+        np.testing.assert_allclose(res.residual_norms, loc.residual_norms, rtol=1e4 * U64)
+        np.testing.assert_allclose(x, loc.x, rtol=0, atol=1e4 * U64 * np.abs(loc.x).max())
+    finally:
+        cl.close()
+        cluster.close()

@@ -445,14 +445,24 @@ class ActorEngine:
             tot += v
         return tot
 
-    def lost(self) -> bool:
-        """Whether a shard's worker has left the cluster (or a shard's future failed)."""
-        try:
-            alive = set(self.c.scheduler_info()["workers"])
-        except Exception:  # noqa: BLE001 - the scheduler itself unreachable
-            return True
-        return (any(a not in alive for a in self.addrs)
-                or any(f.status != "finished" for f in self.futures))
+    def lost(self, wait: float = 0.0) -> bool:
+        """Whether a shard's worker has left the cluster (or a shard's future failed),
+        checking for up to ``wait`` seconds (the scheduler learns of a dead worker a moment
+        after its connections break)."""
+        import time
+
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                alive = set(self.c.scheduler_info()["workers"])
+            except Exception:  # noqa: BLE001 - the scheduler itself unreachable
+                return True
+            if (any(a not in alive for a in self.addrs)
+                    or any(f.status != "finished" for f in self.futures)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
     # ------------------------------------------------------------------ Engine
     def init(self):

@@ -537,13 +537,15 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
     if engine == "actors":
         from ._pcg_actors import ActorEngine
 
-        Mw = None if M is None else M.astype(dtype)
         eng = None
-        try:
-            eng = ActorEngine(client, A.astype(dtype), Mw, bw, x0w, bnorm == 0, dtype)
+        try:  # the shards cast A's and M's blocks to the working dtype
+            eng = ActorEngine(client, A, M, bw, x0w, bnorm == 0, dtype)
             raw = run(eng, *args, u=work.unit_roundoff)
         except Exception as exc:
-            if eng is None or not eng.lost():
+            # a broken connection (OSError) or a lost actor (RuntimeError) may come before
+            # the scheduler has removed the worker: give it a few seconds
+            wait = 10.0 if isinstance(exc, (OSError, RuntimeError)) else 0.0
+            if eng is None or not eng.lost(wait=wait):
                 raise
             eng.close()
             warnings.warn(f"distributed PCG: a worker holding a shard of the actor engine was "

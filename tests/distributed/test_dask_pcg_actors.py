@@ -37,7 +37,7 @@ def placed(cl, X, sizes, where):
     parts = []
     for i, w in enumerate(where):
         blk = X[edges[i]:edges[i + 1]]
-        fut = cl.scatter(blk, workers=[addrs[w]])
+        fut = cl.scatter(blk, workers=[addrs[w]], hash=False)
         meta = sp.csr_matrix((0, 0)) if sp.issparse(X) else np.empty((0,) * X.ndim)
         parts.append(da.from_delayed(dask.delayed(fut), shape=blk.shape, dtype=X.dtype,
                                      meta=meta))
@@ -79,6 +79,20 @@ def test_actor_history_matches_local(case, where):
     x = res.x.compute()
     np.testing.assert_allclose(x, loc.x, rtol=0, atol=1e4 * U64 * np.abs(loc.x).max())
     assert res.true_residual_norm == pytest.approx(loc.true_residual_norm, rel=1e4 * U64)
+
+
+def test_float32_blocks_stay_float32():
+    A, b, *_ = system("plain")
+    A, b = A.astype(np.float32), b.astype(np.float32)
+    cl = get_client()
+    res = pcg_dask(placed(cl, A, SIZES, SPLIT), placed(cl, b, SIZES, SPLIT), rtol=0.0,
+                   maxiter=8, engine="actors")
+    loc = lpc.pcg(A, b, rtol=0.0, maxiter=8)
+    x = res.x.compute()
+    assert x.dtype == np.float32
+    u = lpc.unit_roundoff("fp32")
+    np.testing.assert_allclose(res.residual_norms, loc.residual_norms, rtol=1e3 * u)
+    np.testing.assert_allclose(x, loc.x, rtol=0, atol=1e3 * u * np.abs(loc.x).max())
 
 
 def test_dense_blocks_converge_like_local():

@@ -288,9 +288,13 @@ class Shard:
         """r = rt (of the last :meth:`true_residual`)."""
         self.r[:] = self.rt
 
-    def x_rows(self, lo, hi):
-        """A copy of x[lo:hi] (local row positions)."""
+    def sync(self):
+        """Apply the deferred x update (before tasks read x through :meth:`x_rows`)."""
         self._sync()
+
+    def x_rows(self, lo, hi):
+        """A copy of x[lo:hi] (local row positions); call :meth:`sync` first (tasks on a
+        multi-threaded worker may read concurrently: this method does not write)."""
         return self.x[lo:hi].copy()
 
     def busy_time(self):
@@ -519,6 +523,7 @@ class ActorEngine:
         from distributed import wait
 
         dask, da = _dask()
+        self._round("sync")
         parts = [None] * len(self.chunks)
         futs = []
         for s, rows in enumerate(self.rows):

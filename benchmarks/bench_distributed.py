@@ -211,18 +211,33 @@ def poisson3d_rows(n: int, r0: int, r1: int):
 
 
 def _dask_poisson(n, nchunks):
+    """The n³ Poisson matrix as a Dask array of ``nchunks`` row blocks built on the workers,
+    placed contiguously (the first half of the chunks on one worker, the rest on the other:
+    a fixed layout, so that the halo does not change from run to run), and a random b."""
     import dask
     import dask.array as da
     import scipy.sparse as sp
 
+    c = client()
+    addrs = sorted(c.scheduler_info()["workers"])
     N = n**3
     edges = np.linspace(0, N, nchunks + 1).astype(int)
-    blocks = [da.from_delayed(dask.delayed(poisson3d_rows)(n, a, b), (b - a, N), np.float64,
+    futs = [c.submit(poisson3d_rows, n, a, b, workers=[addrs[i * len(addrs) // nchunks]],
+                     pure=False) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+    blocks = [da.from_delayed(dask.delayed(f), (b - a, N), np.float64,
                               meta=sp.csr_matrix((0, 0)))
-              for a, b in zip(edges[:-1], edges[1:])]
+              for f, a, b in zip(futs, edges[:-1], edges[1:])]
     A = da.concatenate(blocks, axis=0)
     rhs = np.random.default_rng(0).standard_normal(N)
     return A, da.from_array(rhs, chunks=(tuple(np.diff(edges)),)), rhs
+
+
+def _worker_boundaries(A) -> int:
+    """How many of the boundaries between consecutive row chunks of the persisted A separate
+    chunks held by different workers."""
+    who = client().who_has(A)
+    held = [tuple(sorted(who[k[0]])) for k in A.__dask_keys__()]
+    return sum(1 for u, v in zip(held, held[1:]) if u != v)
 
 
 def _pcg_run(A, b, engine, iters):
@@ -304,6 +319,7 @@ def pcg_cases(quick: bool) -> list[Case]:
         def acc(o, other, n=n, A=A, b=b, Al=Al, rhs=rhs, label=label, local=local):
             loc = local()
             rec = {"unknowns": n**3, "iterations": o.iterations,
+                   "worker_boundaries": _worker_boundaries(A),
                    "hist_rel_diff": float(np.max(np.abs(o.residual_norms - loc.residual_norms)
                                                  / loc.residual_norms)), **load()}
             fns = {"actors": lambda k: _pcg_run(A, b, "actors", k)}

@@ -27,10 +27,12 @@ Cases (full size; ``--quick`` shrinks every size):
   ((t(25 iterations) − t(5)) / 20, both sides interleaved, medians of 3) and, from the
   engine driven directly, ``actors_loop_ms_per_iter`` split into the busiest shard's
   computing time and the rest (``actors_overhead_ms_per_iter``: actor round trips, the halo
-  relayed through the client, the client's loop). Measured (docs/distributed.md, load
-  average 2.6–2.8 on the 2 shared cores): 90 ms per iteration against 81 ms locally (1.11×),
-  of which 31 ms communication and scheduling; whole calls of 20 iterations 5.0 s against
-  1.4 s (the setup, ≈ 3 s, is paid once per solve).
+  relayed through the client, the client's loop). The row blocks are placed contiguously
+  (half the chunks on each worker: 1 boundary between workers, recorded as
+  ``worker_boundaries``). Measured at full size (docs/distributed.md, three runs at load
+  average 2.1–4.6 on the 2 shared cores): 90–148 ms per iteration against 67–119 ms locally
+  in the same run, 1.1–1.7×, of which 31–44 ms communication and scheduling; whole calls of
+  20 iterations 2.6–3.5× the local ones (the setup, 2.5–5 s, is paid once per solve).
 - ``pcg_overhead``: the same on a tiny problem (10³ unknowns in 16 chunks), the actor engine
   against the task engine (:class:`linalg_pc.distributed.pcg.FuturesEngine`: three layers of
   chunk tasks and two round trips of one small result each): the per-iteration time is the

@@ -80,9 +80,10 @@ def _local_matrix(blocks, own, N, dtype, name):
             if not sparse_entries_finite(b):
                 raise ValueError(f"{name} must not contain NaN or inf")
             parts.append(b)
-        L = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0].copy()
+        # one block: its arrays are shared (never written), not copied
+        L = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
         del parts
-        itype = np.int32 if N < 2**31 - 1 else np.int64
+        itype = np.int32 if max(N, L.nnz) < 2**31 - 1 else np.int64
         touched = np.zeros(N, dtype=bool)
         touched[L.indices] = True
         touched[own] = False

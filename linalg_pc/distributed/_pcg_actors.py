@@ -332,7 +332,12 @@ def exchange_maps(ghosts, offsets, chunk_shard, chunk_start):
 
 
 def _x_task(key, lo, hi):
-    """x[lo:hi] of the shard ``key`` living on this worker (a task pinned to it)."""
+    """x[lo:hi] of the shard ``key`` living on this worker (a task pinned to it).
+
+    The task reads the actor object from the worker's state. (An ``Actor`` handle passed to a
+    task would work too, but a call from a task thread, unlike one from another actor on the
+    same worker, goes through an RPC to the worker itself and the worker's event loop.)
+    """
     from distributed import get_worker
 
     return get_worker().state.actors[key].x_rows(lo, hi)

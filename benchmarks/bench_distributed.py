@@ -29,9 +29,9 @@ Cases (full size; ``--quick`` shrinks every size):
   computing time and the rest (``actors_overhead_ms_per_iter``: actor round trips, the halo
   relayed through the client, the client's loop). The row blocks are placed contiguously
   (half the chunks on each worker: 1 boundary between workers, recorded as
-  ``worker_boundaries``). Measured at full size (docs/distributed.md, three runs at load
-  average 2.1–4.6 on the 2 shared cores): 90–148 ms per iteration against 67–119 ms locally
-  in the same run, 1.1–1.7×, of which 31–44 ms communication and scheduling; whole calls of
+  ``worker_boundaries``). Measured at full size (docs/distributed.md, four runs at load
+  average 1.5–4.6 on the 2 shared cores): 75–148 ms per iteration against 67–119 ms locally
+  in the same run, 0.9–1.7×, of which 21–44 ms communication and scheduling; whole calls of
   20 iterations 2.6–3.5× the local ones (the setup, 2.5–5 s, is paid once per solve).
 - ``pcg_overhead``: the same on a tiny problem (10³ unknowns in 16 chunks), the actor engine
   against the task engine (:class:`linalg_pc.distributed.pcg.FuturesEngine`: three layers of

@@ -18,11 +18,25 @@ Cases (full size; ``--quick`` shrinks every size):
   a 2-core machine 2 one-thread workers can at best match the local process on both cores;
   the 1-thread ratio is the parallel efficiency of the distribution. The full size is
   N = 2·10⁶ in chunks of 2.5·10⁵ (10⁷ systems do not fit twice in this machine's memory).
-- ``pcg``: 3-D Poisson, n³ unknowns, row blocks built on the workers, 20 PCG iterations (rtol
-  0): time per iteration against local lpc.pcg on the same CSR matrix.
-- ``pcg_overhead``: the same on a tiny problem (10³ unknowns in 16 chunks): the per-iteration
-  time is the scheduler's overhead (three layers of chunk tasks and two round trips of one
-  small result each: :class:`linalg_pc.distributed.pcg.FuturesEngine`).
+- ``pcg``: 3-D Poisson, n³ unknowns (200³ = 8·10⁶ full, 40³ quick), 16 row chunks built on
+  the workers, 20 PCG iterations (rtol 0) with the actor engine
+  (:class:`linalg_pc.distributed._pcg_actors.ActorEngine`, the default) against local
+  lpc.pcg on the same CSR matrix. ``ours_s`` / ``baseline_s`` time whole calls (setup
+  included: persisting the blocks, building the shards, x returned as persisted chunks);
+  the per-iteration figures without the setup are ``*_ms_per_iter_steady``
+  ((t(25 iterations) − t(5)) / 20, both sides interleaved, medians of 3) and, from the
+  engine driven directly, ``actors_loop_ms_per_iter`` split into the busiest shard's
+  computing time and the rest (``actors_overhead_ms_per_iter``: actor round trips, the halo
+  relayed through the client, the client's loop). The row blocks are placed contiguously
+  (half the chunks on each worker: 1 boundary between workers, recorded as
+  ``worker_boundaries``). Measured at full size (docs/distributed.md, four runs at load
+  average 1.5–4.6 on the 2 shared cores): 75–148 ms per iteration against 67–119 ms locally
+  in the same run, 0.9–1.7×, of which 21–44 ms communication and scheduling; whole calls of
+  20 iterations 2.6–3.5× the local ones (the setup, 2.5–5 s, is paid once per solve).
+- ``pcg_overhead``: the same on a tiny problem (10³ unknowns in 16 chunks), the actor engine
+  against the task engine (:class:`linalg_pc.distributed.pcg.FuturesEngine`: three layers of
+  chunk tasks and two round trips of one small result each): the per-iteration time is the
+  scheduler's overhead.
 """
 
 from __future__ import annotations
@@ -199,18 +213,89 @@ def poisson3d_rows(n: int, r0: int, r1: int):
 
 
 def _dask_poisson(n, nchunks):
+    """The n³ Poisson matrix as a Dask array of ``nchunks`` row blocks built on the workers,
+    placed contiguously (the first half of the chunks on one worker, the rest on the other:
+    a fixed layout, so that the halo does not change from run to run), and a random b."""
     import dask
     import dask.array as da
     import scipy.sparse as sp
 
+    c = client()
+    addrs = sorted(c.scheduler_info()["workers"])
     N = n**3
     edges = np.linspace(0, N, nchunks + 1).astype(int)
-    blocks = [da.from_delayed(dask.delayed(poisson3d_rows)(n, a, b), (b - a, N), np.float64,
+    futs = [c.submit(poisson3d_rows, n, a, b, workers=[addrs[i * len(addrs) // nchunks]],
+                     pure=False) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+    blocks = [da.from_delayed(dask.delayed(f), (b - a, N), np.float64,
                               meta=sp.csr_matrix((0, 0)))
-              for a, b in zip(edges[:-1], edges[1:])]
+              for f, a, b in zip(futs, edges[:-1], edges[1:])]
     A = da.concatenate(blocks, axis=0)
     rhs = np.random.default_rng(0).standard_normal(N)
     return A, da.from_array(rhs, chunks=(tuple(np.diff(edges)),)), rhs
+
+
+def _worker_boundaries(A) -> int:
+    """How many of the boundaries between consecutive row chunks of the persisted A separate
+    chunks held by different workers."""
+    who = client().who_has(A)
+    held = [tuple(sorted(who[k[0]])) for k in A.__dask_keys__()]
+    return sum(1 for u, v in zip(held, held[1:]) if u != v)
+
+
+def _pcg_run(A, b, engine, iters):
+    """One distributed solve of ``iters`` iterations (rtol 0) from scratch, x persisted."""
+    from linalg_pc.distributed.pcg import pcg_dask
+
+    res = pcg_dask(_fresh(A), _fresh(b), rtol=0.0, maxiter=iters, engine=engine)
+    _wait(res.x)
+    return res._replace(x=None)
+
+
+def _per_iteration(fns: dict, lo: int = 5, hi: int = 25, repeats: int = 3) -> dict:
+    """Seconds per iteration of each ``fns[name](iters)`` as (t(hi) − t(lo)) / (hi − lo):
+    the setup (persisting and splitting A, building the shards, the local CSR checks) cancels.
+    The functions are called interleaved, ``repeats`` times each; medians."""
+    import statistics
+    import time
+
+    per: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f(lo)
+            t1 = time.perf_counter()
+            f(hi)
+            t2 = time.perf_counter()
+            per[k].append(((t2 - t1) - (t1 - t0)) / (hi - lo))
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def _actor_split(A, b, iters):
+    """The actor engine driven directly: wall time of the loop per iteration, the busiest
+    shard's computing time per iteration (its methods' own time) and the difference, which is
+    the communication and scheduling cost per iteration (actor round trips, the halo relayed
+    through the client, the client's loop); also the setup time (shards built, maps set)."""
+    import time
+
+    from linalg_pc.distributed._pcg_actors import ActorEngine
+    from linalg_pc.solvers._loop import run
+
+    c = client()
+    t0 = time.perf_counter()
+    eng = ActorEngine(c, _fresh(A), None, c.persist(_fresh(b)), None, False, np.float64)
+    t1 = time.perf_counter()
+    try:
+        busy0 = eng._round("busy_time")
+        t2 = time.perf_counter()
+        raw = run(eng, np.array([0.0]), iters, 25)
+        t3 = time.perf_counter()
+        busy = max(e - s for s, e in zip(busy0, eng._round("busy_time")))
+    finally:
+        eng.close()
+    k = int(raw.iters[0])
+    return {"setup_s": t1 - t0, "loop_ms_per_iter": (t3 - t2) / k * 1e3,
+            "shard_compute_ms_per_iter": busy / k * 1e3,
+            "overhead_ms_per_iter": (t3 - t2 - busy) / k * 1e3, "shards": len(eng.addrs)}
 
 
 def pcg_cases(quick: bool) -> list[Case]:
@@ -225,25 +310,45 @@ def pcg_cases(quick: bool) -> list[Case]:
         Al = sp.vstack([poisson3d_rows(n, 0, n**3)]).tocsr()
 
         def ours(A=A, b=b):
-            res = lpc.pcg(_fresh(A), _fresh(b), rtol=0.0, maxiter=iters)
-            _wait(res.x)
-            return res._replace(x=None)
+            return _pcg_run(A, b, "actors", iters)
+
+        def tasks(A=A, b=b):
+            return _pcg_run(A, b, "tasks", iters)
 
         def local(Al=Al, rhs=rhs):
             return lpc.pcg(Al, rhs, rtol=0.0, maxiter=iters)
 
-        def acc(o, loc, n=n):
-            return {"unknowns": n**3, "iterations": o.iterations,
-                    "hist_rel_diff": float(np.max(np.abs(o.residual_norms - loc.residual_norms)
-                                                  / loc.residual_norms)), **load()}
+        def acc(o, other, n=n, A=A, b=b, Al=Al, rhs=rhs, label=label, local=local):
+            loc = local()
+            rec = {"unknowns": n**3, "iterations": o.iterations,
+                   "worker_boundaries": _worker_boundaries(A),
+                   "hist_rel_diff": float(np.max(np.abs(o.residual_norms - loc.residual_norms)
+                                                 / loc.residual_norms)), **load()}
+            fns = {"actors": lambda k: _pcg_run(A, b, "actors", k)}
+            if label == "pcg":
+                fns["local"] = lambda k: lpc.pcg(Al, rhs, rtol=0.0, maxiter=k)
+            else:  # the local iteration (µs) is below what a difference of calls resolves
+                fns["tasks"] = lambda k: _pcg_run(A, b, "tasks", k)
+            per = _per_iteration(fns, repeats=3)
+            rec.update({f"{k}_ms_per_iter_steady": v * 1e3 for k, v in per.items()})
+            other = "local" if label == "pcg" else "tasks"
+            rec[f"steady_ratio_actors_over_{other}"] = per["actors"] / per[other]
+            rec.update({f"actors_{k}": v for k, v in _actor_split(A, b, iters).items()})
+            rec["loadavg_1m_end"] = os.getloadavg()[0]
+            return rec
 
         def derived(rec):
             return {"ours_ms_per_iter": rec["ours_s"] / iters * 1e3,
-                    "local_ms_per_iter": rec["baseline_s"] / iters * 1e3,
+                    "baseline_ms_per_iter": rec["baseline_s"] / iters * 1e3,
                     "per_iter_ratio": rec["ours_s"] / rec["baseline_s"]}
 
-        out.append(Case(f"{label} {n}^3 in {nchunks} row chunks", ours, local,
-                        "local lpc.pcg (CSR)", accuracy=acc, repeats=3, derived=derived))
+        if label == "pcg":
+            out.append(Case(f"{label} {n}^3 in {nchunks} row chunks, actor engine", ours, local,
+                            "local lpc.pcg (CSR)", accuracy=acc, repeats=3, derived=derived))
+        else:
+            out.append(Case(f"{label} {n}^3 in {nchunks} row chunks, actors vs tasks", ours,
+                            tasks, "the task engine (FuturesEngine)", accuracy=acc, repeats=3,
+                            derived=derived))
     return out
 
 

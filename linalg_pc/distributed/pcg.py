@@ -12,14 +12,21 @@ plus the true-residual check every ``check_every`` steps, as locally; the stoppi
 residual replacement, stall detection, history and status are those of the local loop, so the
 result record is the same. A's row blocks are split at the call into the column pieces that
 meet the chunks of p (empty sparse pieces dropped) and persisted on the workers for the whole
-solve. Two engines run the loop:
+solve. Three engines run the loop (``engine=`` of :func:`pcg_dask`):
 
-- :class:`FuturesEngine` (a ``distributed`` Client is in use and A, M are Dask arrays): the
+- :class:`linalg_pc.distributed._pcg_actors.ActorEngine` (``"actors"``, the default when a
+  ``distributed`` Client is in use and A, M are Dask arrays of NumPy or scipy.sparse blocks):
+  one stateful actor per worker holding that worker's rows (A's blocks, the vectors, ghost
+  entries of p), 2 actor round trips per iteration (3 with an M that couples the workers'
+  rows), the halo relayed through the client. It does not split A: each shard concatenates
+  its rows into one local matrix. A lost worker makes the solve rerun with the task engine.
+- :class:`FuturesEngine` (``"tasks"``; the default for other blocks, e.g. CuPy): the
   vectors are one future per chunk on the workers and each step is submitted as chunk tasks
   (3 layers of c tasks and 2 summing tasks per iteration, no collection built per step); the
   only data gathered are the two scalars, one small result per round trip.
-- :class:`DaskEngine` (an operator given as a callable on Dask vectors, or a local scheduler):
-  vectors are Dask arrays, persisted after each step, scalars by ``dask.compute``.
+- :class:`DaskEngine` (``"collections"``: an operator given as a callable on Dask vectors,
+  or a local scheduler): vectors are Dask arrays, persisted after each step, scalars by
+  ``dask.compute``.
 
 Inputs: A a Dask array (N, N) chunked along rows only, its chunks NumPy arrays or scipy.sparse
 matrices (or CuPy / cupyx), or a Dask-backed operator: a callable taking a Dask vector chunked
@@ -29,10 +36,14 @@ chunked like b.
 
 Cost per iteration: the local flops (one SpMV, 5 vector updates) spread over the workers, plus
 the scheduler's fixed cost (a few milliseconds per round trip, measured in docs/distributed.md)
-and the halo: each row block fetches the neighbouring chunks of p its columns touch.
+and the halo: with the tasks, each row block fetches the neighbouring chunks of p its columns
+touch; with the actors, each shard receives only the ghost entries its rows touch (for a
+7-point stencil, one grid plane per boundary between shards).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -44,7 +55,10 @@ from ..solvers._status import CONVERGED, status_names
 from ..solvers.pcg import PCGResult
 from ._graph import check_dask_array, check_row_chunks, dask_modules
 
-__all__ = ["pcg_dask", "DaskEngine", "FuturesEngine"]
+__all__ = ["pcg_dask", "DaskEngine", "FuturesEngine", "ENGINES"]
+
+#: The values of ``pcg_dask(engine=...)`` (None: chosen from the inputs).
+ENGINES = (None, "actors", "tasks", "collections")
 
 
 # --------------------------------------------------------------------------- block tasks
@@ -428,9 +442,22 @@ def _as_operator(A, name, b):
 
 @register_routine("pcg")
 def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callback=None,
-             check_every=25, compute=None):
+             check_every=25, compute=None, engine=None):
     """``lpc.pcg`` on Dask arrays (see the module docstring); a batch A (N, n, n) with b (N, n)
     goes to :func:`linalg_pc.distributed.batched.pcg_batched`.
+
+    Parameters
+    ----------
+    engine : {None, "actors", "tasks", "collections"}
+        How the iteration runs (module docstring). None picks ``"actors"`` when a
+        ``distributed`` Client is in use and A (and M) are Dask arrays of NumPy or
+        scipy.sparse blocks, ``"tasks"`` when they hold other blocks (CuPy), and
+        ``"collections"`` otherwise (a callable operator, or the local scheduler).
+        ``"actors"`` (:class:`linalg_pc.distributed._pcg_actors.ActorEngine`): one stateful
+        shard per worker, 2 actor round trips per iteration (3 with a coupling M); if a
+        shard's worker is lost, the solve is rerun from x0 with ``"tasks"`` (a
+        ``RuntimeWarning`` names the cause). ``"tasks"`` (:class:`FuturesEngine`): chunk
+        tasks, recomputed by Dask if a worker dies. ``"collections"`` (:class:`DaskEngine`).
 
     Returns
     -------
@@ -444,10 +471,14 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
         b, M or x0 not Dask arrays while A is one (or the reverse).
     ValueError
         A chunked along columns, not square, or with row chunks different from b's; x0 chunked
-        unlike b; NaN/inf in A, M or b (found when the blocks are persisted).
+        unlike b; NaN/inf in A, M or b (found when the blocks are persisted); an unknown
+        ``engine``, or ``"actors"`` / ``"tasks"`` without a ``distributed`` Client or with a
+        callable A or M.
     NotImplementedError
         ``compute="fp32"`` on fp64 data (iterative refinement), x0 "Mb".
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     check_dask_array(b, "b")
     if getattr(A, "ndim", 0) == 3:
         from .batched import pcg_batched
@@ -483,9 +514,14 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
     dtype = np.dtype("float64" if work.name == "fp64" else "float32")
     chunks = b.chunks[0]
     bw = b.astype(dtype)
-    opA = _Matrix(A, "A", chunks, dtype) if hasattr(A, "chunks") else A
-    opM = None if M is None else (_Matrix(M, "M", chunks, dtype) if hasattr(M, "chunks")
-                                  else M)
+    client = _client()
+    arrays = hasattr(A, "chunks") and (M is None or hasattr(M, "chunks"))
+    if engine in ("actors", "tasks") and (client is None or not arrays):
+        raise ValueError(f"engine={engine!r} needs a distributed Client in use and A (and M) "
+                         f"given as Dask arrays; use engine='collections'")
+    if engine is None:
+        engine = ("collections" if client is None or not arrays else
+                  "actors" if all(_host_blocks(X) for X in (A, M) if X is not None) else "tasks")
     dask = dask_modules()[0]
     (bw,) = dask.persist(bw)
     bb, bfin = dask.compute((bw * bw).sum(), dask.delayed(all)(
@@ -497,13 +533,43 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
     maxiter = 10 * n if maxiter is None else int(maxiter)
     tol = np.array([max(rtol * bnorm, atol)])
     x0w = None if x0 is None else x0.astype(dtype)
-    client = _client() if isinstance(opA, _Matrix) and not isinstance(opM, _Callable) else None
-    if client is not None:
-        eng = FuturesEngine(client, opA, opM, bw, x0w, bnorm == 0)
-    else:
-        eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
-    raw = run(eng, tol, maxiter, int(check_every), callback, u=work.unit_roundoff)
+    args = (tol, maxiter, int(check_every), callback)
+    if engine == "actors":
+        from ._pcg_actors import ActorEngine
+
+        eng = None
+        try:  # the shards cast A's and M's blocks to the working dtype
+            eng = ActorEngine(client, A, M, bw, x0w, bnorm == 0, dtype)
+            raw = run(eng, *args, u=work.unit_roundoff)
+        except Exception as exc:
+            # a broken connection (OSError) or a lost actor (RuntimeError) may come before
+            # the scheduler has removed the worker: give it a few seconds
+            wait = 10.0 if isinstance(exc, (OSError, RuntimeError)) else 0.0
+            if eng is None or not eng.lost(wait=wait):
+                raise
+            eng.close()
+            warnings.warn(f"distributed PCG: a worker holding a shard of the actor engine was "
+                          f"lost ({type(exc).__name__}: {exc}); the solve was rerun from x0 "
+                          f"with engine='tasks'", RuntimeWarning, stacklevel=3)
+            engine = "tasks"
+        else:
+            eng.close()
+    if engine != "actors":
+        opA = _Matrix(A, "A", chunks, dtype) if hasattr(A, "chunks") else A
+        opM = None if M is None else (_Matrix(M, "M", chunks, dtype) if hasattr(M, "chunks")
+                                      else M)
+        if engine == "tasks":
+            eng = FuturesEngine(client, opA, opM, bw, x0w, bnorm == 0)
+        else:
+            eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
+        raw = run(eng, *args, u=work.unit_roundoff)
     names = status_names(raw.status)
     conv = raw.status == CONVERGED
     return PCGResult(raw.X, bool(conv[0]), int(raw.iters[0]), raw.hist[:, 0],
                      float(raw.tnorm[0]), str(names[0]), False)
+
+
+def _host_blocks(X) -> bool:
+    """Whether the Dask matrix X holds NumPy or scipy.sparse blocks (its meta says so)."""
+    mod = type(getattr(X, "_meta", None)).__module__
+    return mod.startswith(("numpy", "scipy"))

@@ -379,7 +379,8 @@ def _refine(pb: _Problem, maxiter, check_every, callback) -> LoopResult:
 
 # --------------------------------------------------------------------------- public
 def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter=None,
-        callback=None, check_every: int = 25, compute=None, precision=None) -> PCGResult:
+        callback=None, check_every: int = 25, compute=None, precision=None,
+        engine=None) -> PCGResult:
     """Solve A x = b for symmetric positive definite A by preconditioned conjugate gradients.
 
     Parameters
@@ -415,6 +416,11 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
         refinement (the residual and x in float64). x comes back in the working format.
     precision : None, "fp64" or "fp32"
         Deprecated alias of ``compute`` (DeprecationWarning); passing both raises.
+    engine : None, "actors", "tasks" or "collections"
+        Dask arrays only: how the distributed iteration runs (docs/distributed.md). None picks
+        the actors (fastest) when a ``distributed`` Client is in use and A, M are Dask arrays of
+        NumPy or SciPy blocks; "tasks" keeps every step a Dask task, which Dask recomputes when
+        a worker is lost. Any value other than None raises ValueError for local inputs.
 
     Returns
     -------
@@ -460,7 +466,11 @@ def pcg(A, b, *, M=None, x0=None, rtol: float = 1e-5, atol: float = 0.0, maxiter
     compute = _compute_arg(compute, precision)
     if (dist := dispatch("pcg", A, b, M, x0)) is not None:  # Dask arrays or operator
         return dist(A, b, M=M, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter,
-                    callback=callback, check_every=check_every, compute=compute)
+                    callback=callback, check_every=check_every, compute=compute,
+                    engine=engine)
+    if engine is not None:
+        raise ValueError(f"engine={engine!r} applies to Dask arrays only (the distributed "
+                         f"PCG); leave it None for local inputs")
     if isinstance(x0, str):
         if x0 != "Mb":
             raise ValueError(f"x0 must be an array, None or 'Mb' (SciPy's x0 = M b), got "

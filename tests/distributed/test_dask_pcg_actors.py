@@ -130,7 +130,7 @@ def test_default_engine_is_actors_and_reproducible():
     A, b, M, x0, Ad, bd, args = dask_system("coupled")
     r1 = lpc.pcg(Ad, bd, M=args["M"], rtol=0.0, maxiter=10)
     r2 = pcg_dask(Ad, bd, M=args["M"], rtol=0.0, maxiter=10, engine="actors")
-    rt = pcg_dask(Ad, bd, M=args["M"], rtol=0.0, maxiter=10, engine="tasks")
+    rt = lpc.pcg(Ad, bd, M=args["M"], rtol=0.0, maxiter=10, engine="tasks")  # passed through
     np.testing.assert_array_equal(r1.residual_norms, r2.residual_norms)
     np.testing.assert_array_equal(r1.x.compute(), r2.x.compute())
     np.testing.assert_allclose(r1.residual_norms, rt.residual_norms, rtol=1e4 * U64)
@@ -173,6 +173,10 @@ def test_bad_engine_raises_before_any_task():
     with dask.config.set(scheduler="threads"):  # no distributed Client in use
         with pytest.raises(ValueError, match="engine='actors' needs a distributed Client"):
             pcg_dask(Ad, bd, engine="actors")
+        with pytest.raises(ValueError, match="engine must be one of"):
+            lpc.pcg(Ad, bd, engine="mpi")
+    with pytest.raises(ValueError, match="applies to Dask arrays only"):
+        lpc.pcg(A, b, engine="tasks")
 
 
 def test_nan_in_a_block_raises():

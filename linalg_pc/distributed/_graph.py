@@ -93,10 +93,10 @@ def tree_reduce(A, leaf, args: tuple, prefix: str, combine=_add, split: int = TR
 
     Small ``args`` (``INLINE_ARGS_BYTES``) are written into every leaf task, so a leaf's only
     dependency is its block and the scheduler runs it where the block lives: with the
-    arguments as separate keys, a leaf whose own work is short (the kept Gram matrix of
-    :meth:`linalg_pc.distributed.qr.DaskOperand.gram`) was placed by the scheduler's
-    occupancy estimate on the other worker and fetched its block (tens of MB) over the network.
-    Larger ``args`` are embedded once in the graph (one key each) and shared by the leaves.
+    arguments as separate keys a leaf has two dependencies, and leaves whose own work was short
+    were placed by the scheduler's occupancy estimate on the other worker, fetching their
+    block (tens of MB) over the network (docs/distributed.md). Larger ``args`` are embedded
+    once in the graph (one key each) and shared by the leaves.
     """
     _, _, HighLevelGraph, Delayed, tokenize = dask_modules()
     keys = [k[0] if isinstance(k, list) else k for k in A.__dask_keys__()]

@@ -79,10 +79,6 @@ def _passes(block, fc):
     return None if impl is None else impl(block, B.native_dtype(xp, fc))
 
 
-def _chain(Rs, rp):
-    return [np.ascontiguousarray(R, dtype=rp.dtype) for R in Rs]
-
-
 def _apply(block, fin, fc, sexp, Rs):
     """A_i decoded, scaled by 2^sexp, times R_1⁻¹ ··· R_k⁻¹ (the passes' right solves)."""
     X = decode(block, fin, fc)
@@ -96,7 +92,7 @@ def _apply(block, fin, fc, sexp, Rs):
 def _gram_task(block, fin, fc, sexp, Rs):
     rp = _passes(block, fc)
     if rp is not None:
-        return rp.gram(_chain(Rs, rp), sexp)
+        return rp.gram(Rs, sexp)
     X = _apply(block, fin, fc, sexp, Rs)
     xp = B.array_namespace(X)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -108,7 +104,7 @@ def _q_task(block, fin, fc, sexp, Rs, fs):
     if rp is not None:
         # the task's result, kept by the worker: not recycled memory
         out = np.empty(block.shape, dtype=B.native_dtype(B.array_namespace(block), fs))
-        return rp.fill(out, _chain(Rs, rp), sexp)
+        return rp.fill(out, Rs, sexp)
     return store(_apply(block, fin, fc, sexp, Rs), fs)
 
 

@@ -61,14 +61,16 @@ def host_count(x) -> int | None:
     through its zero-copy NumPy view: no device synchronization, no conversion), or None."""
     if isinstance(x, np.ndarray):
         return int(x)
-    if type(x).__module__.split(".")[0] != "torch" or x.device.type != "cpu":
+    tv = _torch_views()
+    if tv is None or not isinstance(x, tv[0]) or not x.is_cpu:
         return None
     return int(x.numpy())
 
 
 def _torch_views():
-    """{torch dtype: (its NumPy view dtype or None, whether it is bf16)} and the Tensor type,
-    once torch is imported (a tensor cannot exist before), else None."""
+    """``(torch.Tensor, torch.float32, torch.float64, torch.bfloat16, torch.int16)`` once torch
+    is imported (a tensor cannot exist before), else None: the objects the host paths compare
+    against by identity."""
     if _TORCH_VIEWS:
         return _TORCH_VIEWS[0]
     torch = sys.modules.get("torch")

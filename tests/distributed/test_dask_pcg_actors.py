@@ -238,3 +238,32 @@ def test_worker_killed_mid_solve_reruns_with_tasks():
     finally:
         cl.close()
         cluster.close()
+
+
+@pytest.mark.parametrize("layout", ["several", "one", "one_float32", "empty_block"])
+def test_local_matrix_is_the_stacked_rows_over_own_and_ghost_columns(layout):
+    """The shard's matrix, read back through [own | ghost] to global columns, is the stack of
+    its row blocks, entry for entry, whatever the blocks' count and dtype."""
+    from linalg_pc.distributed._pcg_actors import _local_matrix
+
+    rng = np.random.default_rng(3)
+    N = 60
+    sizes = {"several": [7, 0, 12, 5], "one": [15], "one_float32": [15],
+             "empty_block": [0, 9]}[layout]
+    dt = np.float32 if layout == "one_float32" else np.float64
+    blocks = [sp.random(r, N, density=0.2, random_state=rng, format="csr", dtype=dt)
+              for r in sizes]
+    own = np.arange(20, 20 + sum(sizes), dtype=np.int64)
+    L, ghost = _local_matrix(blocks, own, N, np.dtype(np.float64), "A")
+    assert L.dtype == np.float64 and L.shape == (own.size, own.size + ghost.size)
+    stacked = sp.vstack(blocks, format="csr").toarray() if sizes else np.zeros((0, N))
+    back = np.zeros((own.size, N))
+    back[:, np.concatenate([own, ghost])] = L.toarray()
+    np.testing.assert_array_equal(back, stacked)
+    touched = np.flatnonzero(np.any(stacked != 0, axis=0))
+    np.testing.assert_array_equal(ghost, np.setdiff1d(touched, own))
+    bad = blocks[-1].copy()
+    if bad.nnz:
+        bad.data[0] = np.nan
+        with pytest.raises(ValueError, match="A must not contain NaN"):
+            _local_matrix(blocks[:-1] + [bad], own, N, np.dtype(np.float64), "A")

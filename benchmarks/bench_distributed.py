@@ -27,7 +27,9 @@ Cases (full size; ``--quick`` shrinks every size):
   ((t(25 iterations) − t(5)) / 20, both sides interleaved, medians of 3) and, from the
   engine driven directly, ``actors_loop_ms_per_iter`` split into the busiest shard's
   computing time and the rest (``actors_overhead_ms_per_iter``: actor round trips, the halo
-  relayed through the client, the client's loop). The row blocks are placed contiguously
+  relayed through the client, the client's loop); ``prepared_*``: whole solves on shards
+  kept by :func:`linalg_pc.distributed.prepare_pcg` (the first, which builds them, and the
+  median of three more) against whole local solves. The row blocks are placed contiguously
   (half the chunks on each worker: 1 boundary between workers, recorded as
   ``worker_boundaries``). Measured at full size (docs/distributed.md, four runs at load
   average 1.5–4.6 on the 2 shared cores): 75–148 ms per iteration against 67–119 ms locally
@@ -298,6 +300,31 @@ def _actor_split(A, b, iters):
             "overhead_ms_per_iter": (t3 - t2 - busy) / k * 1e3, "shards": len(eng.addrs)}
 
 
+def _prepared(A, b, iters, local, repeats: int = 3) -> dict:
+    """Whole solves on kept shards (:func:`linalg_pc.distributed.prepare_pcg`): the first
+    (which builds the shards) and the median of the next ``repeats``, each from a fresh b,
+    against whole local solves timed in between."""
+    import statistics
+    import time
+
+    with lpc.distributed.prepare_pcg(_fresh(A)) as system:
+        t0 = time.perf_counter()
+        _wait(system.pcg(_fresh(b), rtol=0.0, maxiter=iters).x)
+        first = time.perf_counter() - t0
+        ours, loc = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            _wait(system.pcg(_fresh(b), rtol=0.0, maxiter=iters).x)
+            t1 = time.perf_counter()
+            local()
+            t2 = time.perf_counter()
+            ours.append(t1 - t0)
+            loc.append(t2 - t1)
+    o, lo = statistics.median(ours), statistics.median(loc)
+    return {"prepared_first_solve_s": first, "prepared_solve_s": o, "prepared_local_s": lo,
+            "prepared_ratio_over_local": o / lo}
+
+
 def pcg_cases(quick: bool) -> list[Case]:
     import scipy.sparse as sp
 
@@ -334,6 +361,8 @@ def pcg_cases(quick: bool) -> list[Case]:
             other = "local" if label == "pcg" else "tasks"
             rec[f"steady_ratio_actors_over_{other}"] = per["actors"] / per[other]
             rec.update({f"actors_{k}": v for k, v in _actor_split(A, b, iters).items()})
+            if label == "pcg":
+                rec.update(_prepared(A, b, iters, local))
             rec["loadavg_1m_end"] = os.getloadavg()[0]
             return rec
 

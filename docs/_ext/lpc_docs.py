@@ -52,6 +52,10 @@ API_PAGES = [
      "PCG, block-Schur degeneracy analysis, Woodbury inverses (guide: :doc:`/solvers`)."),
     ("linalg_pc.analysis", "analysis", "Error analysis (``linalg_pc.analysis``)",
      "Metrics, test matrices, bounds, studies and figures (guide: :doc:`/error-analysis`)."),
+    ("linalg_pc.distributed", "distributed", "Distributed (``linalg_pc.distributed``)",
+     "Dask arrays passed to the public routines dispatch here by themselves; this namespace "
+     "adds a system kept split over the workers for many PCG solves (guide: "
+     ":doc:`/distributed`)."),
     ("linalg_pc.integrations.torch", "integrations_torch",
      "PyTorch optimizers (``linalg_pc.integrations.torch``)",
      "``torch.optim.Optimizer`` classes over :mod:`linalg_pc.precond` (imports PyTorch)."),

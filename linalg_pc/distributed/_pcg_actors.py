@@ -169,13 +169,10 @@ class Shard:
             self.M, self.gM = None, np.zeros(0, dtype=np.int64)
         else:
             self.M, self.gM = _local_matrix(M_blocks, own, N, self.dtype, "M")
-        self.b = np.ascontiguousarray(np.concatenate([np.asarray(c) for c in b_chunks])
-                                      .astype(self.dtype, copy=False))
         gA, gM = self.gA.shape[0], self.gM.shape[0]
         self.x_full = np.zeros(n + gA, dtype=self.dtype)
         self.x = self.x_full[:n]
-        if x0_chunks is not None:
-            self.x[:] = np.concatenate([np.asarray(c) for c in x0_chunks])
+        self.load(b_chunks, x0_chunks)
         self.r_full = np.zeros(n + gM, dtype=self.dtype)
         self.r = self.r_full[:n]
         self.z = self.r if M_blocks is None else np.zeros(n, dtype=self.dtype)
@@ -198,6 +195,14 @@ class Shard:
         self.recvM: dict = {}
 
     # ------------------------------------------------------------------ setup
+    def load(self, b_chunks, x0_chunks):
+        """b (and x0; None: x0 = 0) of the next solve, from the shard's chunks in chunk
+        order. A shard serves any number of solves: :meth:`init` starts each one."""
+        b = np.concatenate([np.asarray(c) for c in b_chunks]) if b_chunks else np.zeros(0)
+        self.b = np.ascontiguousarray(b, dtype=self.dtype)
+        if x0_chunks is not None:
+            self.x[:] = np.concatenate([np.asarray(c) for c in x0_chunks])
+
     def ghosts(self):
         """The global indices of the ghost columns of A and of M."""
         return self.gA, self.gM
@@ -346,6 +351,15 @@ def exchange_maps(ghosts, offsets, chunk_shard, chunk_start):
     return send, recv
 
 
+def _load_task(key, b_chunks, x0_chunks):
+    """:meth:`Shard.load` on the shard ``key`` living on this worker (a task pinned to it,
+    its chunk arguments resolved by Dask); returns True."""
+    from distributed import get_worker
+
+    get_worker().state.actors[key].load(b_chunks, x0_chunks)
+    return True
+
+
 def _x_task(key, lo, hi):
     """x[lo:hi] of the shard ``key`` living on this worker (a task pinned to it).
 
@@ -430,6 +444,36 @@ class ActorEngine:
         self.m_halo = self.M and any(g[1].shape[0] for g in gh)
         self.x0 = x0 is not None
         self._round("set_maps", [(sA[s], rA[s], sM[s], rM[s]) for s in range(len(addrs))])
+        self._rz = None
+        self._zin = None
+
+    def load(self, b, x0, zero):
+        """The next solve's b (and x0; None: x0 = 0) on the same shards: Dask vectors chunked
+        like A's rows, in the working dtype. One task per shard, pinned to its worker, gets
+        that shard's chunks (Dask moves a chunk held elsewhere); A and M stay where they are.
+        ``zero``: b = 0 (the loop then stops at once)."""
+        from distributed import futures_of
+
+        if tuple(b.chunks[0]) != tuple(self.chunks):
+            raise ValueError(f"b's chunks {b.chunks[0]} must equal the row chunks "
+                             f"{tuple(self.chunks)} of the prepared system")
+        cols = [b] + ([x0] if x0 is not None else [])
+        futs = []
+        for coll in self.c.persist(cols):
+            byk = {f.key: f for f in futures_of(coll)}
+            futs.append([byk[k[0] if isinstance(k, list) else k] for k in coll.__dask_keys__()])
+        fb, fx = futs[0], (futs[1] if x0 is not None else None)
+        tasks = []
+        for s, rows in enumerate(self.rows):
+            mine = [c for c, _, _ in rows]
+            tasks.append(self.c.submit(
+                _load_task, self.futures[s].key, [fb[c] for c in mine],
+                None if fx is None else [fx[c] for c in mine], workers=[self.addrs[s]],
+                allow_other_workers=False, pure=False))
+        for t in tasks:
+            self._result(t)  # a shard's error; ShardLost when its worker is gone
+        self.zero = zero
+        self.x0 = x0 is not None
         self._rz = None
         self._zin = None
 

@@ -55,7 +55,7 @@ from ..solvers._status import CONVERGED, status_names
 from ..solvers.pcg import PCGResult
 from ._graph import check_dask_array, check_row_chunks, dask_modules
 
-__all__ = ["pcg_dask", "DaskEngine", "FuturesEngine", "ENGINES"]
+__all__ = ["pcg_dask", "prepare_pcg", "PreparedPCG", "DaskEngine", "FuturesEngine", "ENGINES"]
 
 #: The values of ``pcg_dask(engine=...)`` (None: chosen from the inputs).
 ENGINES = (None, "actors", "tasks", "collections")
@@ -502,18 +502,9 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
             raise ValueError(f"x0's chunks {x0.chunks} must equal b's {b.chunks}")
     A = _as_operator(A, "A", b)
     M = None if M is None else _as_operator(M, "M", b)
-    dts = [x.dtype for x in (A, b, M, x0) if hasattr(x, "dtype")]
-    fmts = [get_format(np.dtype(d).name if np.dtype(d).kind == "f" else "fp64") for d in dts]
-    widest = min(fmts, key=lambda f: f.unit_roundoff)
-    if widest.name in ("bf16", "fp16"):
-        widest = get_format("fp32")
-    work = widest if compute is None or compute.compute is None else get_format(compute.compute)
-    if work.name == "fp32" and widest.name == "fp64":
-        raise NotImplementedError("compute='fp32' on fp64 data (iterative refinement) is not "
-                                  "offered for Dask arrays")
-    dtype = np.dtype("float64" if work.name == "fp64" else "float32")
+    work, dtype = _working_format([x.dtype for x in (A, b, M, x0) if hasattr(x, "dtype")],
+                                  compute)
     chunks = b.chunks[0]
-    bw = b.astype(dtype)
     client = _client()
     arrays = hasattr(A, "chunks") and (M is None or hasattr(M, "chunks"))
     if engine in ("actors", "tasks") and (client is None or not arrays):
@@ -522,47 +513,84 @@ def pcg_dask(A, b, *, M=None, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callba
     if engine is None:
         engine = ("collections" if client is None or not arrays else
                   "actors" if all(_host_blocks(X) for X in (A, M) if X is not None) else "tasks")
+    bw, bnorm = _rhs(b, dtype)
+    x0w = None if x0 is None else x0.astype(dtype)
+    args = (np.array([max(rtol * bnorm, atol)]),
+            10 * b.shape[0] if maxiter is None else int(maxiter), int(check_every), callback)
+    if engine == "actors":
+        from ._pcg_actors import ActorEngine
+
+        raw, eng = _run_actors(
+            None, lambda: ActorEngine(client, A, M, bw, x0w, bnorm == 0, dtype), bw, x0w,
+            bnorm == 0, args, work, (client, A, M, chunks, dtype))
+        if eng is not None:
+            eng.close()
+        return _result(raw)
+    opA = _Matrix(A, "A", chunks, dtype) if hasattr(A, "chunks") else A
+    opM = None if M is None else (_Matrix(M, "M", chunks, dtype) if hasattr(M, "chunks")
+                                  else M)
+    if engine == "tasks":
+        eng = FuturesEngine(client, opA, opM, bw, x0w, bnorm == 0)
+    else:
+        eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
+    return _result(run(eng, *args, u=work.unit_roundoff))
+
+
+def _working_format(dtypes, compute):
+    """(working format, NumPy dtype): the widest of the operands' formats, at least fp32, or
+    ``compute.compute`` (NotImplementedError for fp32 on fp64 data)."""
+    fmts = [get_format(np.dtype(d).name if np.dtype(d).kind == "f" else "fp64") for d in dtypes]
+    widest = min(fmts, key=lambda f: f.unit_roundoff)
+    if widest.name in ("bf16", "fp16"):
+        widest = get_format("fp32")
+    work = widest if compute is None or compute.compute is None else get_format(compute.compute)
+    if work.name == "fp32" and widest.name == "fp64":
+        raise NotImplementedError("compute='fp32' on fp64 data (iterative refinement) is not "
+                                  "offered for Dask arrays")
+    return work, np.dtype("float64" if work.name == "fp64" else "float32")
+
+
+def _rhs(b, dtype):
+    """b in the working dtype, persisted, and its norm (one round trip); ValueError when b
+    holds a NaN or inf."""
     dask = dask_modules()[0]
-    (bw,) = dask.persist(bw)
+    (bw,) = dask.persist(b.astype(dtype))
     bb, bfin = dask.compute((bw * bw).sum(), dask.delayed(all)(
         [dask.delayed(_finite_vec)(c) for c in bw.to_delayed().ravel()]))
     if not bfin:
         raise ValueError("b must not contain NaN or inf")
-    bnorm = float(np.sqrt(bb))
-    n = b.shape[0]
-    maxiter = 10 * n if maxiter is None else int(maxiter)
-    tol = np.array([max(rtol * bnorm, atol)])
-    x0w = None if x0 is None else x0.astype(dtype)
-    args = (tol, maxiter, int(check_every), callback)
-    if engine == "actors":
-        from ._pcg_actors import ActorEngine
+    return bw, float(np.sqrt(bb))
 
-        eng = None
-        try:  # the shards cast A's and M's blocks to the working dtype
-            eng = ActorEngine(client, A, M, bw, x0w, bnorm == 0, dtype)
-            raw = run(eng, *args, u=work.unit_roundoff)
-        except Exception as exc:
-            # a broken connection (OSError) or a lost actor (RuntimeError) may come before
-            # the scheduler has removed the worker: give it a few seconds
-            wait = 10.0 if isinstance(exc, (OSError, RuntimeError)) else 0.0
-            if eng is None or not eng.lost(wait=wait):
-                raise
-            eng.close()
-            warnings.warn(f"distributed PCG: a worker holding a shard of the actor engine was "
-                          f"lost ({type(exc).__name__}: {exc}); the solve was rerun from x0 "
-                          f"with engine='tasks'", RuntimeWarning, stacklevel=3)
-            engine = "tasks"
+
+def _run_actors(eng, build, bw, x0w, zero, args, work, fallback, stacklevel=4):
+    """The loop on the actor engine ``eng`` given b (and x0) by :meth:`ActorEngine.load`, or
+    on ``build()`` when ``eng`` is None. If a shard's worker is lost (before or during the
+    loop), a ``RuntimeWarning`` names the cause and the solve reruns from x0 with the task
+    engine (``fallback`` = (client, A, M, chunks, dtype)). Returns (raw result, the actor
+    engine, or None after a fallback: its shards are gone)."""
+    try:
+        if eng is None:
+            eng = build()
         else:
-            eng.close()
-    if engine != "actors":
-        opA = _Matrix(A, "A", chunks, dtype) if hasattr(A, "chunks") else A
-        opM = None if M is None else (_Matrix(M, "M", chunks, dtype) if hasattr(M, "chunks")
-                                      else M)
-        if engine == "tasks":
-            eng = FuturesEngine(client, opA, opM, bw, x0w, bnorm == 0)
-        else:
-            eng = DaskEngine(opA, opM, bw, x0w, bnorm == 0)
-        raw = run(eng, *args, u=work.unit_roundoff)
+            eng.load(bw, x0w, zero)
+        return run(eng, *args, u=work.unit_roundoff), eng
+    except Exception as exc:
+        # a broken connection (OSError) or a lost actor (RuntimeError) may come before the
+        # scheduler has removed the worker: give it a few seconds
+        wait = 10.0 if isinstance(exc, (OSError, RuntimeError)) else 0.0
+        if eng is None or not eng.lost(wait=wait):
+            raise
+        eng.close()
+        warnings.warn(f"distributed PCG: a worker holding a shard of the actor engine was "
+                      f"lost ({type(exc).__name__}: {exc}); the solve was rerun from x0 with "
+                      f"engine='tasks'", RuntimeWarning, stacklevel=stacklevel)
+    client, A, M, chunks, dtype = fallback
+    opM = None if M is None else _Matrix(M, "M", chunks, dtype)
+    eng = FuturesEngine(client, _Matrix(A, "A", chunks, dtype), opM, bw, x0w, zero)
+    return run(eng, *args, u=work.unit_roundoff), None
+
+
+def _result(raw) -> PCGResult:
     names = status_names(raw.status)
     conv = raw.status == CONVERGED
     return PCGResult(raw.X, bool(conv[0]), int(raw.iters[0]), raw.hist[:, 0],
@@ -573,3 +601,166 @@ def _host_blocks(X) -> bool:
     """Whether the Dask matrix X holds NumPy or scipy.sparse blocks (its meta says so)."""
     mod = type(getattr(X, "_meta", None)).__module__
     return mod.startswith(("numpy", "scipy"))
+
+
+# --------------------------------------------------------------------------- prepared systems
+def prepare_pcg(A, *, M=None, compute=None) -> PreparedPCG:
+    """A (and M) of many distributed PCG solves, split over the workers once.
+
+    The actor engine's setup (each worker assembling its row blocks of A and M into one local
+    matrix, the ghost lists and the exchange maps) is done by the first solve and kept:
+    every later :meth:`PreparedPCG.pcg` sends only b (and x0) to the shards. For a sequence of
+    solves with one matrix (time steps, several right-hand sides in turn) this removes the
+    setup from every solve but the first (measured in docs/distributed.md).
+
+    Parameters
+    ----------
+    A : dask.array.Array (N, N)
+        Chunked along rows only, NumPy or scipy.sparse blocks (the actor engine's inputs).
+    M : dask.array.Array (N, N), optional
+        Preconditioner (z = M r), chunked like A's rows, blocks of the same kinds.
+    compute : Precision, optional
+        The working format (``compute.compute``: "fp32" or "fp64"); default: the wider of A's
+        and M's formats, at least fp32. It is fixed here: a later b or x0 in a wider format
+        raises ValueError.
+
+    Returns
+    -------
+    PreparedPCG
+        Holds the shards on the workers until :meth:`PreparedPCG.close` (also a context
+        manager).
+
+    Raises
+    ------
+    ValueError
+        No ``distributed`` Client in use; A or M chunked along columns, not square, or with
+        different row chunks; blocks other than NumPy or scipy.sparse (use
+        ``lpc.pcg(..., engine="tasks")``). NaN or inf in A or M raise in the first solve,
+        when the shards are built.
+    TypeError
+        A or M not a Dask array.
+    NotImplementedError
+        ``compute`` fp32 on fp64 data.
+
+    Examples
+    --------
+    >>> with prepare_pcg(A) as system:                 # doctest: +SKIP
+    ...     for b in right_hand_sides:
+    ...         x = system.pcg(b, rtol=1e-8).x
+    """
+    client = _client()
+    if client is None:
+        raise ValueError("prepare_pcg needs a distributed Client in use (the shards live on "
+                         "its workers)")
+    check_dask_array(A, "A")
+    if M is not None:
+        check_dask_array(M, "M")
+    for X, name in ((A, "A"), (M, "M")):
+        if X is None:
+            continue
+        check_row_chunks(X, name)
+        if X.ndim != 2 or X.shape[0] != X.shape[1]:
+            raise ValueError(f"{name} must be square, got shape {tuple(X.shape)}")
+        if not _host_blocks(X):
+            raise ValueError(f"prepare_pcg needs {name} with NumPy or scipy.sparse blocks; "
+                             f"other blocks (CuPy) run with lpc.pcg(..., engine='tasks')")
+    if M is not None and (M.shape != A.shape or M.chunks[0] != A.chunks[0]):
+        raise ValueError(f"M (shape {tuple(M.shape)}, row chunks {M.chunks[0]}) must match A "
+                         f"(shape {tuple(A.shape)}, row chunks {A.chunks[0]})")
+    work, dtype = _working_format([X.dtype for X in (A, M) if X is not None], compute)
+    return PreparedPCG(client, A, M, work, dtype)
+
+
+class PreparedPCG:
+    """A (and M) split over the workers' shards for many solves; made by
+    :func:`prepare_pcg`.
+
+    Attributes
+    ----------
+    shape : tuple
+        (N, N).
+    chunks : tuple
+        A's row chunks (every b and x0 must be chunked the same way).
+    dtype : numpy.dtype
+        The working dtype.
+    built : bool
+        Whether the shards exist (after the first solve, until :meth:`close` or a lost
+        worker).
+    """
+
+    def __init__(self, client, A, M, work, dtype):
+        self._client, self._A, self._M = client, A, M
+        self._work, self.dtype = work, dtype
+        self.shape = tuple(A.shape)
+        self.chunks = tuple(A.chunks[0])
+        self._eng = None
+        self._closed = False
+
+    @property
+    def built(self) -> bool:
+        return self._eng is not None
+
+    def pcg(self, b, *, x0=None, rtol=1e-5, atol=0.0, maxiter=None, callback=None,
+            check_every=25) -> PCGResult:
+        """Solve A x = b by PCG on the shards (built by the first call, reused after).
+
+        The arguments and the result are those of ``lpc.pcg`` on Dask arrays
+        (:func:`pcg_dask`): b and x0 Dask vectors chunked like A's rows, x returned as a Dask
+        vector persisted on the workers. The first call costs what one ``lpc.pcg`` call does;
+        each later one persists b (and x0) and sends each shard its chunks, then iterates. A
+        solve on the same shards gives, bit for bit, what ``lpc.pcg(A, b, M=M)`` with the
+        actor engine gives on the same chunk layout. If a shard's worker is lost, the solve
+        reruns with the task engine (``RuntimeWarning``) and the next call builds new shards.
+
+        Raises
+        ------
+        ValueError
+            After :meth:`close`; b or x0 not a Dask vector of length N chunked like A's rows;
+            b or x0 in a format wider than the working one; NaN or inf in b.
+        """
+        if self._closed:
+            raise ValueError("this PreparedPCG is closed")
+        check_dask_array(b, "b")
+        if isinstance(x0, str):
+            raise NotImplementedError("x0='Mb' is not offered for Dask arrays; pass M @ b")
+        for v, name in ((b, "b"), (x0, "x0")):
+            if v is None:
+                continue
+            check_dask_array(v, name)
+            if v.ndim != 1 or v.shape[0] != self.shape[0]:
+                raise ValueError(f"{name} must be a Dask vector of length {self.shape[0]}, "
+                                 f"got shape {tuple(v.shape)}")
+            if tuple(v.chunks[0]) != self.chunks:
+                raise ValueError(f"{name}'s chunks {v.chunks[0]} must equal the row chunks "
+                                 f"{self.chunks} of the prepared system: rechunk it")
+            wide, _ = _working_format([v.dtype], None)
+            if wide.unit_roundoff < self._work.unit_roundoff:
+                raise ValueError(f"{name} is {wide.name} but the system was prepared in "
+                                 f"{self._work.name}: prepare it with compute="
+                                 f"Precision(compute='{wide.name}')")
+        bw, bnorm = _rhs(b, self.dtype)
+        x0w = None if x0 is None else x0.astype(self.dtype)
+        args = (np.array([max(rtol * bnorm, atol)]),
+                10 * self.shape[0] if maxiter is None else int(maxiter), int(check_every),
+                callback)
+        from ._pcg_actors import ActorEngine
+
+        client, A, M, dtype = self._client, self._A, self._M, self.dtype
+        raw, self._eng = _run_actors(
+            self._eng, lambda: ActorEngine(client, A, M, bw, x0w, bnorm == 0, dtype), bw, x0w,
+            bnorm == 0, args, self._work, (client, A, M, self.chunks, dtype), stacklevel=3)
+        return _result(raw)
+
+    def close(self) -> None:
+        """Release the shards (their memory on the workers). Idempotent."""
+        if self._eng is not None:
+            eng, self._eng = self._eng, None
+            eng.close()
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

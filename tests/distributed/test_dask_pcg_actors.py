@@ -267,3 +267,143 @@ def test_local_matrix_is_the_stacked_rows_over_own_and_ghost_columns(layout):
         bad.data[0] = np.nan
         with pytest.raises(ValueError, match="A must not contain NaN"):
             _local_matrix(blocks[:-1] + [bad], own, N, np.dtype(np.float64), "A")
+
+
+# --------------------------------------------------------------------------- prepared systems
+def _shard_tasks(ts) -> int:
+    """How many actor-creation tasks (one per shard built) a task stream holds."""
+    return sum(1 for t in ts.data if str(t["key"]).startswith("Shard-"))
+
+
+@pytest.mark.parametrize("case", ["plain", "coupled", "x0"])
+def test_prepared_solves_equal_one_shot_solves_bit_for_bit(case):
+    """Solves on the kept shards (new b, new x0, the first b again) give, bit for bit, what a
+    one-shot actor solve gives on the same layout; an earlier solve's x is not changed by the
+    later ones; the shards are built once."""
+    from distributed import get_task_stream
+
+    A, b, M, x0, Ad, bd, args = dask_system(case)
+    cl = get_client()
+    b2 = np.random.default_rng(8).standard_normal(b.shape[0])
+    bd2 = placed(cl, b2, SIZES, (1, 1, 0, 1, 0))  # b's chunks held elsewhere than A's rows
+    rhs = [(bd, args["x0"]), (bd2, None), (bd, args["x0"])]
+    with lpc.distributed.prepare_pcg(Ad, M=args["M"]) as system_:
+        assert not system_.built
+        with get_task_stream(cl) as ts:
+            got = [system_.pcg(v, x0=x, rtol=0.0, maxiter=9, check_every=4) for v, x in rhs[:1]]
+        assert _shard_tasks(ts) == 2 and system_.built
+        with get_task_stream(cl) as ts:
+            got += [system_.pcg(v, x0=x, rtol=0.0, maxiter=9, check_every=4) for v, x in rhs[1:]]
+        assert _shard_tasks(ts) == 0  # the later solves reuse the shards
+    assert not system_.built
+    for (v, x), res in zip(rhs, got):
+        one = pcg_dask(Ad, v, M=args["M"], x0=x, rtol=0.0, maxiter=9, check_every=4,
+                       engine="actors")
+        np.testing.assert_array_equal(res.residual_norms, one.residual_norms)
+        np.testing.assert_array_equal(res.x.compute(), one.x.compute())
+        assert res.status == one.status and res.true_residual_norm == one.true_residual_norm
+    loc = lpc.pcg(A, b2, M=M, rtol=0.0, maxiter=9, check_every=4)
+    np.testing.assert_allclose(got[1].residual_norms, loc.residual_norms, rtol=1e4 * U64)
+
+
+def test_prepared_converges_and_float32():
+    A, b, *_ = system("plain")
+    A32, b32 = A.astype(np.float32), b.astype(np.float32)
+    cl = get_client()
+    with lpc.distributed.prepare_pcg(placed(cl, A32, SIZES, SPLIT)) as s:
+        assert s.dtype == np.float32
+        for scale in (1.0, -3.0):
+            res = s.pcg(placed(cl, scale * b32, SIZES, SPLIT), rtol=1e-5)
+            loc = lpc.pcg(A32, scale * b32, rtol=1e-5)
+            assert res.status == loc.status == "converged"
+            assert abs(res.iterations - loc.iterations) <= 1
+            x = res.x.compute()
+            assert x.dtype == np.float32
+            assert np.linalg.norm(A @ x - scale * b) <= 2e-5 * np.linalg.norm(scale * b)
+        zero = s.pcg(placed(cl, np.zeros(400, np.float32), SIZES, SPLIT))
+        assert zero.converged and zero.iterations == 0
+        assert not np.any(zero.x.compute())
+
+
+def test_prepared_bad_input_raises_before_any_task():
+    A, b, *_ = system("plain")
+    Ad = da.from_array(A.toarray(), chunks=(100, 400))
+    bd = da.from_array(b, chunks=100)
+    s = lpc.distributed.prepare_pcg(Ad)
+    with dask.config.set(scheduler=no_tasks):
+        with pytest.raises(ValueError, match="chunks .* must equal the row chunks"):
+            s.pcg(bd.rechunk(50))
+        with pytest.raises(ValueError, match="length 400"):
+            s.pcg(bd[:300])
+        with pytest.raises(TypeError):
+            s.pcg(b)
+    s32 = lpc.distributed.prepare_pcg(Ad.astype(np.float32))
+    with dask.config.set(scheduler=no_tasks):
+        with pytest.raises(ValueError, match="fp64 but the system was prepared in fp32"):
+            s32.pcg(bd)
+    # prepare_pcg submits nothing (the shards are built by the first solve)
+    with pytest.raises(ValueError, match="must be square"):
+        lpc.distributed.prepare_pcg(Ad[:, :300])
+    with pytest.raises(ValueError, match="must match A"):
+        lpc.distributed.prepare_pcg(Ad, M=Ad.rechunk((50, 400)))
+    with pytest.raises(TypeError):
+        lpc.distributed.prepare_pcg(A)
+    assert not s.built and not s32.built
+    s.close()
+    with pytest.raises(ValueError, match="closed"):
+        s.pcg(bd)
+    with dask.config.set(scheduler="threads"):  # no distributed Client in use
+        with pytest.raises(ValueError, match="needs a distributed Client"):
+            lpc.distributed.prepare_pcg(Ad)
+
+
+@pytest.mark.slow
+def test_prepared_system_survives_a_lost_worker():
+    """A shard's worker dies between two solves: the next solve warns, reruns with the task
+    engine (Dask recomputes the lost chunks) and is still right; the one after builds new
+    shards on the workers left."""
+    import os
+    import signal
+    import time
+
+    from _dask_cluster import distributed
+
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, memory_limit="2GiB")
+    cl = distributed.Client(cluster, set_as_default=False)
+    try:
+        with cl.as_current():
+            A, b, *_ = system("plain")
+            edges = np.concatenate([[0], np.cumsum(SIZES)])
+            Ad = da.concatenate([
+                da.from_delayed(dask.delayed(_rows)(A, lo, hi), shape=(hi - lo, 400),
+                                dtype=A.dtype, meta=sp.csr_matrix((0, 0)))
+                for lo, hi in zip(edges[:-1], edges[1:])])
+            Ad = cl.persist(Ad)
+            distributed.wait(Ad)
+            bd = da.from_array(b, chunks=(SIZES,))
+            loc = lpc.pcg(A, b, rtol=0.0, maxiter=8, check_every=5)
+            s = lpc.distributed.prepare_pcg(Ad)
+            first = s.pcg(bd, rtol=0.0, maxiter=8, check_every=5)
+            np.testing.assert_allclose(first.x.compute(), loc.x, rtol=0,
+                                       atol=1e4 * U64 * np.abs(loc.x).max())
+            victim = cl.run(os.getpid)[sorted(cl.scheduler_info()["workers"])[0]]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while len(cl.scheduler_info()["workers"]) > 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with pytest.warns(RuntimeWarning, match="rerun from x0 with engine='tasks'"):
+                second = s.pcg(bd, rtol=0.0, maxiter=8, check_every=5)
+            assert not s.built
+            third = s.pcg(bd, rtol=0.0, maxiter=8, check_every=5)
+            assert s.built
+            for res in (second, third):
+                assert res.status == "maxiter" and res.iterations == 8
+                np.testing.assert_allclose(res.residual_norms, loc.residual_norms,
+                                           rtol=1e4 * U64)
+                np.testing.assert_allclose(res.x.compute(), loc.x, rtol=0,
+                                           atol=1e4 * U64 * np.abs(loc.x).max())
+            s.close()
+    finally:
+        cl.close()
+        cluster.close()

@@ -193,6 +193,21 @@ def _rows(A, lo, hi):
     return A[lo:hi]
 
 
+def _recomputable_system(cl):
+    """The "plain" system with A persisted on ``cl``'s workers from a graph Dask can rerun
+    (a killed worker's chunks are recomputed) and b from the client: (A, b, Ad, bd)."""
+    from distributed import wait
+
+    A, b, *_ = system("plain")
+    edges = np.concatenate([[0], np.cumsum(SIZES)])
+    Ad = cl.persist(da.concatenate([
+        da.from_delayed(dask.delayed(_rows)(A, lo, hi), shape=(hi - lo, 400), dtype=A.dtype,
+                        meta=sp.csr_matrix((0, 0)))
+        for lo, hi in zip(edges[:-1], edges[1:])]))
+    wait(Ad)
+    return A, b, Ad, da.from_array(b, chunks=(SIZES,))
+
+
 @pytest.mark.slow
 def test_worker_killed_mid_solve_reruns_with_tasks():
     """Dask does not recompute an actor: when a shard's worker dies mid-solve, the solve is
@@ -208,15 +223,7 @@ def test_worker_killed_mid_solve_reruns_with_tasks():
     cl = distributed.Client(cluster, set_as_default=False)
     try:
         with cl.as_current():
-            A, b, *_ = system("plain")
-            edges = np.concatenate([[0], np.cumsum(SIZES)])
-            Ad = da.concatenate([
-                da.from_delayed(dask.delayed(_rows)(A, lo, hi), shape=(hi - lo, 400),
-                                dtype=A.dtype, meta=sp.csr_matrix((0, 0)))
-                for lo, hi in zip(edges[:-1], edges[1:])])
-            Ad = cl.persist(Ad)
-            bd = da.from_array(b, chunks=(SIZES,))
-            distributed.wait(Ad)
+            A, b, Ad, bd = _recomputable_system(cl)
             holder = cl.who_has(Ad)[Ad.__dask_keys__()[0][0]][0]
             victim = cl.run(os.getpid)[holder]
             steps = []
@@ -373,15 +380,7 @@ def test_prepared_system_survives_a_lost_worker():
     cl = distributed.Client(cluster, set_as_default=False)
     try:
         with cl.as_current():
-            A, b, *_ = system("plain")
-            edges = np.concatenate([[0], np.cumsum(SIZES)])
-            Ad = da.concatenate([
-                da.from_delayed(dask.delayed(_rows)(A, lo, hi), shape=(hi - lo, 400),
-                                dtype=A.dtype, meta=sp.csr_matrix((0, 0)))
-                for lo, hi in zip(edges[:-1], edges[1:])])
-            Ad = cl.persist(Ad)
-            distributed.wait(Ad)
-            bd = da.from_array(b, chunks=(SIZES,))
+            A, b, Ad, bd = _recomputable_system(cl)
             loc = lpc.pcg(A, b, rtol=0.0, maxiter=8, check_every=5)
             s = lpc.distributed.prepare_pcg(Ad)
             first = s.pcg(bd, rtol=0.0, maxiter=8, check_every=5)
